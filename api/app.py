@@ -1,0 +1,36 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Flask, g
+
+from api import jobs_routes, models_routes
+from api.chat import routes as chat_routes
+from api.errors import register_error_handlers
+from api.services import Services
+from contracts.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API; settings default to the environment (LADLE_*, REDIS_URL)."""
+    settings = settings or Settings.from_env()
+    app = Flask("ladle")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["ladle"] = Services.build(settings)
+    register_error_handlers(app)
+    for blueprint in (chat_routes.bp, jobs_routes.bp, models_routes.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def assign_request_id() -> None:
+        g.request_id = uuid.uuid4().hex
+
+    @app.after_request
+    def tag_response(response):
+        response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
+        return response
+
+    return app

@@ -1,0 +1,80 @@
+"""The one error hierarchy of the API and the handlers that render OpenAI's error envelope."""
+
+from __future__ import annotations
+
+import logging
+
+import pydantic
+import redis
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
+               429: "rate_limit_error", 503: "service_unavailable", 504: "timeout"}  # fmt: skip
+
+
+class ApiError(Exception):
+    """A failure the client should see, with status and OpenAI's error fields."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def model_not_found(name: str) -> ApiError:
+    return ApiError(404, f"The model '{name}' does not exist.", param="model", code="model_not_found")
+
+
+def validation_error(error: pydantic.ValidationError) -> ApiError:
+    """The first pydantic error, naming the offending parameter (dotted path)."""
+    first = error.errors(include_url=False)[0]
+    param = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or None
+    if first["type"] == "extra_forbidden":
+        return bad_request(f"Unrecognized request argument supplied: {param}", param, "unsupported_parameter")
+    message = first["msg"].removeprefix("Value error, ")
+    return bad_request(f"Invalid value for '{param}': {message}" if param else message, param, "invalid_value")
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and (part.startswith(("list[", "dict[")) or part in {"str", "int", "float"})
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return jsonify(error.body()), error.status, error.headers
+
+    @app.errorhandler(pydantic.ValidationError)
+    def invalid(error: pydantic.ValidationError):
+        return api_error(validation_error(error))
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def redis_down(error: redis.RedisError):
+        log.error("redis unavailable: %s", error)
+        return api_error(ApiError(503, "The job queue (Redis) is unavailable; retry shortly.",
+                                  type="service_unavailable", code="queue_unavailable", headers={"Retry-After": "5"}))  # fmt: skip
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if error.code == 500:
+            log.error("unhandled error", exc_info=getattr(error, "original_exception", None) or error)
+            message, kind = "The server had an error while processing your request.", "server_error"
+        else:
+            message, kind = error.description or error.name, _HTTP_TYPES.get(error.code, "invalid_request_error")
+        return api_error(ApiError(error.code or 500, message, type=kind, code=error.name.lower().replace(" ", "_")))

@@ -1,0 +1,61 @@
+"""What the API's routes share: settings, the job store and client, the model directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import current_app, request
+
+from api.errors import ApiError, bad_request, model_not_found
+from api.job_client import JobClient
+from contracts.celery_config import celery_config
+from contracts.job_store import JobStore
+from contracts.model_directory import ModelDirectory
+from contracts.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: JobStore
+    jobs: JobClient
+    models: ModelDirectory
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        if not settings.redis_url:
+            raise ValueError("the API needs REDIS_URL (or LADLE_REDIS_URL); `ladle serve` sets it")
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30)
+        store = JobStore(client, settings.job_ttl_s)
+        producer = Celery("ladle-api")
+        producer.conf.update(celery_config(settings))
+        return cls(settings, store, JobClient(settings, store, producer), ModelDirectory(settings.model_dir))
+
+    def require_model(self, name: str, max_tokens: int | None = None) -> None:
+        """404 for a model not in the directory; 400 for an output limit beyond its context."""
+        if not self.models.exists(name):
+            raise model_not_found(name)
+        context = self.models.context_length(name)
+        if max_tokens is not None and max_tokens >= context:
+            raise bad_request(f"max_tokens is too large: {max_tokens}. This model's context length is "
+                              f"{context} tokens, prompt included.", "max_tokens", "context_length_exceeded")  # fmt: skip
+
+
+def services() -> Services:
+    return current_app.extensions["ladle"]
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 400 saying why it is not one."""
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "We could not parse the JSON body of your request: it must be a JSON object.",
+                       code="invalid_json")  # fmt: skip
+    return body
+
+
+def prefers_async() -> bool:
+    """RFC 7240: `Prefer: respond-async` asks for 202 and a job ID instead of waiting."""
+    return "respond-async" in request.headers.get("Prefer", "").replace(" ", "").split(",")

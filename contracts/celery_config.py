@@ -1,0 +1,29 @@
+"""Celery settings shared by the API (producer) and the workers (consumers)."""
+
+from __future__ import annotations
+
+from contracts.jobs import DEFAULT_DEVICE, queue_for_device
+from contracts.settings import Settings
+
+# kombu's Redis transport keeps unacknowledged deliveries in this sorted set, scored by the
+# time of delivery; a delivery older than the visibility timeout is handed out again.
+UNACKED_INDEX_KEY = "unacked_index"
+
+
+def celery_config(settings: Settings) -> dict:
+    """Reliability-first configuration: late acks, one prefetch, our own job records."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": queue_for_device(DEFAULT_DEVICE),
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }

@@ -1,0 +1,162 @@
+"""Ladle's own job records and event streams in Redis (Celery's result backend is not used).
+
+A job's events are appended to a Redis Stream and announced on a pub/sub channel by one Lua
+script, so both happen atomically. Finishing is guarded by HSETNX on `finished_at`: exactly one
+writer (worker or API) emits the terminal event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis
+
+from contracts import keys
+from contracts.jobs import DoneEvent, ErrorEvent, JobEvent, JobKind, JobStatus
+
+_EMIT = """
+if ARGV[3] == '1' then
+  if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[5]) == 0 then return false end
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], ARGV[6], ARGV[7])
+end
+local id = redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[3], id .. '\\n' .. ARGV[1])
+return id
+"""
+
+_MARK_RUNNING = """
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as stored: what `GET /v1/jobs/{id}` shows."""
+
+    job_id: str
+    kind: str
+    model: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    result: dict | None
+    error: dict | None
+
+    @classmethod
+    def from_hash(cls, job_id: str, fields: dict[str, str]) -> JobRecord:
+        def number(name: str) -> float | None:
+            return float(fields[name]) if name in fields else None
+
+        def document(name: str) -> dict | None:
+            return json.loads(fields[name]) if name in fields else None
+
+        return cls(
+            job_id=job_id,
+            kind=fields.get("kind", ""),
+            model=fields.get("model", ""),
+            status=JobStatus(fields.get("status", "queued")),
+            created_at=float(fields.get("created_at", 0)),
+            started_at=number("started_at"),
+            finished_at=number("finished_at"),
+            worker=fields.get("worker"),
+            result=document("result"),
+            error=document("error"),
+        )
+
+
+def parse_stream_id(stream_id: str) -> tuple[int, int]:
+    """Order of a stream entry ID ("ms-seq"), for comparing IDs from replay and live feed."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class JobStore:
+    """Reads and writes job records and events; shared by the API and the workers."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self._emit = client.register_script(_EMIT)
+        self._mark_running = client.register_script(_MARK_RUNNING)
+
+    def create(self, job_id: str, kind: JobKind, model: str) -> None:
+        pipe = self.client.pipeline()
+        pipe.hset(
+            keys.job_key(job_id),
+            mapping={"kind": kind.value, "model": model, "status": "queued", "created_at": time.time()},
+        )
+        pipe.expire(keys.job_key(job_id), self.ttl_s)
+        pipe.execute()
+
+    def get(self, job_id: str) -> JobRecord | None:
+        fields = self.client.hgetall(keys.job_key(job_id))
+        return JobRecord.from_hash(job_id, _decode(fields)) if fields else None
+
+    def mark_running(self, job_id: str, worker: str) -> bool:
+        """Move a job to running; False if it already finished (e.g. cancelled while queued)."""
+        return bool(self._mark_running(keys=[keys.job_key(job_id)], args=[time.time(), worker]))
+
+    def emit(self, job_id: str, event: JobEvent, client: redis.Redis | None = None) -> None:
+        """Append a non-terminal event (pass a pipeline as `client` to batch writes)."""
+        self._emit(keys=_event_keys(job_id), args=[event.model_dump_json(), self.ttl_s, "0"], client=client)
+
+    def finish(self, job_id: str, event: DoneEvent | ErrorEvent, status: JobStatus, client=None):
+        """Record the outcome and emit the terminal event unless another writer finished first.
+
+        Returns the stream ID, or None when the job was already finished (via a pipeline: the
+        pipeline's result holds it).
+        """
+        field, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
+        return self._emit(
+            keys=_event_keys(job_id),
+            args=[
+                event.model_dump_json(),
+                self.ttl_s,
+                "1",
+                status.value,
+                time.time(),
+                field,
+                document.model_dump_json(),
+            ],
+            client=client,
+        )
+
+    def events_after(self, job_id: str, after: str | None) -> list[tuple[str, str]]:
+        """Stored events (stream ID, JSON) after `after` (exclusive), oldest first."""
+        start = f"({after}" if after else "-"
+        return [(_text(i), _text(f[b"event"])) for i, f in self.client.xrange(keys.job_events_key(job_id), start, "+")]
+
+    def request_cancel(self, job_id: str) -> None:
+        pipe = self.client.pipeline()
+        pipe.set(keys.job_cancel_key(job_id), 1, ex=self.ttl_s)
+        pipe.publish(keys.CANCEL_CHANNEL, job_id)
+        pipe.execute()
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        return bool(self.client.exists(keys.job_cancel_key(job_id)))
+
+    def count_delivery(self, job_id: str) -> int:
+        """Count one more delivery of the job to a worker; returns the total so far."""
+        pipe = self.client.pipeline()
+        pipe.incr(keys.job_deliveries_key(job_id))
+        pipe.expire(keys.job_deliveries_key(job_id), self.ttl_s)
+        return int(pipe.execute()[0])
+
+
+def _event_keys(job_id: str) -> list[str]:
+    return [keys.job_key(job_id), keys.job_events_key(job_id), keys.job_channel(job_id)]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(fields: dict) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in fields.items()}

@@ -1,0 +1,129 @@
+"""Job kinds, Celery task and queue names, and the pydantic shapes of jobs and their events."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+GENERATE_TASK = "ladle.generate"
+DEFAULT_DEVICE = "cpu"
+
+
+class JobKind(str, Enum):
+    """What a job asks a worker to do."""
+
+    CHAT = "chat"
+
+
+class JobStatus(str, Enum):
+    """Life cycle of a job record."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def queue_for_device(device: str) -> str:
+    """The Celery queue consumed by workers bound to `device` ("cpu", "cuda:0", ...)."""
+    return f"ladle.device.{device}"
+
+
+class SamplingParams(BaseModel):
+    """How the next token is chosen; None means the model's own default (genai_config.json)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+
+
+class ChatJob(BaseModel):
+    """A chat generation request as the worker receives it."""
+
+    job_id: str
+    model: str
+    messages: list[dict]
+    n: int = 1
+    max_tokens: int | None = None
+    stop: list[str] = []
+    sampling: SamplingParams = SamplingParams()
+
+
+class ErrorInfo(BaseModel):
+    """A failure a client can see: HTTP status plus OpenAI's error fields."""
+
+    status: int
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class Choice(BaseModel):
+    """One generated sequence."""
+
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class GenerationResult(BaseModel):
+    """What a finished chat job produced."""
+
+    choices: list[Choice]
+    usage: Usage
+
+
+class StartedEvent(BaseModel):
+    type: Literal["started"] = "started"
+    worker: str
+
+
+class DeltaEvent(BaseModel):
+    """New text of one choice; finish_reason is set on the choice's last delta."""
+
+    type: Literal["delta"] = "delta"
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
+
+
+class DoneEvent(BaseModel):
+    """Terminal: the job succeeded."""
+
+    type: Literal["done"] = "done"
+    result: GenerationResult
+
+
+class ErrorEvent(BaseModel):
+    """Terminal: the job failed or was cancelled."""
+
+    type: Literal["error"] = "error"
+    error: ErrorInfo
+
+
+JobEvent = Annotated[Union[StartedEvent, DeltaEvent, DoneEvent, ErrorEvent], Field(discriminator="type")]
+job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
+
+TERMINAL_EVENT_TYPES = frozenset({"done", "error"})
+
+
+def cancelled_error() -> ErrorInfo:
+    """The error a cancelled job ends with."""
+    return ErrorInfo(status=409, message="The job was cancelled.", type="invalid_request_error", code="cancelled")

@@ -1,0 +1,39 @@
+"""Every Redis key and channel name Ladle uses, each from one function."""
+
+PREFIX = "ladle"
+
+# Pub/sub channel on which the API asks workers to stop a running job.
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+
+
+def job_key(job_id: str) -> str:
+    """Hash holding a job's record (status, timestamps, worker, result or error)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_events_key(job_id: str) -> str:
+    """Stream of a job's events, kept for replay and Last-Event-ID resume."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_channel(job_id: str) -> str:
+    """Pub/sub channel on which a job's events are announced as they happen."""
+    return f"{PREFIX}:job:{job_id}:live"
+
+
+def job_cancel_key(job_id: str) -> str:
+    """Flag set when a client asked to cancel the job."""
+    return f"{PREFIX}:job:{job_id}:cancel"
+
+
+def job_deliveries_key(job_id: str) -> str:
+    """Counter of how many times the broker handed the job to a worker."""
+    return f"{PREFIX}:job:{job_id}:deliveries"
+
+
+def worker_key(worker_name: str) -> str:
+    """Expiring heartbeat of one live worker (JSON: device, queues, loaded models)."""
+    return f"{PREFIX}:worker:{worker_name}"
+
+
+WORKER_KEY_PATTERN = f"{PREFIX}:worker:*"

@@ -1,0 +1,43 @@
+"""The model directory: one folder per model, readable without onnxruntime.
+
+A folder is a usable model when it holds `genai_config.json` and no `download.tmp` marker
+(an unfinished download is never listed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CONFIG_FILE = "genai_config.json"
+INCOMPLETE_MARKER = "download.tmp"
+
+
+class ModelDirectory:
+    """Lists models in a folder and reads what the API needs from their configuration."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        if not name or "/" in name or name.startswith("."):
+            return False
+        folder = self.path(name)
+        return (folder / CONFIG_FILE).is_file() and not (folder / INCOMPLETE_MARKER).exists()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if self.exists(p.name))
+
+    def genai_config(self, name: str) -> dict:
+        return json.loads((self.path(name) / CONFIG_FILE).read_text())
+
+    def context_length(self, name: str) -> int:
+        return int(self.genai_config(name)["model"]["context_length"])
+
+    def created_at(self, name: str) -> int:
+        return int((self.path(name) / CONFIG_FILE).stat().st_mtime)

@@ -1,0 +1,87 @@
+"""Ladle's settings: one frozen object read once from the environment.
+
+Every variable Ladle reads is listed here, with its default and meaning (also in README.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration shared by the API, the workers and the launcher."""
+
+    # REDIS_URL / LADLE_REDIS_URL: Redis to use; empty means `ladle serve` starts a private one.
+    redis_url: str = ""
+    # LADLE_MODEL_DIR: one folder per model (genai_config.json inside).
+    model_dir: Path = field(default_factory=lambda: _cache_home() / "ladle" / "models")
+    # LADLE_DATA_DIR: the embedded Redis keeps its append-only file here.
+    data_dir: Path = field(default_factory=lambda: _data_home() / "ladle")
+    # LADLE_HOST / LADLE_PORT: where `ladle serve` listens (Foundry Local's default port).
+    host: str = "127.0.0.1"
+    port: int = 5272
+    # LADLE_JOB_TTL: seconds a job record and its event stream are kept.
+    job_ttl_s: int = 86400
+    # LADLE_SYNC_TIMEOUT: seconds a synchronous request waits for its job before replying 504.
+    sync_timeout_s: float = 600.0
+    # LADLE_WORKER_WAIT: seconds to wait for a live worker of the device before replying 503.
+    worker_wait_s: float = 5.0
+    # LADLE_VISIBILITY_TIMEOUT: seconds after which an unacknowledged job of a dead worker is
+    # delivered again; live workers renew the lease of running jobs, so no job runs twice.
+    visibility_timeout_s: int = 60
+    # LADLE_MAX_DELIVERIES: deliveries after which a job that keeps killing workers fails.
+    max_deliveries: int = 3
+    # LADLE_MAX_BODY_BYTES: largest request body accepted (413 beyond).
+    max_body_bytes: int = 1_048_576
+    # LADLE_MAX_BATCH: most sequences one decode loop steps together.
+    max_batch_rows: int = 8
+    # LADLE_BATCH_WINDOW_MS: how long the engine waits for more requests to join a new batch.
+    batch_window_ms: float = 5.0
+    # LADLE_WORKER_CONCURRENCY: jobs a worker admits at once (threads); the rest wait in Redis.
+    worker_concurrency: int = 16
+    # LADLE_HEARTBEAT_S: seconds between worker heartbeats (a worker is dead after 3 missed).
+    heartbeat_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read LADLE_* variables (and REDIS_URL) once."""
+        env = dict(os.environ if env is None else env)
+        base = cls()
+        conversions = {
+            "redis_url": ("LADLE_REDIS_URL", str),
+            "model_dir": ("LADLE_MODEL_DIR", Path),
+            "data_dir": ("LADLE_DATA_DIR", Path),
+            "host": ("LADLE_HOST", str),
+            "port": ("LADLE_PORT", int),
+            "job_ttl_s": ("LADLE_JOB_TTL", int),
+            "sync_timeout_s": ("LADLE_SYNC_TIMEOUT", float),
+            "worker_wait_s": ("LADLE_WORKER_WAIT", float),
+            "visibility_timeout_s": ("LADLE_VISIBILITY_TIMEOUT", int),
+            "max_deliveries": ("LADLE_MAX_DELIVERIES", int),
+            "max_body_bytes": ("LADLE_MAX_BODY_BYTES", int),
+            "max_batch_rows": ("LADLE_MAX_BATCH", int),
+            "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
+            "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
+            "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
+        }
+        values = {
+            name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)
+        }
+        if "redis_url" not in values and env.get("REDIS_URL"):
+            values["redis_url"] = env["REDIS_URL"]
+        return replace(base, **values)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and the launcher use this)."""
+        return replace(self, **changes)

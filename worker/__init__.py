@@ -1,0 +1,1 @@
+"""Ladle's workers: the Celery app, engines and the model store."""

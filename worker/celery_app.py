@@ -1,0 +1,87 @@
+"""The worker's Celery app: one device, its queue, and the resources built once per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import redis
+from celery import Celery, signals
+
+from contracts.celery_config import celery_config
+from contracts.job_store import JobStore
+from contracts.jobs import GENERATE_TASK, ChatJob, queue_for_device
+from contracts.settings import Settings
+from worker.chat_runner import ChatRunner
+from worker.event_publisher import EventPublisher
+from worker.heartbeat import CancelListener, Heartbeat
+from worker.model_registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    """Everything a worker process keeps between jobs; built when the worker is ready."""
+
+    def __init__(self, settings: Settings, device: str, name: str) -> None:
+        self.settings = settings
+        self.device = device
+        self.name = name
+        client = redis.Redis.from_url(settings.redis_url)
+        self.store = JobStore(client, settings.job_ttl_s)
+        self.registry = ModelRegistry(settings)
+        self.publisher = EventPublisher(self.store)
+        self.runner = ChatRunner(settings, self.store, self.registry, self.publisher, name)
+        self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe)
+        self.cancels = CancelListener(client, self.runner.cancel)
+        self.heartbeat.start()
+
+    def describe(self) -> dict:
+        return {
+            "device": self.device,
+            "queues": [queue_for_device(self.device)],
+            "execution_providers": ["cpu"],
+            "loaded_models": self.registry.loaded_names(),
+            "capacity": self.settings.worker_concurrency,
+        }
+
+    def close(self) -> None:
+        self.cancels.stop()
+        self.heartbeat.stop()
+        self.registry.close()
+        self.publisher.close()
+
+
+def make_celery(settings: Settings, device: str) -> Celery:
+    """A Celery app whose worker serves `device`; the runtime starts when the worker is ready."""
+    app = Celery("ladle-worker")
+    app.conf.update(celery_config(settings))
+    name = f"ladle-{device.replace(':', '')}-{os.getpid()}@{socket.gethostname()}"
+    holder: dict[str, WorkerRuntime] = {}
+
+    @app.task(name=GENERATE_TASK, bind=True)
+    def generate(task, payload: dict) -> None:
+        holder["runtime"].runner.run(ChatJob.model_validate(payload))
+
+    @signals.worker_init.connect(weak=False)
+    def start_runtime(**_: object) -> None:
+        holder["runtime"] = WorkerRuntime(settings, device, name)
+
+    @signals.worker_shutdown.connect(weak=False)
+    def stop_runtime(**_: object) -> None:
+        if "runtime" in holder:
+            holder["runtime"].close()
+
+    app.conf.worker_name = name
+    return app
+
+
+def run_worker(settings: Settings, device: str, log_level: str = "INFO") -> None:
+    """Start a Celery worker bound to `device` (blocks until it stops)."""
+    app = make_celery(settings, device)
+    app.worker_main([
+        "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency),
+        "--queues", queue_for_device(device), "--hostname", app.conf.worker_name,
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", log_level,
+    ])  # fmt: skip

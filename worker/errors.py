@@ -1,0 +1,27 @@
+"""Failures of a job that are the client's doing, carried back as the job's error event."""
+
+from __future__ import annotations
+
+from contracts.jobs import ErrorInfo
+
+
+class JobRejected(Exception):
+    """The request cannot be served as asked; `info` says why, with an HTTP status."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+def model_not_found(name: str) -> JobRejected:
+    return JobRejected(ErrorInfo(status=404, type="invalid_request_error", param="model",
+                                 code="model_not_found", message=f"The model '{name}' does not exist."))  # fmt: skip
+
+
+def context_exceeded(prompt_tokens: int, max_tokens: int, context: int) -> JobRejected:
+    message = (
+        f"This model's maximum context length is {context} tokens. However, you requested "
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion)."
+    )
+    return JobRejected(ErrorInfo(status=400, type="invalid_request_error", param="messages",
+                                 code="context_length_exceeded", message=message))  # fmt: skip

@@ -1,0 +1,92 @@
+"""One chat request inside the engine: its rows (one per choice) and how it reports back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from contracts.jobs import Choice, DeltaEvent, GenerationResult, SamplingParams, Usage
+from worker.stop_strings import StopStringFilter
+
+
+@dataclass
+class GenerationRequest:
+    """A prepared request: prompt tokens and limits, plus a callback for its events."""
+
+    job_id: str
+    prompt_tokens: list[int]
+    n: int
+    max_tokens: int
+    stop: list[str]
+    sampling: SamplingParams
+    emit: Callable[[DeltaEvent], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: GenerationResult | None = None
+    error: BaseException | None = None
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys may share one decode loop (one set of search options).
+
+        A seeded request decodes alone, so the same seed always gives the same text.
+        """
+        s = self.sampling
+        return (s.temperature, s.top_p, s.top_k, self.job_id if s.seed is not None else None)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.finished.set()
+
+
+class Row:
+    """One sequence being generated: decodes tokens, applies stop strings and limits."""
+
+    def __init__(self, request: GenerationRequest, index: int, stream, eos_ids: frozenset[int]) -> None:
+        self.request = request
+        self.index = index
+        self.stream = stream
+        self.eos_ids = eos_ids
+        self.stops = StopStringFilter(request.stop)
+        self.text: list[str] = []
+        self.generated = 0
+        self.finish_reason: str | None = None
+
+    def accept(self, token: int) -> None:
+        """Take the next token of this row (ignored once the row finished)."""
+        if self.finish_reason:
+            return
+        self.generated += 1
+        if token in self.eos_ids:
+            self.finish("stop")
+            return
+        released = self.stops.feed(self.stream.decode(token))
+        self._send(released)
+        if self.stops.stopped:
+            self.finish("stop")
+        elif self.generated >= self.request.max_tokens:
+            self.finish("length")
+
+    def finish(self, reason: str) -> None:
+        if self.finish_reason:
+            return
+        self.finish_reason = reason
+        tail = "" if reason == "cancelled" or self.stops.stopped else self.stops.flush()
+        self._send(tail, reason)
+
+    def _send(self, text: str, finish_reason: str | None = None) -> None:
+        if text:
+            self.text.append(text)
+        if text or finish_reason:
+            self.request.emit(DeltaEvent(index=self.index, text=text, finish_reason=finish_reason))
+
+
+def complete(request: GenerationRequest, rows: list[Row]) -> None:
+    """Build the request's result from its finished rows and wake whoever waits for it."""
+    generated = sum(r.generated for r in rows)
+    prompt = len(request.prompt_tokens)
+    request.result = GenerationResult(
+        choices=[Choice(index=r.index, text="".join(r.text), finish_reason=r.finish_reason) for r in rows],
+        usage=Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated),
+    )
+    request.finished.set()

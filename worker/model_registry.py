@@ -1,0 +1,86 @@
+"""Models loaded in this worker process: each loads once and keeps one decode loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import onnxruntime_genai as og
+
+from contracts.jobs import ChatJob
+from contracts.model_directory import ModelDirectory
+from contracts.settings import Settings
+from worker.chat_prompt import render_prompt
+from worker.errors import context_exceeded, model_not_found
+from worker.generation_engine import GenerationEngine
+from worker.generation_request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: weights, tokenizer, chat template and its decode loop."""
+
+    name: str
+    tokenizer: og.Tokenizer
+    chat_template: str
+    context_length: int
+    engine: GenerationEngine
+
+    def prepare(self, job: ChatJob, emit) -> GenerationRequest:
+        """Tokenize the job's prompt and check it fits the context; raises JobRejected."""
+        prompt_tokens = self.tokenizer.encode(render_prompt(self.tokenizer, self.chat_template, job.messages))
+        max_tokens = job.max_tokens or self.context_length - len(prompt_tokens)
+        if len(prompt_tokens) + max_tokens > self.context_length or max_tokens < 1:
+            raise context_exceeded(len(prompt_tokens), max_tokens, self.context_length)
+        return GenerationRequest(
+            job_id=job.job_id, prompt_tokens=prompt_tokens.tolist(), n=job.n, max_tokens=max_tokens,
+            stop=job.stop, sampling=job.sampling, emit=emit,
+        )  # fmt: skip
+
+
+class ModelRegistry:
+    """Loads models from the model directory on first use and keeps them for the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.directory = ModelDirectory(settings.model_dir)
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = self._load(name)
+            return self._models[name]
+
+    def loaded_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def close(self) -> None:
+        for model in self._models.values():
+            model.engine.stop()
+
+    def _load(self, name: str) -> LoadedModel:
+        if not self.directory.exists(name):
+            raise model_not_found(name)
+        started = time.perf_counter()
+        folder = self.directory.path(name)
+        config = og.Config(str(folder))
+        config.clear_providers()  # CPU
+        model = og.Model(config)
+        tokenizer = og.Tokenizer(model)
+        genai = self.directory.genai_config(name)["model"]
+        eos = genai["eos_token_id"]
+        eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
+        engine = GenerationEngine(
+            model, tokenizer, eos_ids, int(genai.get("pad_token_id", min(eos_ids))),
+            self.settings.max_batch_rows, self.settings.batch_window_ms / 1000, name,
+        )  # fmt: skip
+        log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
+        return LoadedModel(name, tokenizer, (folder / "chat_template.jinja").read_text(),
+                           int(genai["context_length"]), engine)  # fmt: skip
+
