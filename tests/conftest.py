@@ -1,0 +1,91 @@
+"""Fixtures: a private redis-server, real worker processes, the API over HTTP, built models."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from cli.embedded_redis import EmbeddedRedis
+from contracts.settings import Settings
+from tests.stack import ApiServer, WorkerProcess
+from worker.model_build import BUILD_RECIPE_VERSION, build_model
+
+TINY = "tiny-random-llama"
+SMOLLM2 = "smollm2-135m-instruct"
+
+# Built models are cached between runs (building SmolLM2 takes about a minute).
+MODEL_CACHE = Path(
+    os.environ.get("LADLE_TEST_MODEL_CACHE", Path.home() / ".cache" / "ladle-test" / f"models-v{BUILD_RECIPE_VERSION}")
+)
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    for name in (TINY, SMOLLM2):
+        build_model(name, MODEL_CACHE)
+    return MODEL_CACHE
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, model_dir: Path) -> Settings:
+    return Settings(redis_url=redis_url, model_dir=model_dir, worker_wait_s=2, sync_timeout_s=120,
+                    heartbeat_s=0.5, visibility_timeout_s=3)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings, worker: WorkerProcess) -> Iterator[str]:
+    server = ApiServer(settings)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chat(api_url: str):
+    """POST a chat completion; returns the response."""
+
+    def post(body: dict, **kwargs) -> requests.Response:
+        return requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120, **kwargs)
+
+    return post
+
+
+def sse_data(response: requests.Response) -> list[str]:
+    """The `data:` payloads of an SSE response, in order."""
+    return [line[len("data: ") :] for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+
+
+def sse_events(response: requests.Response) -> list[dict]:
+    """Frames of an SSE response as dicts with id, event and data (JSON-decoded)."""
+    frames, current = [], {}
+    for line in response.iter_lines(decode_unicode=True):
+        if not line:
+            if current:
+                frames.append(current)
+            current = {}
+            continue
+        field, _, value = line.partition(": ")
+        current[field] = json.loads(value) if field == "data" else value
+    return frames
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
