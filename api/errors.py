@@ -11,15 +11,29 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-_HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
-               429: "rate_limit_error", 503: "service_unavailable", 504: "timeout"}  # fmt: skip
+_HTTP_TYPES = {
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 class ApiError(Exception):
     """A failure the client should see, with status and OpenAI's error fields."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -67,8 +81,15 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.TimeoutError)
     def redis_down(error: redis.RedisError):
         log.error("redis unavailable: %s", error)
-        return api_error(ApiError(503, "The job queue (Redis) is unavailable; retry shortly.",
-                                  type="service_unavailable", code="queue_unavailable", headers={"Retry-After": "5"}))  # fmt: skip
+        return api_error(
+            ApiError(
+                503,
+                "The job queue (Redis) is unavailable; retry shortly.",
+                type="service_unavailable",
+                code="queue_unavailable",
+                headers={"Retry-After": "5"},
+            )
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

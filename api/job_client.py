@@ -83,14 +83,21 @@ class JobClient:
         deadline = time.monotonic() + self.settings.worker_wait_s
         while not any(w.get("device") == device for w in self.live_workers()):
             if time.monotonic() >= deadline:
-                raise ApiError(503, f"No worker for device '{device}' is available; retry later.",
-                               type="service_unavailable", code="no_worker", headers={"Retry-After": "10"})  # fmt: skip
+                raise ApiError(
+                    503,
+                    f"No worker for device '{device}' is available; retry later.",
+                    type="service_unavailable",
+                    code="no_worker",
+                    headers={"Retry-After": "10"},
+                )
             time.sleep(0.2)
 
     def follow(self, job_id: str) -> JobEventFeed:
         return JobEventFeed(self.store, job_id)
 
-    def submit(self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool) -> JobEventFeed | None:
+    def submit(
+        self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool
+    ) -> JobEventFeed | None:
         """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
         self.require_worker(device)
         job_id = payload["job_id"]

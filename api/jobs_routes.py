@@ -21,10 +21,18 @@ def job_body(record: JobRecord) -> dict:
         result = completion_body(record.job_id, record.model, int(record.created_at), GenerationResult(**result))
     error = {k: v for k, v in record.error.items() if k != "status"} if record.error else None
     return {
-        "id": record.job_id, "object": "job", "kind": record.kind, "model": record.model,
-        "status": record.status.value, "created_at": record.created_at, "started_at": record.started_at,
-        "finished_at": record.finished_at, "worker": record.worker, "result": result, "error": error,
-    }  # fmt: skip
+        "id": record.job_id,
+        "object": "job",
+        "kind": record.kind,
+        "model": record.model,
+        "status": record.status.value,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "worker": record.worker,
+        "result": result,
+        "error": error,
+    }
 
 
 def accepted(job_id: str):
@@ -71,4 +79,3 @@ def cancel_job(job_id: str):
         if record.status == JobStatus.QUEUED:
             store.finish(job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED)
     return jsonify(job_body(_record(job_id)))
-

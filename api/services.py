@@ -39,8 +39,12 @@ class Services:
             raise model_not_found(name)
         context = self.models.context_length(name)
         if max_tokens is not None and max_tokens >= context:
-            raise bad_request(f"max_tokens is too large: {max_tokens}. This model's context length is "
-                              f"{context} tokens, prompt included.", "max_tokens", "context_length_exceeded")  # fmt: skip
+            raise bad_request(
+                f"max_tokens is too large: {max_tokens}. This model's context length is "
+                f"{context} tokens, prompt included.",
+                "max_tokens",
+                "context_length_exceeded",
+            )
 
 
 def services() -> Services:
@@ -51,8 +55,9 @@ def json_body() -> dict:
     """The request's JSON object, or a 400 saying why it is not one."""
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "We could not parse the JSON body of your request: it must be a JSON object.",
-                       code="invalid_json")  # fmt: skip
+        raise ApiError(
+            400, "We could not parse the JSON body of your request: it must be a JSON object.", code="invalid_json"
+        )
     return body
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from contracts.model_directory import ModelDirectory
@@ -15,7 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run Redis (embedded unless REDIS_URL), a CPU worker and the API")
     worker = commands.add_parser("worker", help="run a worker bound to one device")
-    worker.add_argument("--device", default="cpu", help="cpu (cuda:N needs a CUDA build; not yet)")
+    worker.add_argument("--device", default="cpu", help="cpu or cuda:N (needs onnxruntime-genai-cuda)")
     worker.add_argument("--loglevel", default="INFO")
     models = commands.add_parser("models", help="manage the model directory")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(settings)
     if args.command == "worker":
-        if args.device != "cpu":
-            print(f"ladle: device {args.device!r} is not supported yet; use --device cpu", file=sys.stderr)
+        if not re.fullmatch(r"cpu|cuda:\d+", args.device):
+            print(f"ladle: --device must be cpu or cuda:N, not {args.device!r}", file=sys.stderr)
             return 2
         from worker.celery_app import run_worker
 

@@ -29,10 +29,23 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
     env = _settings_env(settings)
     children = [
         subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu"], env=env),
-        subprocess.Popen([
-            sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", str(api_threads),
-            "--bind", f"{settings.host}:{settings.port}", "--timeout", "0", "api.app:create_app()",
-        ], env=env),  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(api_threads),
+                "--bind",
+                f"{settings.host}:{settings.port}",
+                "--timeout",
+                "0",
+                "api.app:create_app()",
+            ],
+            env=env,
+        ),
     ]
     log.info("ladle is serving", extra={"url": f"http://{settings.host}:{settings.port}", "redis": settings.redis_url})
     stopping = False

@@ -14,7 +14,13 @@ def celery_config(settings: Settings) -> dict:
     """Reliability-first configuration: late acks, one prefetch, our own job records."""
     return {
         "broker_url": settings.redis_url,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Sweep for deliveries of dead workers often enough for the timeout to mean something
+            # (kombu's default sweep runs every 10 x 10 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 2)),
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

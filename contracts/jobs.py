@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -118,7 +118,7 @@ class ErrorEvent(BaseModel):
     error: ErrorInfo
 
 
-JobEvent = Annotated[Union[StartedEvent, DeltaEvent, DoneEvent, ErrorEvent], Field(discriminator="type")]
+JobEvent = Annotated[StartedEvent | DeltaEvent | DoneEvent | ErrorEvent, Field(discriminator="type")]
 job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
 
 TERMINAL_EVENT_TYPES = frozenset({"done", "error"})

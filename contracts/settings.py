@@ -75,9 +75,7 @@ class Settings:
             "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
             "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
         }
-        values = {
-            name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)
-        }
+        values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         return replace(base, **values)

@@ -40,8 +40,14 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(redis_url: str, model_dir: Path) -> Settings:
-    return Settings(redis_url=redis_url, model_dir=model_dir, worker_wait_s=2, sync_timeout_s=120,
-                    heartbeat_s=0.5, visibility_timeout_s=3)  # fmt: skip
+    return Settings(
+        redis_url=redis_url,
+        model_dir=model_dir,
+        worker_wait_s=2,
+        sync_timeout_s=120,
+        heartbeat_s=0.5,
+        visibility_timeout_s=3,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -41,8 +41,11 @@ class WorkerProcess:
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--loglevel", "WARNING"],
-            env=settings_env(settings), cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=settings_env(settings),
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.name = self._wait_for_heartbeat()
 
     def _wait_for_heartbeat(self, timeout_s: float = 60) -> str:

@@ -20,7 +20,9 @@ def tiny_tokenizer(model_dir):
 
 def prompt_token_count(tiny_tokenizer, messages: list[dict]) -> int:
     tokenizer, template = tiny_tokenizer
-    prompt = tokenizer.apply_chat_template(messages=json.dumps(messages), add_generation_prompt=True, template_str=template)
+    prompt = tokenizer.apply_chat_template(
+        messages=json.dumps(messages), add_generation_prompt=True, template_str=template
+    )
     return len(tokenizer.encode(prompt))
 
 
@@ -80,8 +82,13 @@ def test_stream_sends_chunks_then_done(chat):
 
 
 def test_stream_include_usage_adds_a_usage_chunk(chat):
-    request = {"model": TINY, "messages": user("x"), "max_tokens": 4, "stream": True,
-               "stream_options": {"include_usage": True}}  # fmt: skip
+    request = {
+        "model": TINY,
+        "messages": user("x"),
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     chunks = [json.loads(p) for p in sse_data(chat(request, stream=True))[:-1]]
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["completion_tokens"] == 4

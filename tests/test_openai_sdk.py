@@ -14,15 +14,17 @@ def client(api_url: str) -> OpenAI:
 
 
 def test_sdk_chat_completion(client: OpenAI):
-    completion = client.chat.completions.create(model=SMOLLM2, messages=user("What is the capital of France?"),
-                                                max_tokens=30, temperature=0)  # fmt: skip
+    completion = client.chat.completions.create(
+        model=SMOLLM2, messages=user("What is the capital of France?"), max_tokens=30, temperature=0
+    )
     assert "Paris" in completion.choices[0].message.content
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
 def test_sdk_streaming(client: OpenAI):
-    stream = client.chat.completions.create(model=TINY, messages=user("hi"), max_tokens=5, stream=True,
-                                            stream_options={"include_usage": True})  # fmt: skip
+    stream = client.chat.completions.create(
+        model=TINY, messages=user("hi"), max_tokens=5, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[-1].usage.completion_tokens == 5
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"

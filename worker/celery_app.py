@@ -16,7 +16,7 @@ from contracts.settings import Settings
 from worker.chat_runner import ChatRunner
 from worker.event_publisher import EventPublisher
 from worker.heartbeat import CancelListener, Heartbeat
-from worker.model_registry import ModelRegistry
+from worker.model_registry import ModelRegistry, execution_providers
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class WorkerRuntime:
         self.name = name
         client = redis.Redis.from_url(settings.redis_url)
         self.store = JobStore(client, settings.job_ttl_s)
-        self.registry = ModelRegistry(settings)
+        self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
         self.runner = ChatRunner(settings, self.store, self.registry, self.publisher, name)
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe)
@@ -41,7 +41,7 @@ class WorkerRuntime:
         return {
             "device": self.device,
             "queues": [queue_for_device(self.device)],
-            "execution_providers": ["cpu"],
+            "execution_providers": execution_providers(self.device),
             "loaded_models": self.registry.loaded_names(),
             "capacity": self.settings.worker_concurrency,
         }
@@ -79,9 +79,26 @@ def make_celery(settings: Settings, device: str) -> Celery:
 
 def run_worker(settings: Settings, device: str, log_level: str = "INFO") -> None:
     """Start a Celery worker bound to `device` (blocks until it stops)."""
+    if not execution_providers(device):
+        raise SystemExit(
+            f"device {device!r}: this onnxruntime-genai build has no CUDA (pip install onnxruntime-genai-cuda)"
+        )
     app = make_celery(settings, device)
-    app.worker_main([
-        "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency),
-        "--queues", queue_for_device(device), "--hostname", app.conf.worker_name,
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", log_level,
-    ])  # fmt: skip
+    app.worker_main(
+        [
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--queues",
+            queue_for_device(device),
+            "--hostname",
+            app.conf.worker_name,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            log_level,
+        ]
+    )

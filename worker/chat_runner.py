@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 class ChatRunner:
     """What a generate task calls; holds the worker's registry, publisher and running jobs."""
 
-    def __init__(self, settings: Settings, store: JobStore, registry: ModelRegistry,
-                 publisher: EventPublisher, worker_name: str) -> None:  # fmt: skip
+    def __init__(
+        self, settings: Settings, store: JobStore, registry: ModelRegistry, publisher: EventPublisher, worker_name: str
+    ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -41,8 +42,12 @@ class ChatRunner:
         deliveries = self.store.count_delivery(job.job_id)
         if deliveries > self.settings.max_deliveries:
             log.error("job keeps killing workers; failing it", extra={"job_id": job.job_id, "deliveries": deliveries})
-            info = ErrorInfo(status=500, type="server_error", code="worker_lost",
-                             message=f"The job was abandoned after {deliveries - 1} workers died running it.")  # fmt: skip
+            info = ErrorInfo(
+                status=500,
+                type="server_error",
+                code="worker_lost",
+                message=f"The job was abandoned after {deliveries - 1} workers died running it.",
+            )
             self.publisher.finish(job.job_id, ErrorEvent(error=info), JobStatus.FAILED)
             return
         if not self.store.mark_running(job.job_id, self.worker_name):
@@ -56,8 +61,12 @@ class ChatRunner:
             self.publisher.finish(job.job_id, ErrorEvent(error=rejected.info), JobStatus.FAILED)
         except Exception:
             log.exception("job failed", extra={"job_id": job.job_id})
-            info = ErrorInfo(status=500, type="server_error", code="internal_error",
-                             message=f"The worker failed while running job {job.job_id}.")  # fmt: skip
+            info = ErrorInfo(
+                status=500,
+                type="server_error",
+                code="internal_error",
+                message=f"The worker failed while running job {job.job_id}.",
+            )
             self.publisher.finish(job.job_id, ErrorEvent(error=info), JobStatus.FAILED)
 
     def _generate(self, engine: GenerationEngine, request: GenerationRequest) -> None:

@@ -14,8 +14,15 @@ class JobRejected(Exception):
 
 
 def model_not_found(name: str) -> JobRejected:
-    return JobRejected(ErrorInfo(status=404, type="invalid_request_error", param="model",
-                                 code="model_not_found", message=f"The model '{name}' does not exist."))  # fmt: skip
+    return JobRejected(
+        ErrorInfo(
+            status=404,
+            type="invalid_request_error",
+            param="model",
+            code="model_not_found",
+            message=f"The model '{name}' does not exist.",
+        )
+    )
 
 
 def context_exceeded(prompt_tokens: int, max_tokens: int, context: int) -> JobRejected:
@@ -23,5 +30,8 @@ def context_exceeded(prompt_tokens: int, max_tokens: int, context: int) -> JobRe
         f"This model's maximum context length is {context} tokens. However, you requested "
         f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion)."
     )
-    return JobRejected(ErrorInfo(status=400, type="invalid_request_error", param="messages",
-                                 code="context_length_exceeded", message=message))  # fmt: skip
+    return JobRejected(
+        ErrorInfo(
+            status=400, type="invalid_request_error", param="messages", code="context_length_exceeded", message=message
+        )
+    )

@@ -24,8 +24,16 @@ log = logging.getLogger(__name__)
 class GenerationEngine:
     """Owns one model's decode loop thread; `submit` hands it a prepared request."""
 
-    def __init__(self, model: og.Model, tokenizer: og.Tokenizer, eos_ids: frozenset[int], pad_id: int,
-                 max_batch_rows: int, batch_window_s: float, name: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: og.Model,
+        tokenizer: og.Tokenizer,
+        eos_ids: frozenset[int],
+        pad_id: int,
+        max_batch_rows: int,
+        batch_window_s: float,
+        name: str,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
@@ -83,7 +91,7 @@ class GenerationEngine:
         generator.append_tokens(self._input_ids(rows))
         while not self._all_done(batch, rows):
             generator.generate_next_token()
-            for row, token in zip(rows, generator.get_next_tokens().tolist()):
+            for row, token in zip(rows, generator.get_next_tokens().tolist(), strict=True):
                 row.accept(token)
             if generator.is_done():
                 for row in rows:

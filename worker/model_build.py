@@ -86,10 +86,22 @@ BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
 
 def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
     command = [
-        sys.executable, "-m", "onnxruntime_genai.models.builder",
-        "-i", str(hf_dir), "-o", str(out_dir), "-c", str(cache_dir),
-        "-p", "int4", "-e", "cpu", "--extra_options", "algo_config=k_quant",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(hf_dir),
+        "-o",
+        str(out_dir),
+        "-c",
+        str(cache_dir),
+        "-p",
+        "int4",
+        "-e",
+        "cpu",
+        "--extra_options",
+        "algo_config=k_quant",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 

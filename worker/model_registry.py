@@ -37,16 +37,39 @@ class LoadedModel:
         if len(prompt_tokens) + max_tokens > self.context_length or max_tokens < 1:
             raise context_exceeded(len(prompt_tokens), max_tokens, self.context_length)
         return GenerationRequest(
-            job_id=job.job_id, prompt_tokens=prompt_tokens.tolist(), n=job.n, max_tokens=max_tokens,
-            stop=job.stop, sampling=job.sampling, emit=emit,
-        )  # fmt: skip
+            job_id=job.job_id,
+            prompt_tokens=prompt_tokens.tolist(),
+            n=job.n,
+            max_tokens=max_tokens,
+            stop=job.stop,
+            sampling=job.sampling,
+            emit=emit,
+        )
+
+
+def execution_providers(device: str) -> list[str]:
+    """Providers a worker bound to `device` can load models with."""
+    if device == "cpu":
+        return ["cpu"]
+    return ["cuda"] if og.is_cuda_available() else []
+
+
+def provider_config(folder: str, device: str) -> og.Config:
+    """A model configuration bound to the worker's device (cpu, or cuda:N with device id N)."""
+    config = og.Config(folder)
+    config.clear_providers()  # no provider left means CPU
+    if device.startswith("cuda"):
+        config.append_provider("cuda")
+        config.set_provider_option("cuda", "device_id", device.partition(":")[2] or "0")
+    return config
 
 
 class ModelRegistry:
     """Loads models from the model directory on first use and keeps them for the process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, device: str = "cpu") -> None:
         self.settings = settings
+        self.device = device
         self.directory = ModelDirectory(settings.model_dir)
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
@@ -69,18 +92,21 @@ class ModelRegistry:
             raise model_not_found(name)
         started = time.perf_counter()
         folder = self.directory.path(name)
-        config = og.Config(str(folder))
-        config.clear_providers()  # CPU
-        model = og.Model(config)
+        model = og.Model(provider_config(str(folder), self.device))
         tokenizer = og.Tokenizer(model)
         genai = self.directory.genai_config(name)["model"]
         eos = genai["eos_token_id"]
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
         engine = GenerationEngine(
-            model, tokenizer, eos_ids, int(genai.get("pad_token_id", min(eos_ids))),
-            self.settings.max_batch_rows, self.settings.batch_window_ms / 1000, name,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            eos_ids,
+            int(genai.get("pad_token_id", min(eos_ids))),
+            self.settings.max_batch_rows,
+            self.settings.batch_window_ms / 1000,
+            name,
+        )
         log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
-        return LoadedModel(name, tokenizer, (folder / "chat_template.jinja").read_text(),
-                           int(genai["context_length"]), engine)  # fmt: skip
-
+        return LoadedModel(
+            name, tokenizer, (folder / "chat_template.jinja").read_text(), int(genai["context_length"]), engine
+        )

@@ -10,7 +10,7 @@ from contracts.jobs import ChatJob, SamplingParams
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(_Strict):
@@ -103,7 +103,9 @@ class ChatCompletionRequest(_Strict):
             max_tokens=self.output_limit,
             stop=self.stop,
             sampling=SamplingParams(
-                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
                 seed=self.seed if self.seed is not None else self.random_seed,
             ),
-        )  # fmt: skip
+        )

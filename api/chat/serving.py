@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from api.errors import ApiError
 from api.job_client import JobEventFeed, JobTimeout
 from api.sse import DONE_FRAME, sse_frame
-from contracts.jobs import DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo, GenerationResult, JobEvent
+from contracts.jobs import DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo, GenerationResult, JobEvent, StartedEvent
 
 
 def completion_id(job_id: str) -> str:
@@ -38,13 +38,19 @@ def completion_body(job_id: str, model: str, created: int, result: GenerationRes
 
 
 def error_from_info(info: ErrorInfo, job_id: str) -> ApiError:
-    return ApiError(info.status, info.message, type=info.type, param=info.param, code=info.code,
-                    headers={"X-Request-Id": job_id})  # fmt: skip
+    return ApiError(
+        info.status, info.message, type=info.type, param=info.param, code=info.code, headers={"X-Request-Id": job_id}
+    )
 
 
 def timeout_error(job_id: str, seconds: float) -> ApiError:
-    return ApiError(504, f"Job {job_id} did not finish within {seconds:g} s; it goes on running. "
-                    f"Poll GET /v1/jobs/{job_id} for its result.", type="timeout", code="job_timeout")  # fmt: skip
+    return ApiError(
+        504,
+        f"Job {job_id} did not finish within {seconds:g} s; it goes on running. "
+        f"Poll GET /v1/jobs/{job_id} for its result.",
+        type="timeout",
+        code="job_timeout",
+    )
 
 
 def wait_for_result(feed: JobEventFeed, deadline: float, timeout_s: float) -> GenerationResult:
@@ -68,14 +74,21 @@ def first_event(events: Iterator[tuple[str, JobEvent]], job_id: str) -> JobEvent
     return event
 
 
-def chunk_frames(events: Iterator[tuple[str, JobEvent]], job_id: str, model: str, n: int,
-                 include_usage: bool) -> Iterator[str]:  # fmt: skip
+def chunk_frames(
+    events: Iterator[tuple[str, JobEvent]], job_id: str, model: str, n: int, include_usage: bool
+) -> Iterator[str]:
     """`chat.completion.chunk` frames for the events of a started job, ending in [DONE]."""
     created = int(time.time())
 
     def chunk(choices: list[dict], usage: dict | None = None) -> str:
-        body = {"id": completion_id(job_id), "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": None, "choices": choices}  # fmt: skip
+        body = {
+            "id": completion_id(job_id),
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
         if include_usage:
             body["usage"] = usage
         return sse_frame(json.dumps(body))
@@ -92,6 +105,17 @@ def chunk_frames(events: Iterator[tuple[str, JobEvent]], job_id: str, model: str
                 yield chunk([], event.result.usage.model_dump())
         elif isinstance(event, ErrorEvent):
             yield sse_frame(json.dumps(error_from_info(event.error, job_id).body()))
+        elif isinstance(event, StartedEvent):
+            # Its worker died and another restarted the job: text already sent cannot be taken back.
+            restarted = ErrorInfo(
+                status=503,
+                type="server_error",
+                code="worker_restarted",
+                message=f"The worker running job {job_id} died; the job restarted elsewhere. "
+                f"Poll GET /v1/jobs/{job_id} for its result.",
+            )
+            yield sse_frame(json.dumps(error_from_info(restarted, job_id).body()))
+            break
     yield DONE_FRAME
 
 

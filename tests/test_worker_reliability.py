@@ -1,0 +1,120 @@
+"""Workers that die, jobs that outlive the visibility timeout, and jobs waiting in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+import requests
+
+from cli.embedded_redis import EmbeddedRedis
+from contracts import keys
+from contracts.settings import Settings
+from tests.conftest import TINY, sse_events, user
+from tests.stack import ApiServer, WorkerProcess
+from tests.test_jobs import ASYNC, wait_for
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    api_url: str
+    workers: list[WorkerProcess]
+
+    def submit(self, **body) -> str:
+        request = {"model": TINY, "messages": user("hi"), "max_tokens": 6000, **body}
+        response = requests.post(f"{self.api_url}/v1/chat/completions", json=request, headers=ASYNC, timeout=30)
+        assert response.status_code == 202
+        return response.json()["id"]
+
+    def worker_named(self, name: str) -> WorkerProcess:
+        return next(w for w in self.workers if w.name == name)
+
+    def deliveries(self, job_id: str) -> int:
+        return int(redis.Redis.from_url(self.settings.redis_url).get(keys.job_deliveries_key(job_id)))
+
+
+def start_fleet(tmp_path, model_dir, workers: int, **overrides) -> Fleet:
+    server = EmbeddedRedis(tmp_path / "redis", persist=False)
+    settings = Settings(
+        redis_url=server.start(),
+        model_dir=model_dir,
+        heartbeat_s=0.3,
+        visibility_timeout_s=2,
+        worker_concurrency=1,
+        sync_timeout_s=60,
+        **overrides,
+    )
+    fleet = Fleet(settings, "", [WorkerProcess(settings, tmp_path / f"worker{i}.log") for i in range(workers)])
+    fleet.api = ApiServer(settings)
+    fleet.api_url = fleet.api.url
+    fleet.redis = server
+    return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    fleet.api.stop()
+    for worker in fleet.workers:
+        worker.stop()
+    fleet.redis.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path, model_dir) -> Iterator[Fleet]:
+    fleet = start_fleet(tmp_path, model_dir, workers=2)
+    yield fleet
+    stop_fleet(fleet)
+
+
+def test_a_killed_workers_job_is_delivered_again_and_completes(fleet):
+    job_id = fleet.submit()
+    running = wait_for(fleet.api_url, job_id, {"running"})
+    time.sleep(0.5)  # mid-generation
+    fleet.worker_named(running["worker"]).kill()
+    job = wait_for(fleet.api_url, job_id, {"succeeded", "failed"}, timeout_s=60)
+    assert job["status"] == "succeeded"
+    assert job["worker"] != running["worker"]
+    assert fleet.deliveries(job_id) == 2
+    frames = sse_events(requests.get(f"{fleet.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=30))
+    assert [f["data"]["worker"] for f in frames if f["event"] == "started"] == [running["worker"], job["worker"]]
+
+
+def test_a_job_longer_than_the_visibility_timeout_runs_once(fleet):
+    job_id = fleet.submit(max_tokens=8000)
+    started = time.monotonic()
+    job = wait_for(fleet.api_url, job_id, {"succeeded", "failed"}, timeout_s=60)
+    assert time.monotonic() - started > fleet.settings.visibility_timeout_s  # outlived the timeout
+    assert job["status"] == "succeeded"
+    assert fleet.deliveries(job_id) == 1
+
+
+def test_cancel_while_queued_never_runs(fleet):
+    busy = [fleet.submit(max_tokens=8000, seed=i, temperature=1.0) for i in range(2)]
+    for job_id in busy:
+        wait_for(fleet.api_url, job_id, {"running"})
+    queued = fleet.submit(max_tokens=5)
+    cancelled = requests.delete(f"{fleet.api_url}/v1/jobs/{queued}", timeout=10).json()
+    assert cancelled["status"] == "cancelled" and cancelled["started_at"] is None
+    for job_id in busy:
+        requests.delete(f"{fleet.api_url}/v1/jobs/{job_id}", timeout=10)
+    for job_id in busy:
+        wait_for(fleet.api_url, job_id, {"cancelled"})
+    time.sleep(1)  # the queued message has been taken by a worker by now; it must not run
+    job = requests.get(f"{fleet.api_url}/v1/jobs/{queued}", timeout=10).json()
+    assert job["status"] == "cancelled" and job["started_at"] is None and job["result"] is None
+
+
+def test_a_job_that_keeps_killing_workers_fails_instead_of_looping(tmp_path, model_dir):
+    fleet = start_fleet(tmp_path, model_dir, workers=2, max_deliveries=1)
+    try:
+        job_id = fleet.submit()
+        running = wait_for(fleet.api_url, job_id, {"running"})
+        fleet.worker_named(running["worker"]).kill()
+        job = wait_for(fleet.api_url, job_id, {"succeeded", "failed"}, timeout_s=60)
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "worker_lost"
+    finally:
+        stop_fleet(fleet)
