@@ -74,9 +74,17 @@ class JobClient:
         self.celery = celery
 
     def live_workers(self) -> list[dict]:
+        """Workers whose heartbeat has not expired (dead ones drop out of the index after an hour)."""
         client = self.store.client
-        names = list(client.scan_iter(match=keys.WORKER_KEY_PATTERN, count=100))
-        return [json.loads(raw) for raw in client.mget(names) if raw] if names else []
+        now = time.time()
+        pipe = client.pipeline()
+        pipe.zremrangebyscore(keys.WORKERS_INDEX, "-inf", now - 3600)
+        pipe.zrangebyscore(keys.WORKERS_INDEX, now - 60, "+inf")
+        names = pipe.execute()[1]
+        if not names:
+            return []
+        raw = client.mget([keys.worker_key(name.decode()) for name in names])
+        return [json.loads(info) for info in raw if info]
 
     def require_worker(self, device: str) -> None:
         """Wait (bounded) for a live worker bound to `device`; 503 with Retry-After if none."""

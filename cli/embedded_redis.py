@@ -35,8 +35,11 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Starts redis-server on a free loopback port, data (AOF) under `data_dir`."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, persist: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, persist: bool = True, binary: str | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.binary = binary
         self.port = port or free_port()
         self.persist = persist
         self.process: subprocess.Popen | None = None

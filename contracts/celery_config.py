@@ -20,6 +20,9 @@ def celery_config(settings: Settings) -> dict:
             # (kombu's default sweep runs every 10 x 10 s).
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 2)),
             "unacked_restore_throttle": 1,
+            # The sweep holds a Redis mutex; a worker killed while holding it would block every
+            # other worker's sweep for kombu's default 300 s.
+            "unacked_mutex_expire": max(5, settings.visibility_timeout_s),
         },
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,

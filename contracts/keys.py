@@ -36,4 +36,5 @@ def worker_key(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}"
 
 
-WORKER_KEY_PATTERN = f"{PREFIX}:worker:*"
+# Sorted set of worker names scored by their last heartbeat (found without scanning keys).
+WORKERS_INDEX = f"{PREFIX}:workers"

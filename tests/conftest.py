@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from cli.embedded_redis import EmbeddedRedis
 from contracts.settings import Settings
 from tests.stack import ApiServer, WorkerProcess
 from worker.model_build import BUILD_RECIPE_VERSION, build_model
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per test request
 
 TINY = "tiny-random-llama"
 SMOLLM2 = "smollm2-135m-instruct"

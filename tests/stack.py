@@ -40,7 +40,7 @@ class WorkerProcess:
         self.settings = settings
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--loglevel", "WARNING"],
+            [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--loglevel", "INFO"],
             env=settings_env(settings),
             cwd=ROOT,
             stdout=self.log,
@@ -52,10 +52,9 @@ class WorkerProcess:
         client = redis.Redis.from_url(self.settings.redis_url)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for key in client.scan_iter(match=keys.WORKER_KEY_PATTERN):
-                name = key.decode().removeprefix(keys.worker_key(""))
-                if f"-{self.process.pid}@" in name:
-                    return name
+            for name in client.zrange(keys.WORKERS_INDEX, 0, -1):
+                if f"-{self.process.pid}@" in name.decode() and client.exists(keys.worker_key(name.decode())):
+                    return name.decode()
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log.name}")
             time.sleep(0.1)

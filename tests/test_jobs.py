@@ -28,7 +28,7 @@ def wait_for(api_url: str, job_id: str, statuses: set[str], timeout_s: float = 6
         if job["status"] in statuses:
             return job
         time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {statuses}")
+    raise AssertionError(f"job never reached {statuses}; last seen: {job}")
 
 
 def test_async_submit_then_poll_to_the_result(chat, api_url):

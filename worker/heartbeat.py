@@ -42,11 +42,13 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
         self.client.delete(keys.worker_key(self.name))
+        self.client.zrem(keys.WORKERS_INDEX, self.name)
 
     def beat(self) -> None:
         info = {"name": self.name, "pid": os.getpid(), "seen_at": time.time(), **self.describe()}
         pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.worker_key(self.name), json.dumps(info), px=int(self.interval_s * 3000))
+        pipe.zadd(keys.WORKERS_INDEX, {self.name: info["seen_at"]})
         held = {r.message.delivery_tag for r in list(celery_state.reserved_requests) if r.message is not None}
         if held:
             pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(held, time.time()), xx=True)
