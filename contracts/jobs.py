@@ -15,6 +15,7 @@ class JobKind(str, Enum):
     """What a job asks a worker to do."""
 
     CHAT = "chat"
+    COMPLETION = "completion"
 
 
 class JobStatus(str, Enum):
@@ -47,12 +48,21 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
-class ChatJob(BaseModel):
-    """A chat generation request as the worker receives it."""
+class GenerationJob(BaseModel):
+    """A chat or completion request as the worker receives it.
+
+    Chat jobs carry `messages` (one prompt, rendered with the chat template). Completion jobs
+    carry `prompts`, decoded together in one batch; each is sent verbatim, or wrapped in the chat
+    template as a user message when `use_raw_prompt` is false. With `truncate`, a prompt too long
+    for the context keeps its last tokens instead of failing the job.
+    """
 
     job_id: str
     model: str
-    messages: list[dict]
+    messages: list[dict] | None = None
+    prompts: list[str] | None = None
+    use_raw_prompt: bool = True
+    truncate: bool = False
     n: int = 1
     max_tokens: int | None = None
     stop: list[str] = []

@@ -11,7 +11,7 @@ from celery import Celery, signals
 
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, ChatJob, queue_for_device
+from contracts.jobs import GENERATE_TASK, GenerationJob, queue_for_device
 from contracts.settings import Settings
 from worker.chat_runner import ChatRunner
 from worker.event_publisher import EventPublisher
@@ -62,7 +62,7 @@ def make_celery(settings: Settings, device: str) -> Celery:
 
     @app.task(name=GENERATE_TASK, bind=True)
     def generate(task, payload: dict) -> None:
-        holder["runtime"].runner.run(ChatJob.model_validate(payload))
+        holder["runtime"].runner.run(GenerationJob.model_validate(payload))
 
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:

@@ -6,7 +6,7 @@ import logging
 import threading
 
 from contracts.job_store import JobStore
-from contracts.jobs import ChatJob, DoneEvent, ErrorEvent, ErrorInfo, JobStatus, StartedEvent, cancelled_error
+from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, GenerationJob, JobStatus, StartedEvent, cancelled_error
 from contracts.settings import Settings
 from worker.errors import JobRejected
 from worker.event_publisher import EventPublisher
@@ -38,7 +38,7 @@ class ChatRunner:
         if request is not None:
             request.cancelled.set()
 
-    def run(self, job: ChatJob) -> None:
+    def run(self, job: GenerationJob) -> None:
         deliveries = self.store.count_delivery(job.job_id)
         if deliveries > self.settings.max_deliveries:
             log.error("job keeps killing workers; failing it", extra={"job_id": job.job_id, "deliveries": deliveries})

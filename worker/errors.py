@@ -25,13 +25,18 @@ def model_not_found(name: str) -> JobRejected:
     )
 
 
-def context_exceeded(prompt_tokens: int, max_tokens: int, context: int) -> JobRejected:
+def context_exceeded(prompt_tokens: int, max_tokens: int, context: int, param: str) -> JobRejected:
+    """A prompt (`param`: messages, or prompt[i]) too long for the context with max_tokens."""
     message = (
         f"This model's maximum context length is {context} tokens. However, you requested "
-        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion)."
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in {param}, {max_tokens} in the completion)."
     )
     return JobRejected(
         ErrorInfo(
-            status=400, type="invalid_request_error", param="messages", code="context_length_exceeded", message=message
+            status=400,
+            type="invalid_request_error",
+            param=param.split("[")[0],
+            code="context_length_exceeded",
+            message=message,
         )
     )

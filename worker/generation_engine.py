@@ -77,16 +77,16 @@ class GenerationEngine:
     def _take_batch(self) -> list[GenerationRequest]:
         with self._wakeup:
             head = self._pending.popleft()
-            batch, rows = [head], head.n
+            batch, rows = [head], head.rows
             for request in list(self._pending):
-                if request.batch_key() == head.batch_key() and rows + request.n <= self.max_batch_rows:
+                if request.batch_key() == head.batch_key() and rows + request.rows <= self.max_batch_rows:
                     self._pending.remove(request)
                     batch.append(request)
-                    rows += request.n
+                    rows += request.rows
             return batch
 
     def _decode(self, batch: list[GenerationRequest]) -> None:
-        rows = [Row(r, i, self.tokenizer.create_stream(), self.eos_ids) for r in batch for i in range(r.n)]
+        rows = [Row(r, i, self.tokenizer.create_stream(), self.eos_ids) for r in batch for i in range(r.rows)]
         generator = og.Generator(self.model, self._params(batch, rows))
         generator.append_tokens(self._input_ids(rows))
         while not self._all_done(batch, rows):
@@ -100,7 +100,7 @@ class GenerationEngine:
             complete(request, [row for row in rows if row.request is request])
 
     def _params(self, batch: list[GenerationRequest], rows: list[Row]) -> og.GeneratorParams:
-        longest_prompt = max(len(r.prompt_tokens) for r in batch)
+        longest_prompt = max(len(row.prompt) for row in rows)
         options: dict = {"batch_size": len(rows), "max_length": longest_prompt + max(r.max_tokens for r in batch)}
         sampling = batch[0].sampling
         if sampling.temperature == 0:
@@ -119,10 +119,10 @@ class GenerationEngine:
 
     def _input_ids(self, rows: list[Row]) -> np.ndarray:
         """Prompts of all rows, right-padded with the pad token (as `encode_batch` does)."""
-        width = max(len(row.request.prompt_tokens) for row in rows)
+        width = max(len(row.prompt) for row in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
         for i, row in enumerate(rows):
-            ids[i, : len(row.request.prompt_tokens)] = row.request.prompt_tokens
+            ids[i, : len(row.prompt)] = row.prompt
         return ids if len(rows) > 1 else ids[0]
 
     @staticmethod

@@ -12,10 +12,13 @@ from worker.stop_strings import StopStringFilter
 
 @dataclass
 class GenerationRequest:
-    """A prepared request: prompt tokens and limits, plus a callback for its events."""
+    """A prepared request: its prompts' tokens and limits, plus a callback for its events.
+
+    Each prompt yields `n` rows; the row for copy `i` of prompt `p` is choice `p * n + i`.
+    """
 
     job_id: str
-    prompt_tokens: list[int]
+    prompts: list[list[int]]
     n: int
     max_tokens: int
     stop: list[str]
@@ -23,8 +26,13 @@ class GenerationRequest:
     emit: Callable[[DeltaEvent], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
+    truncated: list[bool] = field(default_factory=list)
     result: GenerationResult | None = None
     error: BaseException | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.n
 
     def batch_key(self) -> tuple:
         """Requests with equal keys may share one decode loop (one set of search options).
@@ -45,6 +53,8 @@ class Row:
     def __init__(self, request: GenerationRequest, index: int, stream, eos_ids: frozenset[int]) -> None:
         self.request = request
         self.index = index
+        self.prompt = request.prompts[index // request.n]
+        self.truncated = bool(request.truncated) and request.truncated[index // request.n]
         self.stream = stream
         self.eos_ids = eos_ids
         self.stops = StopStringFilter(request.stop)
@@ -70,6 +80,8 @@ class Row:
     def finish(self, reason: str) -> None:
         if self.finish_reason:
             return
+        if self.truncated and reason != "cancelled":
+            reason = "length"  # its prompt lost tokens to fit the context
         self.finish_reason = reason
         tail = "" if reason == "cancelled" or self.stops.stopped else self.stops.flush()
         self._send(tail, reason)
@@ -84,7 +96,7 @@ class Row:
 def complete(request: GenerationRequest, rows: list[Row]) -> None:
     """Build the request's result from its finished rows and wake whoever waits for it."""
     generated = sum(r.generated for r in rows)
-    prompt = len(request.prompt_tokens)
+    prompt = sum(len(p) for p in request.prompts)
     request.result = GenerationResult(
         choices=[Choice(index=r.index, text="".join(r.text), finish_reason=r.finish_reason) for r in rows],
         usage=Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated),

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import onnxruntime_genai as og
 
-from contracts.jobs import ChatJob
+from contracts.jobs import GenerationJob
 from contracts.model_directory import ModelDirectory
 from contracts.settings import Settings
-from worker.chat_prompt import render_prompt
-from worker.errors import context_exceeded, model_not_found
+from worker.errors import model_not_found
 from worker.generation_engine import GenerationEngine
 from worker.generation_request import GenerationRequest
+from worker.prompts import fit_prompts, prompt_texts
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,16 @@ class LoadedModel:
     context_length: int
     engine: GenerationEngine
 
-    def prepare(self, job: ChatJob, emit) -> GenerationRequest:
-        """Tokenize the job's prompt and check it fits the context; raises JobRejected."""
-        prompt_tokens = self.tokenizer.encode(render_prompt(self.tokenizer, self.chat_template, job.messages))
-        max_tokens = job.max_tokens or self.context_length - len(prompt_tokens)
-        if len(prompt_tokens) + max_tokens > self.context_length or max_tokens < 1:
-            raise context_exceeded(len(prompt_tokens), max_tokens, self.context_length)
+    def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
+        """Tokenize the job's prompts and fit them to the context; raises JobRejected."""
+        texts = prompt_texts(self.tokenizer, self.chat_template, job)
+        prompts, truncated, max_tokens = fit_prompts(
+            [self.tokenizer.encode(text).tolist() for text in texts], job, self.context_length
+        )
         return GenerationRequest(
             job_id=job.job_id,
-            prompt_tokens=prompt_tokens.tolist(),
+            prompts=prompts,
+            truncated=truncated,
             n=job.n,
             max_tokens=max_tokens,
             stop=job.stop,
