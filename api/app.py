@@ -8,6 +8,7 @@ from flask import Flask, g
 
 from api import jobs_routes, models_routes
 from api.chat import routes as chat_routes
+from api.completions import routes as completion_routes
 from api.errors import register_error_handlers
 from api.services import Services
 from contracts.settings import Settings
@@ -21,7 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["ladle"] = Services.build(settings)
     register_error_handlers(app)
-    for blueprint in (chat_routes.bp, jobs_routes.bp, models_routes.bp):
+    for blueprint in (chat_routes.bp, completion_routes.bp, jobs_routes.bp, models_routes.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

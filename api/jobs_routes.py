@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request, url_for
 
-from api.chat.serving import completion_body
+from api.chat import serving as chat_serving
+from api.completions import serving as completion_serving
 from api.errors import ApiError
 from api.services import services
 from api.sse import sse_frame, sse_response
@@ -13,12 +14,19 @@ from contracts.jobs import ErrorEvent, GenerationResult, JobKind, JobStatus, can
 
 bp = Blueprint("jobs", __name__)
 
+# How a finished job's result is shown, by job kind: in the shape its endpoint returns.
+RESULT_RENDERERS = {
+    JobKind.CHAT.value: chat_serving.completion_body,
+    JobKind.COMPLETION.value: completion_serving.completion_body,
+}
+
 
 def job_body(record: JobRecord) -> dict:
     """A job as clients see it: status, timestamps, worker, and the result in its API's shape."""
     result = record.result
-    if result is not None and record.kind == JobKind.CHAT.value:
-        result = completion_body(record.job_id, record.model, int(record.created_at), GenerationResult(**result))
+    render = RESULT_RENDERERS.get(record.kind)
+    if result is not None and render is not None:
+        result = render(record.job_id, record.model, int(record.created_at), GenerationResult(**result))
     error = {k: v for k, v in record.error.items() if k != "status"} if record.error else None
     return {
         "id": record.job_id,

@@ -11,10 +11,10 @@ from celery import Celery, signals
 
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, GenerationJob, queue_for_device
+from contracts.jobs import GENERATE_TASK, queue_for_device
 from contracts.settings import Settings
-from worker.chat_runner import ChatRunner
 from worker.event_publisher import EventPublisher
+from worker.generation_runner import GenerationRunner
 from worker.heartbeat import CancelListener, Heartbeat
 from worker.model_registry import ModelRegistry, execution_providers
 
@@ -32,7 +32,7 @@ class WorkerRuntime:
         self.store = JobStore(client, settings.job_ttl_s)
         self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
-        self.runner = ChatRunner(settings, self.store, self.registry, self.publisher, name)
+        self.runner = GenerationRunner(settings, self.store, self.registry, self.publisher, name)
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe)
         self.cancels = CancelListener(client, self.runner.cancel)
         self.heartbeat.start()
@@ -62,7 +62,7 @@ def make_celery(settings: Settings, device: str) -> Celery:
 
     @app.task(name=GENERATE_TASK, bind=True)
     def generate(task, payload: dict) -> None:
-        holder["runtime"].runner.run(GenerationJob.model_validate(payload))
+        holder["runtime"].runner.run_payload(payload)
 
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:

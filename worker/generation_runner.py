@@ -1,9 +1,11 @@
-"""Runs one chat job on this worker: guards, engine hand-off, and the job's final record."""
+"""Runs one chat or completion job on this worker: guards, engine hand-off, and the job's final record."""
 
 from __future__ import annotations
 
 import logging
 import threading
+
+from pydantic import ValidationError
 
 from contracts.job_store import JobStore
 from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, GenerationJob, JobStatus, StartedEvent, cancelled_error
@@ -17,7 +19,7 @@ from worker.model_registry import ModelRegistry
 log = logging.getLogger(__name__)
 
 
-class ChatRunner:
+class GenerationRunner:
     """What a generate task calls; holds the worker's registry, publisher and running jobs."""
 
     def __init__(
@@ -37,6 +39,18 @@ class ChatRunner:
             request = self._running.get(job_id)
         if request is not None:
             request.cancelled.set()
+
+    def run_payload(self, payload: dict) -> None:
+        """Run a task's payload; one that does not parse fails its job instead of hanging it."""
+        try:
+            job = GenerationJob.model_validate(payload)
+        except ValidationError as invalid:
+            log.error("malformed job payload", extra={"job_id": payload.get("job_id"), "error": str(invalid)})
+            info = ErrorInfo(status=500, type="server_error", code="bad_job", message="The job could not be read.")
+            if isinstance(payload.get("job_id"), str):
+                self.publisher.finish(payload["job_id"], ErrorEvent(error=info), JobStatus.FAILED)
+            return
+        self.run(job)
 
     def run(self, job: GenerationJob) -> None:
         deliveries = self.store.count_delivery(job.job_id)

@@ -1,0 +1,1 @@
+"""POST /v1/completions (OpenAI and Databricks fields), prompts batched in one job."""

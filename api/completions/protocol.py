@@ -1,0 +1,68 @@
+"""The text completion request (OpenAI, plus Databricks' use_raw_prompt and error_behavior)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from api.sampling_protocol import SamplingFields
+from contracts.jobs import GenerationJob
+
+# Most prompts one request may batch (documented in the README).
+MAX_PROMPTS = 64
+# OpenAI's default output limit for completions.
+DEFAULT_MAX_TOKENS = 16
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str]
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: int | None = None
+    use_raw_prompt: bool = True
+    error_behavior: Literal["error", "truncate"] = "error"
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, prompt: str | list[str]) -> str | list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not prompts:
+            raise ValueError("at least one prompt is required")
+        if len(prompts) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts may be sent in one request")
+        if any(not p for p in prompts):
+            raise ValueError("prompts must be non-empty strings")
+        return prompt
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, suffix: str | None) -> str | None:
+        if suffix:
+            raise ValueError("suffix (fill-in-the-middle) is not supported by the served models")
+        return suffix
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError("logprobs are not supported yet")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def to_job(self, job_id: str) -> GenerationJob:
+        return GenerationJob(
+            job_id=job_id,
+            model=self.model,
+            prompts=self.prompts,
+            use_raw_prompt=self.use_raw_prompt,
+            truncate=self.error_behavior == "truncate",
+            n=self.n,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+            sampling=self.sampling(),
+        )

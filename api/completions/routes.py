@@ -1,0 +1,41 @@
+"""POST /v1/completions: one job for all prompts, answered sync, streamed or async."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, g, jsonify
+
+from api.completions.protocol import CompletionRequest
+from api.completions.serving import chunk_frames, completion_body
+from api.job_client import new_job_id
+from api.job_responses import stream_job, wait_for_result
+from api.jobs_routes import accepted
+from api.services import json_body, prefers_async, services
+from contracts.jobs import DEFAULT_DEVICE, GENERATE_TASK, JobKind
+
+bp = Blueprint("completions", __name__)
+
+
+@bp.post("/v1/completions")
+def create_completion():
+    request = CompletionRequest.model_validate(json_body())
+    ctx = services()
+    ctx.require_model(request.model, request.max_tokens)
+    g.request_id = job_id = new_job_id()
+    payload = request.to_job(job_id).model_dump()
+    follow = not prefers_async()
+    feed = ctx.jobs.submit(GENERATE_TASK, JobKind.COMPLETION, request.model, payload, DEFAULT_DEVICE, follow)
+    if feed is None:
+        return accepted(job_id)
+    deadline = time.monotonic() + ctx.settings.sync_timeout_s
+    prompts, n = request.prompts, request.n
+    if request.stream:
+        return stream_job(
+            feed,
+            deadline,
+            lambda events: chunk_frames(events, job_id, request.model, prompts, n, request.echo, request.include_usage),
+        )
+    result = wait_for_result(feed, deadline)
+    echoed = prompts if request.echo else None
+    return jsonify(completion_body(job_id, request.model, int(time.time()), result, echoed, n))

@@ -1,0 +1,70 @@
+"""Completion jobs rendered as OpenAI `text_completion` objects and stream chunks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from api.chat.serving import public_finish_reason, tail_frames
+from api.job_responses import EventStream
+from api.sse import DONE_FRAME, sse_frame
+from contracts.jobs import DeltaEvent, GenerationResult, StartedEvent
+
+
+def completion_id(job_id: str) -> str:
+    return f"cmpl-{job_id}"
+
+
+def completion_body(
+    job_id: str, model: str, created: int, result: GenerationResult, echoed: list[str] | None = None, n: int = 1
+) -> dict:
+    """A `text_completion`; with `echoed` prompts, each choice's text starts with its prompt."""
+    return {
+        "id": completion_id(job_id),
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": c.index,
+                "text": (echoed[c.index // n] if echoed else "") + c.text,
+                "logprobs": None,
+                "finish_reason": public_finish_reason(c.finish_reason),
+            }
+            for c in result.choices
+        ],
+        "usage": result.usage.model_dump(),
+        "system_fingerprint": None,
+    }
+
+
+def chunk_frames(
+    events: EventStream, job_id: str, model: str, prompts: list[str], n: int, echo: bool, include_usage: bool
+) -> Iterator[str]:
+    """`text_completion` chunks, each naming its choice index, ending in [DONE]."""
+    created = int(time.time())
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> str:
+        body = {"id": completion_id(job_id), "object": "text_completion", "created": created, "model": model}
+        body |= {"system_fingerprint": None, "choices": choices}
+        if include_usage:
+            body["usage"] = usage
+        return sse_frame(json.dumps(body))
+
+    if echo:
+        yield from (chunk([_choice(i, prompts[i // n])]) for i in range(len(prompts) * n))
+    for _, event in events:
+        if isinstance(event, DeltaEvent):
+            if event.text or event.finish_reason:
+                yield chunk([_choice(event.index, event.text, event.finish_reason)])
+            continue
+        yield from tail_frames(event, job_id, (lambda usage: chunk([], usage)) if include_usage else None)
+        if isinstance(event, StartedEvent):
+            break
+    yield DONE_FRAME
+
+
+def _choice(index: int, text: str, finish_reason: str | None = None) -> dict:
+    reason = public_finish_reason(finish_reason) if finish_reason else None
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
