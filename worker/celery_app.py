@@ -11,11 +11,12 @@ from celery import Celery, signals
 
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, queue_for_device
+from contracts.jobs import GENERATE_TASK, GenerationJob, queue_for_device
 from contracts.settings import Settings
 from worker.event_publisher import EventPublisher
 from worker.generation_runner import GenerationRunner
 from worker.heartbeat import CancelListener, Heartbeat
+from worker.job_runner import JobRunner
 from worker.model_registry import ModelRegistry, execution_providers
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ class WorkerRuntime:
         self.store = JobStore(client, settings.job_ttl_s)
         self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
-        self.runner = GenerationRunner(settings, self.store, self.registry, self.publisher, name)
+        self.jobs = JobRunner(settings, self.store, self.publisher, name)
+        self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe)
-        self.cancels = CancelListener(client, self.runner.cancel)
+        self.cancels = CancelListener(client, self.generation.cancel)
         self.heartbeat.start()
 
     def describe(self) -> dict:
@@ -62,7 +64,8 @@ def make_celery(settings: Settings, device: str) -> Celery:
 
     @app.task(name=GENERATE_TASK, bind=True)
     def generate(task, payload: dict) -> None:
-        holder["runtime"].runner.run_payload(payload)
+        runtime = holder["runtime"]
+        runtime.jobs.run(payload, GenerationJob, runtime.generation.generate)
 
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:
