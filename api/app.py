@@ -6,9 +6,10 @@ import uuid
 
 from flask import Flask, g
 
-from api import jobs_routes, models_routes
+from api import jobs_routes, models_routes, token_count_routes
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
+from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
 from api.services import Services
 from contracts.settings import Settings
@@ -22,7 +23,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["ladle"] = Services.build(settings)
     register_error_handlers(app)
-    for blueprint in (chat_routes.bp, completion_routes.bp, jobs_routes.bp, models_routes.bp):
+    blueprints = (
+        chat_routes.bp,
+        completion_routes.bp,
+        embedding_routes.bp,
+        token_count_routes.bp,
+        jobs_routes.bp,
+        models_routes.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
     @app.before_request

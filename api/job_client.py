@@ -12,7 +12,7 @@ from celery import Celery
 from api.errors import ApiError
 from contracts import keys
 from contracts.job_store import JobStore, parse_stream_id
-from contracts.jobs import TERMINAL_EVENT_TYPES, JobEvent, JobKind, job_event_adapter, queue_for_device
+from contracts.jobs import COMPUTE_LANE, TERMINAL_EVENT_TYPES, JobEvent, JobKind, job_event_adapter, queue_for_device
 from contracts.settings import Settings
 
 
@@ -86,14 +86,15 @@ class JobClient:
         raw = client.mget([keys.worker_key(name.decode()) for name in names])
         return [json.loads(info) for info in raw if info]
 
-    def require_worker(self, device: str) -> None:
-        """Wait (bounded) for a live worker bound to `device`; 503 with Retry-After if none."""
+    def require_worker(self, device: str, lane: str = COMPUTE_LANE) -> None:
+        """Wait (bounded) for a live worker of `device` and `lane`; 503 with Retry-After if none."""
         deadline = time.monotonic() + self.settings.worker_wait_s
-        while not any(w.get("device") == device for w in self.live_workers()):
+        while not any(w.get("device") == device and w.get("lane") == lane for w in self.live_workers()):
             if time.monotonic() >= deadline:
+                lane_text = "" if lane == COMPUTE_LANE else f" ({lane} lane)"
                 raise ApiError(
                     503,
-                    f"No worker for device '{device}' is available; retry later.",
+                    f"No worker for device '{device}'{lane_text} is available; retry later.",
                     type="service_unavailable",
                     code="no_worker",
                     headers={"Retry-After": "10"},
@@ -104,15 +105,15 @@ class JobClient:
         return JobEventFeed(self.store, job_id)
 
     def submit(
-        self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool
+        self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool, lane: str = COMPUTE_LANE
     ) -> JobEventFeed | None:
         """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
-        self.require_worker(device)
+        self.require_worker(device, lane)
         job_id = payload["job_id"]
         self.store.create(job_id, kind, model)
         feed = self.follow(job_id) if follow else None
         try:
-            self.celery.send_task(task, args=[payload], queue=queue_for_device(device), task_id=job_id)
+            self.celery.send_task(task, args=[payload], queue=queue_for_device(device, lane), task_id=job_id)
         except Exception:
             if feed is not None:
                 feed.close()

@@ -4,29 +4,41 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request, url_for
 
+from api import token_count_routes
 from api.chat import serving as chat_serving
 from api.completions import serving as completion_serving
+from api.embeddings import protocol as embedding_protocol
 from api.errors import ApiError
 from api.services import services
 from api.sse import sse_frame, sse_response
 from contracts.job_store import JobRecord
-from contracts.jobs import ErrorEvent, GenerationResult, JobKind, JobStatus, cancelled_error
+from contracts.jobs import (
+    EmbeddingResult,
+    ErrorEvent,
+    GenerationResult,
+    JobKind,
+    JobStatus,
+    TokenCountResult,
+    cancelled_error,
+)
 
 bp = Blueprint("jobs", __name__)
 
 # How a finished job's result is shown, by job kind: in the shape its endpoint returns.
 RESULT_RENDERERS = {
-    JobKind.CHAT.value: chat_serving.completion_body,
-    JobKind.COMPLETION.value: completion_serving.completion_body,
+    JobKind.CHAT.value: (GenerationResult, chat_serving.completion_body),
+    JobKind.COMPLETION.value: (GenerationResult, completion_serving.completion_body),
+    JobKind.EMBEDDING.value: (EmbeddingResult, embedding_protocol.job_result_body),
+    JobKind.TOKEN_COUNT.value: (TokenCountResult, token_count_routes.count_body),
 }
 
 
 def job_body(record: JobRecord) -> dict:
     """A job as clients see it: status, timestamps, worker, and the result in its API's shape."""
     result = record.result
-    render = RESULT_RENDERERS.get(record.kind)
-    if result is not None and render is not None:
-        result = render(record.job_id, record.model, int(record.created_at), GenerationResult(**result))
+    if result is not None and record.kind in RESULT_RENDERERS:
+        shape, render = RESULT_RENDERERS[record.kind]
+        result = render(record.job_id, record.model, int(record.created_at), shape(**result))
     error = {k: v for k, v in record.error.items() if k != "status"} if record.error else None
     return {
         "id": record.job_id,

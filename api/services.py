@@ -12,7 +12,7 @@ from api.errors import ApiError, bad_request, model_not_found
 from api.job_client import JobClient
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.model_directory import ModelDirectory
+from contracts.model_directory import GENERATION, ModelDirectory
 from contracts.settings import Settings
 
 
@@ -33,10 +33,17 @@ class Services:
         producer.conf.update(celery_config(settings))
         return cls(settings, store, JobClient(settings, store, producer), ModelDirectory(settings.model_dir))
 
-    def require_model(self, name: str, max_tokens: int | None = None) -> None:
-        """404 for a model not in the directory; 400 for an output limit beyond its context."""
+    def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> None:
+        """404 for a model not in the directory; 400 for the wrong kind or a limit beyond its context."""
         if not self.models.exists(name):
             raise model_not_found(name)
+        if self.models.kind(name) != kind:
+            use = "/v1/embeddings" if kind == GENERATION else "/v1/chat/completions or /v1/completions"
+            raise bad_request(
+                f"The model '{name}' is not a {kind} model; use it with {use}.", "model", "wrong_model_type"
+            )
+        if kind != GENERATION:
+            return
         context = self.models.context_length(name)
         if max_tokens is not None and max_tokens >= context:
             raise bad_request(

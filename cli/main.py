@@ -17,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run Redis (embedded unless REDIS_URL), a CPU worker and the API")
     worker = commands.add_parser("worker", help="run a worker bound to one device")
     worker.add_argument("--device", default="cpu", help="cpu or cuda:N (needs onnxruntime-genai-cuda)")
+    worker.add_argument(
+        "--lane", default="compute", choices=["compute", "light"], help="light: token counts, no model weights"
+    )
     worker.add_argument("--loglevel", default="INFO")
     models = commands.add_parser("models", help="manage the model directory")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -41,16 +44,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from worker.celery_app import run_worker
 
-        run_worker(settings, args.device, args.loglevel)
+        run_worker(settings, args.device, args.lane, args.loglevel)
         return 0
     if args.models_command == "list":
         for name in ModelDirectory(settings.model_dir).names():
             print(name)
         return 0
-    from worker.model_build import BUILDABLE_MODELS, build_model
+    from worker.model_build import build_model, buildable_names
 
-    if args.name not in BUILDABLE_MODELS:
-        print(f"ladle: cannot build {args.name!r}; buildable: {', '.join(sorted(BUILDABLE_MODELS))}", file=sys.stderr)
+    if args.name not in buildable_names():
+        print(f"ladle: cannot build {args.name!r}; buildable: {', '.join(buildable_names())}", file=sys.stderr)
         return 2
     print(build_model(args.name, settings.model_dir, force=args.force))
     return 0

@@ -1,4 +1,4 @@
-"""`ladle serve`: Redis (embedded unless REDIS_URL is set), one CPU worker and the API."""
+"""`ladle serve`: Redis (embedded unless REDIS_URL is set), a CPU worker, a light-lane worker, the API."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
     env = _settings_env(settings)
     children = [
         subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu"], env=env),
+        subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--lane", "light"], env=env),
         subprocess.Popen(
             [
                 sys.executable,

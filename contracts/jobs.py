@@ -8,7 +8,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 GENERATE_TASK = "ladle.generate"
+EMBED_TASK = "ladle.embed"
+COUNT_TOKENS_TASK = "ladle.count_tokens"
 DEFAULT_DEVICE = "cpu"
+# Lanes of a device: "compute" runs models; "light" runs cheap jobs (token counts) in a worker
+# of its own, so they never wait behind long generations.
+COMPUTE_LANE = "compute"
+LIGHT_LANE = "light"
 
 
 class JobKind(str, Enum):
@@ -16,6 +22,8 @@ class JobKind(str, Enum):
 
     CHAT = "chat"
     COMPLETION = "completion"
+    EMBEDDING = "embedding"
+    TOKEN_COUNT = "token_count"
 
 
 class JobStatus(str, Enum):
@@ -32,9 +40,9 @@ class JobStatus(str, Enum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def queue_for_device(device: str) -> str:
-    """The Celery queue consumed by workers bound to `device` ("cpu", "cuda:0", ...)."""
-    return f"ladle.device.{device}"
+def queue_for_device(device: str, lane: str = COMPUTE_LANE) -> str:
+    """The Celery queue consumed by workers bound to `device` ("cpu", "cuda:0", ...) and lane."""
+    return f"ladle.device.{device}" if lane == COMPUTE_LANE else f"ladle.device.{device}.{lane}"
 
 
 class SamplingParams(BaseModel):
@@ -69,6 +77,24 @@ class GenerationJob(BaseModel):
     sampling: SamplingParams = SamplingParams()
 
 
+class TokenCountJob(BaseModel):
+    """Count the tokens of the prompt a chat model would see for `messages`."""
+
+    job_id: str
+    model: str
+    messages: list[dict]
+
+
+class EmbeddingJob(BaseModel):
+    """Embed each input (with an optional instruction), truncated to `dimensions` if given."""
+
+    job_id: str
+    model: str
+    inputs: list[str]
+    instruction: str | None = None
+    dimensions: int | None = None
+
+
 class ErrorInfo(BaseModel):
     """A failure a client can see: HTTP status plus OpenAI's error fields."""
 
@@ -100,6 +126,15 @@ class GenerationResult(BaseModel):
     usage: Usage
 
 
+class TokenCountResult(BaseModel):
+    token_count: int
+
+
+class EmbeddingResult(BaseModel):
+    embeddings: list[list[float]]
+    prompt_tokens: int
+
+
 class StartedEvent(BaseModel):
     type: Literal["started"] = "started"
     worker: str
@@ -118,7 +153,7 @@ class DoneEvent(BaseModel):
     """Terminal: the job succeeded."""
 
     type: Literal["done"] = "done"
-    result: GenerationResult
+    result: GenerationResult | EmbeddingResult | TokenCountResult
 
 
 class ErrorEvent(BaseModel):

@@ -1,7 +1,8 @@
 """The model directory: one folder per model, readable without onnxruntime.
 
-A folder is a usable model when it holds `genai_config.json` and no `download.tmp` marker
-(an unfinished download is never listed).
+A folder is a usable model when it holds `genai_config.json` (a generative model for
+onnxruntime-genai) or `embedding_config.json` (an encoder for onnxruntime), and no
+`download.tmp` marker (an unfinished download is never listed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import json
 from pathlib import Path
 
 CONFIG_FILE = "genai_config.json"
+EMBEDDING_CONFIG_FILE = "embedding_config.json"
 INCOMPLETE_MARKER = "download.tmp"
+
+GENERATION = "generation"
+EMBEDDING = "embedding"
 
 
 class ModelDirectory:
@@ -26,7 +31,16 @@ class ModelDirectory:
         if not name or "/" in name or name.startswith("."):
             return False
         folder = self.path(name)
-        return (folder / CONFIG_FILE).is_file() and not (folder / INCOMPLETE_MARKER).exists()
+        return self.kind(name) is not None and not (folder / INCOMPLETE_MARKER).exists()
+
+    def kind(self, name: str) -> str | None:
+        """GENERATION or EMBEDDING, by the configuration file the folder holds."""
+        folder = self.path(name)
+        if (folder / CONFIG_FILE).is_file():
+            return GENERATION
+        if (folder / EMBEDDING_CONFIG_FILE).is_file():
+            return EMBEDDING
+        return None
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -36,8 +50,11 @@ class ModelDirectory:
     def genai_config(self, name: str) -> dict:
         return json.loads((self.path(name) / CONFIG_FILE).read_text())
 
+    def embedding_config(self, name: str) -> dict:
+        return json.loads((self.path(name) / EMBEDDING_CONFIG_FILE).read_text())
+
     def context_length(self, name: str) -> int:
         return int(self.genai_config(name)["model"]["context_length"])
 
     def created_at(self, name: str) -> int:
-        return int((self.path(name) / CONFIG_FILE).stat().st_mtime)
+        return int(self.path(name).stat().st_mtime)

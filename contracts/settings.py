@@ -48,6 +48,12 @@ class Settings:
     max_batch_rows: int = 8
     # LADLE_BATCH_WINDOW_MS: how long the engine waits for more requests to join a new batch.
     batch_window_ms: float = 5.0
+    # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
+    embedding_batch: int = 32
+    # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
+    embedding_window_ms: float = 2.0
+    # LADLE_MAX_EMBEDDING_INPUTS: most inputs one /v1/embeddings request may send.
+    max_embedding_inputs: int = 256
     # LADLE_WORKER_CONCURRENCY: jobs a worker admits at once (threads); the rest wait in Redis.
     worker_concurrency: int = 16
     # LADLE_HEARTBEAT_S: seconds between worker heartbeats (a worker is dead after 3 missed).
@@ -73,6 +79,9 @@ class Settings:
             "max_batch_rows": ("LADLE_MAX_BATCH", int),
             "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
             "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
+            "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
+            "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
+            "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
             "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}

@@ -20,6 +20,7 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per tes
 
 TINY = "tiny-random-llama"
 SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "all-minilm-l6-v2"
 
 # Built models are cached between runs (building SmolLM2 takes about a minute).
 MODEL_CACHE = Path(
@@ -29,7 +30,7 @@ MODEL_CACHE = Path(
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    for name in (TINY, SMOLLM2):
+    for name in (TINY, SMOLLM2, MINILM):
         build_model(name, MODEL_CACHE)
     return MODEL_CACHE
 
@@ -61,7 +62,14 @@ def worker(settings: Settings, tmp_path_factory) -> Iterator[WorkerProcess]:
 
 
 @pytest.fixture(scope="session")
-def api_url(settings: Settings, worker: WorkerProcess) -> Iterator[str]:
+def light_worker(settings: Settings, tmp_path_factory) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "light-worker.log", lane="light")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings, worker: WorkerProcess, light_worker: WorkerProcess) -> Iterator[str]:
     server = ApiServer(settings)
     yield server.url
     server.stop()

@@ -36,11 +36,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """`ladle worker --device cpu` as a real subprocess."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, lane: str = "compute") -> None:
         self.settings = settings
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--loglevel", "INFO"],
+            [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--lane", lane, "--loglevel", "INFO"],
             env=settings_env(settings),
             cwd=ROOT,
             stdout=self.log,

@@ -11,13 +11,24 @@ from celery import Celery, signals
 
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, GenerationJob, queue_for_device
+from contracts.jobs import (
+    COMPUTE_LANE,
+    COUNT_TOKENS_TASK,
+    EMBED_TASK,
+    GENERATE_TASK,
+    EmbeddingJob,
+    GenerationJob,
+    TokenCountJob,
+    queue_for_device,
+)
 from contracts.settings import Settings
 from worker.event_publisher import EventPublisher
 from worker.generation_runner import GenerationRunner
 from worker.heartbeat import CancelListener, Heartbeat
 from worker.job_runner import JobRunner
+from worker.light_work import count_tokens, embed
 from worker.model_registry import ModelRegistry, execution_providers
+from worker.token_counter import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +36,10 @@ log = logging.getLogger(__name__)
 class WorkerRuntime:
     """Everything a worker process keeps between jobs; built when the worker is ready."""
 
-    def __init__(self, settings: Settings, device: str, name: str) -> None:
+    def __init__(self, settings: Settings, device: str, lane: str, name: str) -> None:
         self.settings = settings
         self.device = device
+        self.lane = lane
         self.name = name
         client = redis.Redis.from_url(settings.redis_url)
         self.store = JobStore(client, settings.job_ttl_s)
@@ -35,6 +47,7 @@ class WorkerRuntime:
         self.publisher = EventPublisher(self.store)
         self.jobs = JobRunner(settings, self.store, self.publisher, name)
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
+        self.token_counter = TokenCounter(self.registry.directory)
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe)
         self.cancels = CancelListener(client, self.generation.cancel)
         self.heartbeat.start()
@@ -42,7 +55,8 @@ class WorkerRuntime:
     def describe(self) -> dict:
         return {
             "device": self.device,
-            "queues": [queue_for_device(self.device)],
+            "lane": self.lane,
+            "queues": [queue_for_device(self.device, self.lane)],
             "execution_providers": execution_providers(self.device),
             "loaded_models": self.registry.loaded_names(),
             "capacity": self.settings.worker_concurrency,
@@ -55,21 +69,32 @@ class WorkerRuntime:
         self.publisher.close()
 
 
-def make_celery(settings: Settings, device: str) -> Celery:
-    """A Celery app whose worker serves `device`; the runtime starts when the worker is ready."""
+def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Celery:
+    """A Celery app whose worker serves `device` (one lane); the runtime starts with the worker."""
     app = Celery("ladle-worker")
     app.conf.update(celery_config(settings))
-    name = f"ladle-{device.replace(':', '')}-{os.getpid()}@{socket.gethostname()}"
+    lane_part = "" if lane == COMPUTE_LANE else f"-{lane}"
+    name = f"ladle-{device.replace(':', '')}{lane_part}-{os.getpid()}@{socket.gethostname()}"
     holder: dict[str, WorkerRuntime] = {}
 
-    @app.task(name=GENERATE_TASK, bind=True)
-    def generate(task, payload: dict) -> None:
+    @app.task(name=GENERATE_TASK)
+    def generate(payload: dict) -> None:
         runtime = holder["runtime"]
         runtime.jobs.run(payload, GenerationJob, runtime.generation.generate)
 
+    @app.task(name=EMBED_TASK)
+    def embed_texts(payload: dict) -> None:
+        runtime = holder["runtime"]
+        runtime.jobs.run(payload, EmbeddingJob, lambda job: embed(runtime.registry, job))
+
+    @app.task(name=COUNT_TOKENS_TASK)
+    def count_prompt_tokens(payload: dict) -> None:
+        runtime = holder["runtime"]
+        runtime.jobs.run(payload, TokenCountJob, lambda job: count_tokens(runtime.token_counter, job))
+
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:
-        holder["runtime"] = WorkerRuntime(settings, device, name)
+        holder["runtime"] = WorkerRuntime(settings, device, lane, name)
 
     @signals.worker_shutdown.connect(weak=False)
     def stop_runtime(**_: object) -> None:
@@ -80,13 +105,13 @@ def make_celery(settings: Settings, device: str) -> Celery:
     return app
 
 
-def run_worker(settings: Settings, device: str, log_level: str = "INFO") -> None:
-    """Start a Celery worker bound to `device` (blocks until it stops)."""
+def run_worker(settings: Settings, device: str, lane: str = COMPUTE_LANE, log_level: str = "INFO") -> None:
+    """Start a Celery worker bound to `device` and one lane (blocks until it stops)."""
     if not execution_providers(device):
         raise SystemExit(
             f"device {device!r}: this onnxruntime-genai build has no CUDA (pip install onnxruntime-genai-cuda)"
         )
-    app = make_celery(settings, device)
+    app = make_celery(settings, device, lane)
     app.worker_main(
         [
             "worker",
@@ -95,7 +120,7 @@ def run_worker(settings: Settings, device: str, log_level: str = "INFO") -> None
             "--concurrency",
             str(settings.worker_concurrency),
             "--queues",
-            queue_for_device(device),
+            queue_for_device(device, lane),
             "--hostname",
             app.conf.worker_name,
             "--without-gossip",

@@ -12,6 +12,12 @@ class JobRejected(Exception):
         super().__init__(info.message)
         self.info = info
 
+    @classmethod
+    def invalid(cls, param: str, message: str) -> JobRejected:
+        return cls(
+            ErrorInfo(status=400, type="invalid_request_error", param=param, code="invalid_value", message=message)
+        )
+
 
 def model_not_found(name: str) -> JobRejected:
     return JobRejected(
@@ -39,4 +45,12 @@ def context_exceeded(prompt_tokens: int, max_tokens: int, context: int, param: s
             code="context_length_exceeded",
             message=message,
         )
+    )
+
+
+def wrong_model_kind(name: str, wanted: str) -> JobRejected:
+    endpoint = "/v1/embeddings" if wanted == "generation" else "/v1/chat/completions or /v1/completions"
+    message = f"The model '{name}' is not a {wanted} model; use it with {endpoint}."
+    return JobRejected(
+        ErrorInfo(status=400, type="invalid_request_error", param="model", code="wrong_model_type", message=message)
     )

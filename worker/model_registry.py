@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import onnxruntime_genai as og
 
 from contracts.jobs import GenerationJob
-from contracts.model_directory import ModelDirectory
+from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
 from contracts.settings import Settings
-from worker.errors import model_not_found
+from worker.embedding_engine import EmbeddingEngine
+from worker.errors import model_not_found, wrong_model_kind
 from worker.generation_engine import GenerationEngine
 from worker.generation_request import GenerationRequest
 from worker.prompts import fit_prompts, prompt_texts
@@ -73,24 +74,46 @@ class ModelRegistry:
         self.device = device
         self.directory = ModelDirectory(settings.model_dir)
         self._models: dict[str, LoadedModel] = {}
+        self._encoders: dict[str, EmbeddingEngine] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
+        """The generative model `name` (404 if absent, 400 if it is an embedding model)."""
         with self._lock:
             if name not in self._models:
+                self._require_kind(name, GENERATION)
                 self._models[name] = self._load(name)
             return self._models[name]
 
+    def encoder(self, name: str) -> EmbeddingEngine:
+        """The embedding model `name` (404 if absent, 400 if it is a generative model)."""
+        with self._lock:
+            if name not in self._encoders:
+                self._require_kind(name, EMBEDDING)
+                self._encoders[name] = EmbeddingEngine(
+                    self.directory.path(name),
+                    self.directory.embedding_config(name),
+                    self.settings.embedding_batch,
+                    self.settings.embedding_window_ms / 1000,
+                )
+            return self._encoders[name]
+
     def loaded_names(self) -> list[str]:
-        return sorted(self._models)
+        return sorted([*self._models, *self._encoders])
 
     def close(self) -> None:
         for model in self._models.values():
             model.engine.stop()
+        for encoder in self._encoders.values():
+            encoder.stop()
 
-    def _load(self, name: str) -> LoadedModel:
+    def _require_kind(self, name: str, kind: str) -> None:
         if not self.directory.exists(name):
             raise model_not_found(name)
+        if self.directory.kind(name) != kind:
+            raise wrong_model_kind(name, kind)
+
+    def _load(self, name: str) -> LoadedModel:
         started = time.perf_counter()
         folder = self.directory.path(name)
         model = og.Model(provider_config(str(folder), self.device))

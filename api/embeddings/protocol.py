@@ -1,0 +1,64 @@
+"""The embeddings request (OpenAI, plus `instruction`) and its response body."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from api.sampling_protocol import StrictModel
+from contracts.jobs import EmbeddingJob, EmbeddingResult
+
+
+class EmbeddingRequest(StrictModel):
+    model: str = Field(min_length=1)
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    instruction: str | None = None
+    user: str | None = None  # no effect on output
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, value: str | list[str]) -> str | list[str]:
+        inputs = [value] if isinstance(value, str) else value
+        if not inputs:
+            raise ValueError("at least one input is required")
+        if any(not text for text in inputs):
+            raise ValueError("inputs must be non-empty strings")
+        return value
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+    def to_job(self, job_id: str) -> EmbeddingJob:
+        return EmbeddingJob(
+            job_id=job_id,
+            model=self.model,
+            inputs=self.inputs,
+            instruction=self.instruction,
+            dimensions=self.dimensions,
+        )
+
+
+def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str = "float") -> dict:
+    """OpenAI's list of embeddings; base64 is little-endian float32, as OpenAI sends it."""
+
+    def encode(vector: list[float]) -> list[float] | str:
+        if encoding_format == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return vector
+
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(result.embeddings)],
+        "model": model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+
+
+def job_result_body(job_id: str, model: str, created: int, result: EmbeddingResult) -> dict:
+    return embeddings_body(model, result)

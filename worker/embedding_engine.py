@@ -1,0 +1,91 @@
+"""An encoder model with micro-batching: texts from concurrent requests share one onnxruntime call.
+
+Requests wait up to `window_s` for company, up to `max_batch` texts a call; mean pooling over
+the attention mask, then L2 normalisation. Padding is masked, so a text's vector is the same
+(to float tolerance) whether it ran alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingEngine:
+    """Embeds lists of texts; `embed` blocks until this engine's thread has run them."""
+
+    def __init__(self, folder: Path, config: dict, max_batch: int, window_s: float) -> None:
+        self.config = config
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.session = ort.InferenceSession(str(folder / config["model_file"]), providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(int(config["max_input_tokens"]))
+        self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
+        self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="embedding-engine", daemon=True)
+        self._thread.start()
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Unit vectors for `texts`, and how many tokens they had."""
+        done: Future = Future()
+        self._queue.put((texts, done))
+        return done.result()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, size = [first], len(first[0])
+            while size < self.max_batch:
+                try:
+                    item = self._queue.get(timeout=self.window_s)
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+                size += len(item[0])
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[list[str], Future]]) -> None:
+        texts = [text for texts, _ in batch for text in texts]
+        try:
+            vectors, token_counts = self._encode(texts)
+        except Exception as error:
+            log.exception("embedding batch failed")
+            for _, done in batch:
+                done.set_exception(error)
+            return
+        start = 0
+        for request_texts, done in batch:
+            end = start + len(request_texts)
+            done.set_result((vectors[start:end], int(token_counts[start:end].sum())))
+            start = end
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        unit = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return unit, mask.sum(axis=1)
