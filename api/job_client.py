@@ -68,10 +68,15 @@ class JobEventFeed:
 class JobClient:
     """The API's side of the job queue: checks for workers, records and enqueues jobs."""
 
+    # A worker seen alive is trusted this long without asking Redis again (heartbeats expire
+    # after three periods, so a dead worker is noticed within seconds either way).
+    WORKER_SEEN_TTL_S = 1.0
+
     def __init__(self, settings: Settings, store: JobStore, celery: Celery) -> None:
         self.settings = settings
         self.store = store
         self.celery = celery
+        self._worker_seen: dict[tuple[str, str], float] = {}
 
     def live_workers(self) -> list[dict]:
         """Workers whose heartbeat has not expired (dead ones drop out of the index after an hour)."""
@@ -88,6 +93,8 @@ class JobClient:
 
     def require_worker(self, device: str, lane: str = COMPUTE_LANE) -> None:
         """Wait (bounded) for a live worker of `device` and `lane`; 503 with Retry-After if none."""
+        if time.monotonic() - self._worker_seen.get((device, lane), -1e9) < self.WORKER_SEEN_TTL_S:
+            return
         deadline = time.monotonic() + self.settings.worker_wait_s
         while not any(w.get("device") == device and w.get("lane") == lane for w in self.live_workers()):
             if time.monotonic() >= deadline:
@@ -100,6 +107,7 @@ class JobClient:
                     headers={"Retry-After": "10"},
                 )
             time.sleep(0.2)
+        self._worker_seen[(device, lane)] = time.monotonic()
 
     def follow(self, job_id: str) -> JobEventFeed:
         return JobEventFeed(self.store, job_id)

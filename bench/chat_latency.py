@@ -14,9 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,12 +22,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime_genai as og
 import requests
+from ladle_process import ladle_serve
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from cli.embedded_redis import free_port  # noqa: E402
-from contracts.settings import Settings  # noqa: E402
+from contracts.settings import Settings
 from worker.model_build import build_model  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -157,28 +151,6 @@ def ladle_figures(url: str, concurrency: int, max_tokens: int, rounds: int) -> d
     return summarize(runs, wall)
 
 
-def start_ladle(model_dir: Path, data_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LADLE_REDIS_URL")}
-    env.update(LADLE_PORT=str(port), LADLE_MODEL_DIR=str(model_dir), LADLE_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            stream_one(url, "hi", 2)  # also loads the model in the worker
-            return process, url
-        except requests.RequestException:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("ladle serve did not come up")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -192,14 +164,9 @@ def main() -> None:
     for concurrency in (1, 8):
         results[("raw", concurrency)] = raw_figures(engine, concurrency, args.max_tokens, args.rounds)
     del engine
-    with tempfile.TemporaryDirectory() as data_dir:
-        process, url = start_ladle(args.model_dir, Path(data_dir))
-        try:
-            for concurrency in (1, 8):
-                results[("ladle", concurrency)] = ladle_figures(url, concurrency, args.max_tokens, args.rounds)
-        finally:
-            process.send_signal(2)
-            process.wait(timeout=60)
+    with ladle_serve(args.model_dir, lambda url: stream_one(url, "hi", 2)) as (url, _):
+        for concurrency in (1, 8):
+            results[("ladle", concurrency)] = ladle_figures(url, concurrency, args.max_tokens, args.rounds)
     print(f"SmolLM2-135M int4, {os.cpu_count()} cores, max_tokens={args.max_tokens}, greedy, rounds={args.rounds}")
     print(f"{'system':<7}{'conc':>5}{'TTFT p50 ms':>13}{'tokens/s':>10}{'stream tok/s':>14}")
     for (system, concurrency), figures in results.items():

@@ -36,6 +36,7 @@ def test_procfile_web_and_worker_are_real_entry_points():
     processes = procfile()
     assert_gunicorn_command(processes["web"])
     assert_ladle_command(processes["worker"])
+    assert_ladle_command(processes["light"])
 
 
 def test_compose_services_use_the_same_entry_points():
@@ -43,11 +44,12 @@ def test_compose_services_use_the_same_entry_points():
     assert "--appendonly" in services["redis"]["command"]
     assert_gunicorn_command(services["api"]["command"])
     assert_ladle_command(services["worker-cpu"]["command"])
+    assert_ladle_command(services["worker-light"]["command"])
     assert_ladle_command(services["worker-gpu"]["command"])
     assert services["worker-gpu"]["command"][-1] == "cuda:0"
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    for name in ("api", "worker-cpu", "worker-gpu"):
+    for name in ("api", "worker-cpu", "worker-light", "worker-gpu"):
         assert "models:/models" in services[name]["volumes"]
         assert services[name]["environment"]["LADLE_REDIS_URL"].startswith("redis://redis:")
 

@@ -1,0 +1,96 @@
+"""Token-count job round trip through Ladle vs a raw Celery no-op task round trip, in one run.
+
+    python bench/token_count_latency.py [--requests 300]
+
+Ladle: POST /v1/chat/completions/tokenizer/encode/count (HTTP, job record, light-lane Celery
+worker, tokenizer, pub/sub back). Baseline: `send_task(noop).get()` against the same Redis with
+a Celery threads worker and Redis result backend — the floor any Celery round trip pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from celery import Celery
+from ladle_process import ROOT, ladle_serve, percentile
+
+from contracts.settings import Settings
+from worker.model_build import build_model
+
+MODEL = "smollm2-135m-instruct"
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many tokens is this?"}]
+
+
+def noop_app(redis_url: str) -> Celery:
+    app = Celery("bench-noop", broker=redis_url, backend=redis_url)
+    app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+
+    @app.task(name="bench.noop")
+    def noop() -> None:
+        return None
+
+    return app
+
+
+def timed(call, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(1000 * (time.perf_counter() - started))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
+    args = parser.parse_args()
+    build_model(MODEL, args.model_dir)
+    session = requests.Session()
+    body = {"model": MODEL, "messages": MESSAGES}
+
+    def ready(api_url: str) -> None:
+        requests.post(f"{api_url}/v1/chat/completions/tokenizer/encode/count", json=body, timeout=30).raise_for_status()
+
+    def count() -> None:
+        session.post(f"{url}/v1/chat/completions/tokenizer/encode/count", json=body, timeout=30).raise_for_status()
+
+    with ladle_serve(args.model_dir, ready) as (url, redis_url):
+        ladle_ms = timed(count, args.requests)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
+                f"from token_count_latency import noop_app; noop_app({redis_url!r}).worker_main("
+                "['worker', '--pool', 'threads', '--concurrency', '4', '--loglevel', 'WARNING', '--without-gossip', "
+                "'--without-mingle', '--without-heartbeat'])",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        app = noop_app(redis_url)
+        try:
+            app.send_task("bench.noop").get(timeout=60)
+            celery_ms = timed(lambda: app.send_task("bench.noop").get(timeout=30), args.requests)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    print(f"round trips, {args.requests} sequential requests, ms")
+    print(f"{'':32}{'p50':>8}{'p99':>8}")
+    print(f"{'Ladle token-count job (HTTP)':32}{percentile(ladle_ms, 0.5):8.2f}{percentile(ladle_ms, 0.99):8.2f}")
+    print(f"{'raw Celery no-op task':32}{percentile(celery_ms, 0.5):8.2f}{percentile(celery_ms, 0.99):8.2f}")
+    print(
+        f"Ladle/Celery p50: x{percentile(ladle_ms, 0.5) / percentile(celery_ms, 0.5):.2f}, "
+        f"p99: x{percentile(ladle_ms, 0.99) / percentile(celery_ms, 0.99):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
