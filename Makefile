@@ -31,3 +31,5 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/chat_latency.py
+	$(BIN)/python bench/embeddings_throughput.py
+	$(BIN)/python bench/token_count_latency.py
