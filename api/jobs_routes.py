@@ -40,6 +40,7 @@ def job_body(record: JobRecord) -> dict:
         shape, render = RESULT_RENDERERS[record.kind]
         result = render(record.job_id, record.model, int(record.created_at), shape(**result))
     error = {k: v for k, v in record.error.items() if k != "status"} if record.error else None
+    batch_size = record.result.get("batch_size") if record.result else None
     return {
         "id": record.job_id,
         "object": "job",
@@ -52,6 +53,8 @@ def job_body(record: JobRecord) -> dict:
         "worker": record.worker,
         "result": result,
         "error": error,
+        # How many sequences (generation) or texts (embeddings) ran together with this job's.
+        "batch_size": batch_size,
     }
 
 

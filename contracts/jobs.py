@@ -124,6 +124,8 @@ class GenerationResult(BaseModel):
 
     choices: list[Choice]
     usage: Usage
+    # Sequences decoded together in the batch this job ran in (all jobs in it, this one included).
+    batch_size: int = 1
 
 
 class TokenCountResult(BaseModel):
@@ -133,6 +135,8 @@ class TokenCountResult(BaseModel):
 class EmbeddingResult(BaseModel):
     embeddings: list[list[float]]
     prompt_tokens: int
+    # Texts run in the same onnxruntime call as this job's (its own included).
+    batch_size: int = 1
 
 
 class StartedEvent(BaseModel):

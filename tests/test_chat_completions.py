@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import onnxruntime_genai as og
 import pytest
+import requests
 
 from tests.conftest import SMOLLM2, TINY, sse_data, user
 
@@ -148,10 +149,12 @@ def test_smollm2_knows_the_capital_of_france(chat):
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
-def test_smollm2_batched_answers_equal_single_answers(chat):
+def test_smollm2_batched_answers_equal_single_answers(chat, api_url):
     questions = ["Name three colors.", "What is 2 + 2?", "What is the capital of France?"]
     request = {"model": SMOLLM2, "max_tokens": 24, "temperature": 0}
     single = [chat({**request, "messages": user(q)}).json()["choices"][0]["message"]["content"] for q in questions]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        together = list(pool.map(lambda q: chat({**request, "messages": user(q)}).json(), questions))
-    assert [b["choices"][0]["message"]["content"] for b in together] == single
+        together = list(pool.map(lambda q: chat({**request, "messages": user(q)}), questions))
+    assert [r.json()["choices"][0]["message"]["content"] for r in together] == single
+    jobs = [requests.get(f"{api_url}/v1/jobs/{r.headers['X-Request-Id']}", timeout=10).json() for r in together]
+    assert max(job["batch_size"] for job in jobs) > 1  # they really were decoded together

@@ -51,8 +51,10 @@ def test_batched_prompts_answer_as_each_prompt_alone(complete):
     prompts = ["The capital of France is", "One, two, three,", "Water boils at"]
     request = {"model": SMOLLM2, "max_tokens": 10, "temperature": 0}
     alone = [complete({**request, "prompt": p}).json()["choices"][0]["text"] for p in prompts]
-    together = complete({**request, "prompt": prompts}).json()["choices"]
-    assert [c["text"] for c in together] == alone
+    together = complete({**request, "prompt": prompts})
+    assert [c["text"] for c in together.json()["choices"]] == alone
+    job = requests.get(f"{together.url.rsplit('/v1/', 1)[0]}/v1/jobs/{together.headers['X-Request-Id']}", timeout=10)
+    assert job.json()["batch_size"] == 3  # one job, one batch of three rows
 
 
 def test_stream_chunks_name_their_prompt_index(complete):
@@ -153,3 +155,14 @@ def test_openai_sdk_completions(api_url):
     assert "Paris" in completion.choices[0].text
     streamed = list(client.completions.create(model=TINY, prompt=["a", "b"], max_tokens=3, stream=True))
     assert {c.choices[0].index for c in streamed if c.choices} == {0, 1}
+
+
+def test_top_k_and_top_p_are_honoured(complete):
+    """Sampling from only the most likely token (top_k=1, or a tiny top_p) is greedy decoding."""
+    request = {"model": TINY, "prompt": "tell", "max_tokens": 12}
+    greedy = complete({**request, "temperature": 0}).json()["choices"][0]["text"]
+    sampled = complete({**request, "temperature": 1.0, "seed": 1}).json()["choices"][0]["text"]
+    top_k = complete({**request, "temperature": 1.0, "seed": 1, "top_k": 1}).json()["choices"][0]["text"]
+    top_p = complete({**request, "temperature": 1.0, "seed": 1, "top_p": 0.001}).json()["choices"][0]["text"]
+    assert sampled != greedy
+    assert top_k == greedy and top_p == greedy

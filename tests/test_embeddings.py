@@ -88,6 +88,13 @@ def test_batched_and_alone_give_the_same_vectors(embed):
     assert np.allclose(concurrent, np.concatenate([alone, alone]), atol=1e-5)
 
 
+def test_concurrent_single_text_requests_share_one_onnxruntime_call(embed, api_url):
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda i: embed({"model": MINILM, "input": f"sentence {i}"}), range(32)))
+    jobs = [requests.get(f"{api_url}/v1/jobs/{r.headers['X-Request-Id']}", timeout=10).json() for r in responses]
+    assert max(job["batch_size"] for job in jobs) > 1
+
+
 def test_instruction_is_a_plain_prefix_for_this_model(embed):
     instructed = vectors(embed({"model": MINILM, "input": "the cat", "instruction": "Represent:"}).json())
     prefixed = vectors(embed({"model": MINILM, "input": "Represent: the cat"}).json())

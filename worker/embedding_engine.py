@@ -36,8 +36,8 @@ class EmbeddingEngine:
         self._thread = threading.Thread(target=self._run, name="embedding-engine", daemon=True)
         self._thread.start()
 
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Unit vectors for `texts`, and how many tokens they had."""
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int, int]:
+        """Unit vectors for `texts`, how many tokens they had, and how many texts shared the call."""
         done: Future = Future()
         self._queue.put((texts, done))
         return done.result()
@@ -76,7 +76,7 @@ class EmbeddingEngine:
         start = 0
         for request_texts, done in batch:
             end = start + len(request_texts)
-            done.set_result((vectors[start:end], int(token_counts[start:end].sum())))
+            done.set_result((vectors[start:end], int(token_counts[start:end].sum()), len(texts)))
             start = end
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -97,7 +97,7 @@ class GenerationEngine:
                 for row in rows:
                     row.finish("length")
         for request in batch:
-            complete(request, [row for row in rows if row.request is request])
+            complete(request, [row for row in rows if row.request is request], len(rows))
 
     def _params(self, batch: list[GenerationRequest], rows: list[Row]) -> og.GeneratorParams:
         longest_prompt = max(len(row.prompt) for row in rows)

@@ -93,12 +93,13 @@ class Row:
             self.request.emit(DeltaEvent(index=self.index, text=text, finish_reason=finish_reason))
 
 
-def complete(request: GenerationRequest, rows: list[Row]) -> None:
+def complete(request: GenerationRequest, rows: list[Row], batch_size: int) -> None:
     """Build the request's result from its finished rows and wake whoever waits for it."""
     generated = sum(r.generated for r in rows)
     prompt = sum(len(p) for p in request.prompts)
     request.result = GenerationResult(
         choices=[Choice(index=r.index, text="".join(r.text), finish_reason=r.finish_reason) for r in rows],
         usage=Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated),
+        batch_size=batch_size,
     )
     request.finished.set()

@@ -30,9 +30,11 @@ def embed(registry: ModelRegistry, job: EmbeddingJob) -> Outcome:
         raise JobRejected.invalid(
             "dimensions", f"The model '{job.model}' allows dimensions {encoder.config['allowed_dimensions']}."
         )
-    vectors, tokens = encoder.embed([with_instruction(t, job.instruction, encoder.config) for t in job.inputs])
+    vectors, tokens, batch_size = encoder.embed(
+        [with_instruction(t, job.instruction, encoder.config) for t in job.inputs]
+    )
     if job.dimensions is not None and job.dimensions < vectors.shape[1]:
         vectors = vectors[:, : job.dimensions]
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    result = EmbeddingResult(embeddings=vectors.tolist(), prompt_tokens=tokens)
+    result = EmbeddingResult(embeddings=vectors.tolist(), prompt_tokens=tokens, batch_size=batch_size)
     return DoneEvent(result=result), JobStatus.SUCCEEDED
