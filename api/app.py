@@ -6,7 +6,7 @@ import uuid
 
 from flask import Flask, g
 
-from api import jobs_routes, models_routes, token_count_routes
+from api import foundry_routes, jobs_routes, models_routes, token_count_routes
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
 from api.embeddings import routes as embedding_routes
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         token_count_routes.bp,
         jobs_routes.bp,
         models_routes.bp,
+        foundry_routes.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -31,6 +31,8 @@ class SamplingFields(StrictModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = None  # no effect on output
+    # Foundry: the execution provider to run on (cpu, cuda, ...); routes the job to such a worker.
+    ep: str | None = None
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 GENERATE_TASK = "ladle.generate"
 EMBED_TASK = "ladle.embed"
 COUNT_TOKENS_TASK = "ladle.count_tokens"
+LOAD_TASK = "ladle.load_model"
 DEFAULT_DEVICE = "cpu"
 # Lanes of a device: "compute" runs models; "light" runs cheap jobs (token counts) in a worker
 # of its own, so they never wait behind long generations.
@@ -24,6 +25,7 @@ class JobKind(str, Enum):
     COMPLETION = "completion"
     EMBEDDING = "embedding"
     TOKEN_COUNT = "token_count"
+    LOAD = "load"
 
 
 class JobStatus(str, Enum):
@@ -95,6 +97,14 @@ class EmbeddingJob(BaseModel):
     dimensions: int | None = None
 
 
+class LoadJob(BaseModel):
+    """Load a model on a worker of the job's device; keep it `ttl_s` after last use (None: always)."""
+
+    job_id: str
+    model: str
+    ttl_s: float | None = None
+
+
 class ErrorInfo(BaseModel):
     """A failure a client can see: HTTP status plus OpenAI's error fields."""
 
@@ -139,6 +149,11 @@ class EmbeddingResult(BaseModel):
     batch_size: int = 1
 
 
+class LoadResult(BaseModel):
+    loaded_model: str
+    worker: str
+
+
 class StartedEvent(BaseModel):
     type: Literal["started"] = "started"
     worker: str
@@ -157,7 +172,7 @@ class DoneEvent(BaseModel):
     """Terminal: the job succeeded."""
 
     type: Literal["done"] = "done"
-    result: GenerationResult | EmbeddingResult | TokenCountResult
+    result: GenerationResult | EmbeddingResult | TokenCountResult | LoadResult
 
 
 class ErrorEvent(BaseModel):

@@ -6,6 +6,12 @@ PREFIX = "ladle"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 
 
+# Pub/sub channel of commands to every worker (JSON: {"command": "unload"|"unload_all", ...}).
+CONTROL_CHANNEL = f"{PREFIX}:control"
+# The GPU device new loads use (Foundry's get/setgpudevice).
+GPU_DEVICE_KEY = f"{PREFIX}:gpu_device"
+
+
 def job_key(job_id: str) -> str:
     """Hash holding a job's record (status, timestamps, worker, result or error)."""
     return f"{PREFIX}:job:{job_id}"

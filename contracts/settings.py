@@ -56,6 +56,8 @@ class Settings:
     max_embedding_inputs: int = 256
     # LADLE_WORKER_CONCURRENCY: jobs a worker admits at once (threads); the rest wait in Redis.
     worker_concurrency: int = 16
+    # LADLE_MODEL_TTL: seconds an idle model stays loaded when no TTL was asked for (Foundry's 600).
+    model_ttl_s: float = 600.0
     # LADLE_HEARTBEAT_S: seconds between worker heartbeats (a worker is dead after 3 missed).
     heartbeat_s: float = 2.0
 
@@ -83,6 +85,7 @@ class Settings:
             "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
             "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
             "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
+            "model_ttl_s": ("LADLE_MODEL_TTL", float),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):

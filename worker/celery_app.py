@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -9,6 +10,7 @@ import socket
 import redis
 from celery import Celery, signals
 
+from contracts import keys
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import (
@@ -16,16 +18,21 @@ from contracts.jobs import (
     COUNT_TOKENS_TASK,
     EMBED_TASK,
     GENERATE_TASK,
+    LOAD_TASK,
+    DoneEvent,
     EmbeddingJob,
     GenerationJob,
+    JobStatus,
+    LoadJob,
+    LoadResult,
     TokenCountJob,
     queue_for_device,
 )
 from contracts.settings import Settings
 from worker.event_publisher import EventPublisher
 from worker.generation_runner import GenerationRunner
-from worker.heartbeat import CancelListener, Heartbeat
-from worker.job_runner import JobRunner
+from worker.heartbeat import ChannelListener, Heartbeat
+from worker.job_runner import JobRunner, Outcome
 from worker.light_work import count_tokens, embed
 from worker.model_registry import ModelRegistry, execution_providers
 from worker.token_counter import TokenCounter
@@ -48,8 +55,10 @@ class WorkerRuntime:
         self.jobs = JobRunner(settings, self.store, self.publisher, name)
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
         self.token_counter = TokenCounter(self.registry.directory)
-        self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe)
-        self.cancels = CancelListener(client, self.generation.cancel)
+        self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.registry.unload_expired)
+        self.commands = ChannelListener(
+            client, {keys.CANCEL_CHANNEL: self.generation.cancel, keys.CONTROL_CHANNEL: self.on_control}
+        )
         self.heartbeat.start()
 
     def describe(self) -> dict:
@@ -58,12 +67,26 @@ class WorkerRuntime:
             "lane": self.lane,
             "queues": [queue_for_device(self.device, self.lane)],
             "execution_providers": execution_providers(self.device),
-            "loaded_models": self.registry.loaded_names(),
+            "loaded_models": self.registry.describe(),
             "capacity": self.settings.worker_concurrency,
         }
 
+    def on_control(self, message: str) -> None:
+        """A command to every worker: unload one model, or all (idle ones unless forced)."""
+        command = json.loads(message)
+        if command["command"] == "unload":
+            self.registry.unload(command["model"], command.get("force", False))
+        elif command["command"] == "unload_all":
+            self.registry.unload_all(command.get("force", False))
+        self.heartbeat.beat()  # show the change at once
+
+    def load(self, job: LoadJob) -> Outcome:
+        self.registry.load(job.model, job.ttl_s)
+        self.heartbeat.beat()
+        return DoneEvent(result=LoadResult(loaded_model=job.model, worker=self.name)), JobStatus.SUCCEEDED
+
     def close(self) -> None:
-        self.cancels.stop()
+        self.commands.stop()
         self.heartbeat.stop()
         self.registry.close()
         self.publisher.close()
@@ -91,6 +114,11 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
     def count_prompt_tokens(payload: dict) -> None:
         runtime = holder["runtime"]
         runtime.jobs.run(payload, TokenCountJob, lambda job: count_tokens(runtime.token_counter, job))
+
+    @app.task(name=LOAD_TASK)
+    def load_model(payload: dict) -> None:
+        runtime = holder["runtime"]
+        runtime.jobs.run(payload, LoadJob, runtime.load)
 
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:

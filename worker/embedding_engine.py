@@ -17,6 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from worker.errors import model_unloaded
+
 log = logging.getLogger(__name__)
 
 
@@ -33,24 +35,40 @@ class EmbeddingEngine:
         self.tokenizer.enable_truncation(int(config["max_input_tokens"]))
         self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
         self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
+        self._busy = False
+        self._stopped = False
+        self.name = folder.name
         self._thread = threading.Thread(target=self._run, name="embedding-engine", daemon=True)
         self._thread.start()
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int, int]:
         """Unit vectors for `texts`, how many tokens they had, and how many texts shared the call."""
+        if self._stopped:
+            raise model_unloaded(self.name)
         done: Future = Future()
         self._queue.put((texts, done))
         return done.result()
 
-    def stop(self) -> None:
+    @property
+    def idle(self) -> bool:
+        return self._queue.empty() and not self._busy
+
+    def stop(self, cancel_running: bool = False) -> None:
+        """Stop after the texts already queued (embedding calls are short; nothing is cut off)."""
+        self._stopped = True
         self._queue.put(None)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=30)
+        while not self._queue.empty():  # arrived after the stop: fail rather than hang
+            item = self._queue.get_nowait()
+            if item is not None:
+                item[1].set_exception(model_unloaded(self.name))
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
+            self._busy = True
             batch, size = [first], len(first[0])
             while size < self.max_batch:
                 try:
@@ -63,6 +81,7 @@ class EmbeddingEngine:
                 batch.append(item)
                 size += len(item[0])
             self._run_batch(batch)
+            self._busy = False
 
     def _run_batch(self, batch: list[tuple[list[str], Future]]) -> None:
         texts = [text for texts, _ in batch for text in texts]

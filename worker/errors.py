@@ -54,3 +54,8 @@ def wrong_model_kind(name: str, wanted: str) -> JobRejected:
     return JobRejected(
         ErrorInfo(status=400, type="invalid_request_error", param="model", code="wrong_model_type", message=message)
     )
+
+
+def model_unloaded(name: str) -> JobRejected:
+    message = f"The model '{name}' was unloaded before this request ran; retry to load it again."
+    return JobRejected(ErrorInfo(status=503, type="service_unavailable", code="model_unloaded", message=message))

@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 import onnxruntime_genai as og
 
+from worker.errors import model_unloaded
 from worker.generation_request import GenerationRequest, Row, complete
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ class GenerationEngine:
         self.pad_id = pad_id
         self.max_batch_rows = max_batch_rows
         self.batch_window_s = batch_window_s
+        self.name = name
         self._pending: deque[GenerationRequest] = deque()
+        self._running: list[GenerationRequest] = []
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
@@ -48,14 +51,25 @@ class GenerationEngine:
 
     def submit(self, request: GenerationRequest) -> None:
         with self._wakeup:
+            if self._stopping:
+                raise model_unloaded(self.name)
             self._pending.append(request)
             self._wakeup.notify()
 
-    def stop(self) -> None:
+    @property
+    def idle(self) -> bool:
+        with self._wakeup:
+            return not self._pending and not self._running
+
+    def stop(self, cancel_running: bool = False) -> None:
+        """Stop the loop; waiting requests fail (model unloaded), running ones finish or are cancelled."""
         with self._wakeup:
             self._stopping = True
+            if cancel_running:
+                for request in self._running:
+                    request.cancelled.set()
             self._wakeup.notify()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while True:
@@ -63,6 +77,8 @@ class GenerationEngine:
                 while not self._pending and not self._stopping:
                     self._wakeup.wait()
                 if self._stopping:
+                    while self._pending:
+                        self._pending.popleft().fail(model_unloaded(self.name))
                     return
             time.sleep(self.batch_window_s)  # let requests that arrive together share the batch
             batch = self._take_batch()
@@ -73,6 +89,9 @@ class GenerationEngine:
                 for request in batch:
                     if not request.finished.is_set():
                         request.fail(error)
+            finally:
+                with self._wakeup:
+                    self._running = []
 
     def _take_batch(self) -> list[GenerationRequest]:
         with self._wakeup:
@@ -83,6 +102,7 @@ class GenerationEngine:
                     self._pending.remove(request)
                     batch.append(request)
                     rows += request.rows
+            self._running = batch
             return batch
 
     def _decode(self, batch: list[GenerationRequest]) -> None:

@@ -29,6 +29,10 @@ class GenerationRunner:
             cancelled.set()
 
     def generate(self, job: GenerationJob) -> Outcome:
+        with self.registry.in_use(job.model):
+            return self._generate(job)
+
+    def _generate(self, job: GenerationJob) -> Outcome:
         loaded = self.registry.get(job.model)
         request = loaded.prepare(job, emit=lambda event: self.publisher.emit(job.job_id, event))
         self.publisher.emit(job.job_id, StartedEvent(worker=self.worker_name))

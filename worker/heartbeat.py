@@ -1,4 +1,4 @@
-"""A worker's background duties: its heartbeat, job leases, and listening for cancels."""
+"""A worker's background duties: its heartbeat, job leases, and listening for commands."""
 
 from __future__ import annotations
 
@@ -26,11 +26,19 @@ class Heartbeat:
     the visibility timeout and the broker delivers the job again.
     """
 
-    def __init__(self, client: redis.Redis, name: str, interval_s: float, describe: Callable[[], dict]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str,
+        interval_s: float,
+        describe: Callable[[], dict],
+        on_beat: Callable[[], object],
+    ) -> None:
         self.client = client
         self.name = name
         self.interval_s = interval_s
         self.describe = describe
+        self.on_beat = on_beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -57,19 +65,20 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
+                self.on_beat()
                 self.beat()
             except redis.RedisError:
                 log.warning("heartbeat failed", exc_info=True)
 
 
-class CancelListener:
-    """Receives cancel requests on the cancel channel and calls `on_cancel(job_id)`."""
+class ChannelListener:
+    """Calls `handlers[channel](message)` for messages on the workers' channels (cancel, control)."""
 
-    def __init__(self, client: redis.Redis, on_cancel: Callable[[str], None]) -> None:
+    def __init__(self, client: redis.Redis, handlers: dict[str, Callable[[str], None]]) -> None:
         self.client = client
-        self.on_cancel = on_cancel
+        self.handlers = handlers
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(keys.CANCEL_CHANNEL)
+        self._pubsub.subscribe(*handlers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cancel-listener", daemon=True)
         self._thread.start()
@@ -88,4 +97,7 @@ class CancelListener:
                 time.sleep(1)
                 continue
             if message and message["type"] == "message":
-                self.on_cancel(message["data"].decode())
+                try:
+                    self.handlers[message["channel"].decode()](message["data"].decode())
+                except Exception:
+                    log.exception("worker command failed", extra={"channel": message["channel"]})

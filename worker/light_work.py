@@ -25,7 +25,11 @@ def with_instruction(text: str, instruction: str | None, config: dict) -> str:
 
 
 def embed(registry: ModelRegistry, job: EmbeddingJob) -> Outcome:
-    encoder = registry.encoder(job.model)
+    with registry.in_use(job.model):
+        return _embed(registry.encoder(job.model), job)
+
+
+def _embed(encoder, job: EmbeddingJob) -> Outcome:
     if job.dimensions is not None and job.dimensions not in encoder.config["allowed_dimensions"]:
         raise JobRejected.invalid(
             "dimensions", f"The model '{job.model}' allows dimensions {encoder.config['allowed_dimensions']}."

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import onnxruntime_genai as og
@@ -66,8 +69,19 @@ def provider_config(folder: str, device: str) -> og.Config:
     return config
 
 
+@dataclass
+class Lifetime:
+    """How long a loaded model stays once idle: `ttl_s` seconds after its last use (None: always)."""
+
+    ttl_s: float | None
+    last_used: float
+
+    def expired(self, now: float) -> bool:
+        return self.ttl_s is not None and now - self.last_used > self.ttl_s
+
+
 class ModelRegistry:
-    """Loads models from the model directory on first use and keeps them for the process."""
+    """Loads models on first use (or on request), keeps them while used, unloads idle ones after their TTL."""
 
     def __init__(self, settings: Settings, device: str = "cpu") -> None:
         self.settings = settings
@@ -75,7 +89,20 @@ class ModelRegistry:
         self.directory = ModelDirectory(settings.model_dir)
         self._models: dict[str, LoadedModel] = {}
         self._encoders: dict[str, EmbeddingEngine] = {}
+        self._lifetimes: dict[str, Lifetime] = {}
+        self._holders: Counter[str] = Counter()
         self._lock = threading.Lock()
+
+    @contextmanager
+    def in_use(self, name: str) -> Iterator[None]:
+        """Mark `name` as used by a job for the block: an unforced unload leaves it loaded."""
+        with self._lock:
+            self._holders[name] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders[name] -= 1
 
     def get(self, name: str) -> LoadedModel:
         """The generative model `name` (404 if absent, 400 if it is an embedding model)."""
@@ -83,20 +110,69 @@ class ModelRegistry:
             if name not in self._models:
                 self._require_kind(name, GENERATION)
                 self._models[name] = self._load(name)
+            self._touch(name)
             return self._models[name]
+
+    def load(self, name: str, ttl_s: float | None) -> None:
+        """Load `name` (whatever its kind) and keep it `ttl_s` seconds after its last use (None: always)."""
+        if not self.directory.exists(name):
+            raise model_not_found(name)
+        self.get(name) if self.directory.kind(name) == GENERATION else self.encoder(name)
+        with self._lock:
+            self._lifetimes[name] = Lifetime(ttl_s, time.monotonic())
+
+    def unload(self, name: str, force: bool = False) -> bool:
+        """Unload `name` if loaded and idle (or `force`: its running jobs are cancelled)."""
+        with self._lock:
+            engine = self._engine(name)
+            if engine is None or not (force or (engine.idle and not self._holders[name])):
+                return False
+            self._models.pop(name, None)
+            self._encoders.pop(name, None)
+            self._lifetimes.pop(name, None)
+        engine.stop(cancel_running=force)
+        log.info("model unloaded", extra={"model": name, "forced": force})
+        return True
+
+    def unload_all(self, force: bool = False) -> list[str]:
+        return [name for name in self.loaded_names() if self.unload(name, force)]
+
+    def unload_expired(self) -> list[str]:
+        """Unload idle models whose TTL has run out (the heartbeat calls this)."""
+        now = time.monotonic()
+        with self._lock:
+            expired = [name for name, life in self._lifetimes.items() if life.expired(now)]
+        return [name for name in expired if self.unload(name)]
+
+    def describe(self) -> list[dict]:
+        """Loaded models with their TTL, for the heartbeat."""
+        with self._lock:
+            return [{"name": n, "ttl_s": self._lifetimes[n].ttl_s} for n in sorted(self._lifetimes)]
+
+    def _touch(self, name: str) -> None:
+        life = self._lifetimes.setdefault(name, Lifetime(self.settings.model_ttl_s, 0))
+        life.last_used = time.monotonic()
+
+    def _engine(self, name: str):
+        model = self._models.get(name)
+        return model.engine if model is not None else self._encoders.get(name)
 
     def encoder(self, name: str) -> EmbeddingEngine:
         """The embedding model `name` (404 if absent, 400 if it is a generative model)."""
         with self._lock:
-            if name not in self._encoders:
-                self._require_kind(name, EMBEDDING)
-                self._encoders[name] = EmbeddingEngine(
-                    self.directory.path(name),
-                    self.directory.embedding_config(name),
-                    self.settings.embedding_batch,
-                    self.settings.embedding_window_ms / 1000,
-                )
+            self._ensure_encoder(name)
             return self._encoders[name]
+
+    def _ensure_encoder(self, name: str) -> None:
+        if name not in self._encoders:
+            self._require_kind(name, EMBEDDING)
+            self._encoders[name] = EmbeddingEngine(
+                self.directory.path(name),
+                self.directory.embedding_config(name),
+                self.settings.embedding_batch,
+                self.settings.embedding_window_ms / 1000,
+            )
+        self._touch(name)
 
     def loaded_names(self) -> list[str]:
         return sorted([*self._models, *self._encoders])

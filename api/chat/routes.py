@@ -8,11 +8,12 @@ from flask import Blueprint, g, jsonify
 
 from api.chat.protocol import ChatCompletionRequest
 from api.chat.serving import chunk_frames, completion_body
+from api.devices import device_for_request
 from api.job_client import new_job_id
 from api.job_responses import stream_job, wait_for_result
 from api.jobs_routes import accepted
 from api.services import json_body, prefers_async, services
-from contracts.jobs import DEFAULT_DEVICE, GENERATE_TASK, JobKind
+from contracts.jobs import GENERATE_TASK, JobKind
 
 bp = Blueprint("chat", __name__)
 
@@ -22,9 +23,10 @@ def create_chat_completion():
     chat = ChatCompletionRequest.model_validate(json_body())
     ctx = services()
     ctx.require_model(chat.model, chat.output_limit)
+    device = device_for_request(chat.ep)
     g.request_id = job_id = new_job_id()
     payload = chat.to_job(job_id).model_dump()
-    feed = ctx.jobs.submit(GENERATE_TASK, JobKind.CHAT, chat.model, payload, DEFAULT_DEVICE, not prefers_async())
+    feed = ctx.jobs.submit(GENERATE_TASK, JobKind.CHAT, chat.model, payload, device, not prefers_async())
     if feed is None:
         return accepted(job_id)
     deadline = time.monotonic() + ctx.settings.sync_timeout_s

@@ -1,0 +1,54 @@
+"""Which device's queue a request goes to, from Foundry's execution provider (`ep`)."""
+
+from __future__ import annotations
+
+from api.errors import ApiError, bad_request
+from api.services import services
+from contracts import keys
+from contracts.jobs import COMPUTE_LANE, DEFAULT_DEVICE
+
+EXECUTION_PROVIDERS = ("cpu", "cuda", "dml", "qnn", "webgpu")
+
+
+def compute_workers(workers: list[dict]) -> list[dict]:
+    return [w for w in workers if w.get("lane") == COMPUTE_LANE]
+
+
+def gpu_ids(workers: list[dict]) -> list[int]:
+    """GPU device ids that live workers are bound to."""
+    return sorted(
+        {int(w["device"].partition(":")[2]) for w in compute_workers(workers) if w["device"].startswith("cuda:")}
+    )
+
+
+def preferred_gpu() -> int | None:
+    """The GPU device new loads use (set by Foundry's setgpudevice)."""
+    value = services().store.client.get(keys.GPU_DEVICE_KEY)
+    return int(value) if value is not None else None
+
+
+def device_for_request(ep: str | None) -> str:
+    """The device for a request naming `ep`; plain CPU requests cost no Redis reads."""
+    if ep is None or ep == "cpu":
+        return DEFAULT_DEVICE
+    return device_for_provider(ep, services().jobs.live_workers(), preferred_gpu())
+
+
+def device_for_provider(ep: str | None, workers: list[dict], preferred_gpu: int | None) -> str:
+    """The device whose workers serve `ep` (the preferred GPU first); 503 naming `ep` if none is alive."""
+    if ep is None or ep == "cpu":
+        return DEFAULT_DEVICE
+    if ep not in EXECUTION_PROVIDERS:
+        raise bad_request(f"Unknown execution provider '{ep}'; known: {', '.join(EXECUTION_PROVIDERS)}.", "ep")
+    devices = sorted({w["device"] for w in compute_workers(workers) if ep in w.get("execution_providers", [])})
+    if not devices:
+        raise ApiError(
+            503,
+            f"No live worker serves execution provider '{ep}'.",
+            type="service_unavailable",
+            param="ep",
+            code="no_worker_for_provider",
+            headers={"Retry-After": "10"},
+        )
+    preferred = f"cuda:{preferred_gpu}"
+    return preferred if preferred in devices else devices[0]
