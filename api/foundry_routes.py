@@ -10,6 +10,7 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
+from api.catalog.catalog import load_catalog
 from api.devices import device_for_provider, gpu_ids, preferred_gpu
 from api.errors import ApiError, bad_request, model_not_found
 from api.job_client import new_job_id
@@ -23,6 +24,12 @@ bp = Blueprint("foundry", __name__)
 
 def loaded_model_names(workers: list[dict]) -> list[str]:
     return sorted({model["name"] for w in workers for model in w.get("loaded_models", [])})
+
+
+@bp.get("/foundry/list")
+def catalog():
+    """Every catalog entry, in Foundry's shape."""
+    return jsonify([entry.model_dump() for entry in load_catalog(services().settings.user_catalog_dir)])
 
 
 @bp.get("/openai/status")
@@ -53,6 +60,7 @@ def loaded_models():
 @bp.get("/models/load/<name>")
 def load_model(name: str):
     ctx = services()
+    name = ctx.resolve_model(name)
     if not ctx.models.exists(name):
         raise model_not_found(name)
     ttl_s = _ttl(request.args.get("ttl"), _flag("unload", default=True), ctx.settings.model_ttl_s)
@@ -68,6 +76,7 @@ def load_model(name: str):
 @bp.get("/models/unload/<name>")
 def unload_model(name: str):
     ctx = services()
+    name = ctx.resolve_model(name)
     if not ctx.models.exists(name):
         raise model_not_found(name)
     force = _flag("force", default=False)

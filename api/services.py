@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 from flask import current_app, request
 
+from api.catalog.catalog import best_variant, load_catalog
 from api.errors import ApiError, bad_request, model_not_found
 from api.job_client import JobClient
 from contracts.celery_config import celery_config
@@ -33,8 +34,22 @@ class Services:
         producer.conf.update(celery_config(settings))
         return cls(settings, store, JobClient(settings, store, producer), ModelDirectory(settings.model_dir))
 
-    def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> None:
-        """404 for a model not in the directory; 400 for the wrong kind or a limit beyond its context."""
+    def resolve_model(self, name: str) -> str:
+        """A model folder name for `name`: itself, or a catalog alias/entry name's best local variant."""
+        if self.models.exists(name):
+            return name
+        entries = load_catalog(self.settings.user_catalog_dir)
+        named = next((e for e in entries if e.name == name), None)
+        if named is not None:
+            return named.displayName
+        providers = {p for w in self.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
+        local = [e for e in entries if self.models.exists(e.displayName)]
+        variant = best_variant(local, name, providers)
+        return variant.displayName if variant else name
+
+    def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> str:
+        """The resolved model name; 404 if not in the directory, 400 for the wrong kind or a limit past its context."""
+        name = self.resolve_model(name)
         if not self.models.exists(name):
             raise model_not_found(name)
         if self.models.kind(name) != kind:
@@ -43,7 +58,7 @@ class Services:
                 f"The model '{name}' is not a {kind} model; use it with {use}.", "model", "wrong_model_type"
             )
         if kind != GENERATION:
-            return
+            return name
         context = self.models.context_length(name)
         if max_tokens is not None and max_tokens >= context:
             raise bad_request(
@@ -52,6 +67,7 @@ class Services:
                 "max_tokens",
                 "context_length_exceeded",
             )
+        return name
 
 
 def services() -> Services:

@@ -33,7 +33,7 @@ def count_body(job_id: str, model: str, created: int, result: TokenCountResult) 
 def count_tokens():
     request = TokenCountRequest.model_validate(json_body())
     ctx = services()
-    ctx.require_model(request.model)
+    request.model = ctx.require_model(request.model)
     g.request_id = job_id = new_job_id()
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     payload = TokenCountJob(job_id=job_id, model=request.model, messages=messages).model_dump()

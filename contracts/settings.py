@@ -28,6 +28,9 @@ class Settings:
     model_dir: Path = field(default_factory=lambda: _cache_home() / "ladle" / "models")
     # LADLE_DATA_DIR: the embedded Redis keeps its append-only file here.
     data_dir: Path = field(default_factory=lambda: _data_home() / "ladle")
+    # LADLE_CATALOG_DIR: the user's catalog entries (*.json, each a list of Foundry-shaped entries);
+    # defaults to <data dir>/catalog.d.
+    catalog_dir: Path | None = None
     # LADLE_HOST / LADLE_PORT: where `ladle serve` listens (Foundry Local's default port).
     host: str = "127.0.0.1"
     port: int = 5272
@@ -70,6 +73,7 @@ class Settings:
             "redis_url": ("LADLE_REDIS_URL", str),
             "model_dir": ("LADLE_MODEL_DIR", Path),
             "data_dir": ("LADLE_DATA_DIR", Path),
+            "catalog_dir": ("LADLE_CATALOG_DIR", Path),
             "host": ("LADLE_HOST", str),
             "port": ("LADLE_PORT", int),
             "job_ttl_s": ("LADLE_JOB_TTL", int),
@@ -91,6 +95,10 @@ class Settings:
         if "redis_url" not in values and env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         return replace(base, **values)
+
+    @property
+    def user_catalog_dir(self) -> Path:
+        return self.catalog_dir or self.data_dir / "catalog.d"
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the launcher use this)."""

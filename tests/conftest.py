@@ -43,9 +43,10 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(redis_url: str, model_dir: Path) -> Settings:
+def settings(redis_url: str, model_dir: Path, tmp_path_factory) -> Settings:
     return Settings(
         redis_url=redis_url,
+        catalog_dir=tmp_path_factory.mktemp("catalog"),
         model_dir=model_dir,
         worker_wait_s=2,
         sync_timeout_s=120,

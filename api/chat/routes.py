@@ -22,7 +22,7 @@ bp = Blueprint("chat", __name__)
 def create_chat_completion():
     chat = ChatCompletionRequest.model_validate(json_body())
     ctx = services()
-    ctx.require_model(chat.model, chat.output_limit)
+    chat.model = ctx.require_model(chat.model, chat.output_limit)
     device = device_for_request(chat.ep)
     g.request_id = job_id = new_job_id()
     payload = chat.to_job(job_id).model_dump()

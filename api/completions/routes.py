@@ -22,7 +22,7 @@ bp = Blueprint("completions", __name__)
 def create_completion():
     request = CompletionRequest.model_validate(json_body())
     ctx = services()
-    ctx.require_model(request.model, request.max_tokens)
+    request.model = ctx.require_model(request.model, request.max_tokens)
     device = device_for_request(request.ep)
     g.request_id = job_id = new_job_id()
     payload = request.to_job(job_id).model_dump()

@@ -25,7 +25,7 @@ def create_embeddings():
     limit = ctx.settings.max_embedding_inputs
     if len(request.inputs) > limit:
         raise bad_request(f"Too many inputs: {len(request.inputs)}; at most {limit} per request.", "input")
-    ctx.require_model(request.model, kind=EMBEDDING)
+    request.model = ctx.require_model(request.model, kind=EMBEDDING)
     g.request_id = job_id = new_job_id()
     payload = request.to_job(job_id).model_dump()
     feed = ctx.jobs.submit(EMBED_TASK, JobKind.EMBEDDING, request.model, payload, DEFAULT_DEVICE, not prefers_async())
