@@ -60,9 +60,7 @@ def loaded_models():
 @bp.get("/models/load/<name>")
 def load_model(name: str):
     ctx = services()
-    name = ctx.resolve_model(name)
-    if not ctx.models.exists(name):
-        raise model_not_found(name)
+    name = _local_model(name)
     ttl_s = _ttl(request.args.get("ttl"), _flag("unload", default=True), ctx.settings.model_ttl_s)
     device = device_for_provider(request.args.get("ep"), ctx.jobs.live_workers(), preferred_gpu())
     g.request_id = job_id = new_job_id()
@@ -75,10 +73,7 @@ def load_model(name: str):
 @bp.get("/openai/unload/<name>")
 @bp.get("/models/unload/<name>")
 def unload_model(name: str):
-    ctx = services()
-    name = ctx.resolve_model(name)
-    if not ctx.models.exists(name):
-        raise model_not_found(name)
+    name = _local_model(name)
     force = _flag("force", default=False)
     still_loaded = _command_workers({"command": "unload", "model": name, "force": force}, name)
     if still_loaded:
@@ -121,6 +116,14 @@ def _command_workers(command: dict, name: str | None, wait_s: float = 5.0) -> li
         if all(w["seen_at"] > sent_at for w in workers) or time.monotonic() >= deadline:
             return [m for m in loaded_model_names(workers) if name is None or m == name]
         time.sleep(0.05)
+
+
+def _local_model(name: str) -> str:
+    """The model folder `name` (or its alias) resolves to; 404 if there is none."""
+    resolved = services().resolve_model(name)
+    if not services().models.exists(resolved):
+        raise model_not_found(resolved)
+    return resolved
 
 
 def _flag(name: str, default: bool) -> bool:

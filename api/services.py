@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from celery import Celery
-from flask import current_app, request
+from flask import current_app, g, request
+from pydantic import BaseModel
 
 from api.catalog.catalog import best_variant, load_catalog
 from api.errors import ApiError, bad_request, model_not_found
-from api.job_client import JobClient
+from api.job_client import JobClient, JobEventFeed, new_job_id
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
+from contracts.jobs import JobKind
 from contracts.model_directory import GENERATION, ModelDirectory
 from contracts.settings import Settings
 
@@ -82,6 +85,15 @@ def json_body() -> dict:
             400, "We could not parse the JSON body of your request: it must be a JSON object.", code="invalid_json"
         )
     return body
+
+
+def submit_request(
+    task: str, kind: JobKind, model: str, to_job: Callable[[str], BaseModel], device: str
+) -> tuple[str, JobEventFeed | None]:
+    """Record and enqueue a request's job, followed unless the client prefers async; tags the response."""
+    g.request_id = job_id = new_job_id()
+    feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
+    return job_id, feed
 
 
 def prefers_async() -> bool:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, jsonify
 
 from api.chat.protocol import ChatCompletionRequest
 from api.chat.serving import chunk_frames, completion_body
 from api.devices import device_for_request
-from api.job_client import new_job_id
 from api.job_responses import stream_job, wait_for_result
 from api.jobs_routes import accepted
-from api.services import json_body, prefers_async, services
+from api.services import json_body, services, submit_request
 from contracts.jobs import GENERATE_TASK, JobKind
 
 bp = Blueprint("chat", __name__)
@@ -24,9 +23,7 @@ def create_chat_completion():
     ctx = services()
     chat.model = ctx.require_model(chat.model, chat.output_limit)
     device = device_for_request(chat.ep)
-    g.request_id = job_id = new_job_id()
-    payload = chat.to_job(job_id).model_dump()
-    feed = ctx.jobs.submit(GENERATE_TASK, JobKind.CHAT, chat.model, payload, device, not prefers_async())
+    job_id, feed = submit_request(GENERATE_TASK, JobKind.CHAT, chat.model, chat.to_job, device)
     if feed is None:
         return accepted(job_id)
     deadline = time.monotonic() + ctx.settings.sync_timeout_s

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, jsonify
 
 from api.completions.protocol import CompletionRequest
 from api.completions.serving import chunk_frames, completion_body
 from api.devices import device_for_request
-from api.job_client import new_job_id
 from api.job_responses import stream_job, wait_for_result
 from api.jobs_routes import accepted
-from api.services import json_body, prefers_async, services
+from api.services import json_body, services, submit_request
 from contracts.jobs import GENERATE_TASK, JobKind
 
 bp = Blueprint("completions", __name__)
@@ -24,10 +23,7 @@ def create_completion():
     ctx = services()
     request.model = ctx.require_model(request.model, request.max_tokens)
     device = device_for_request(request.ep)
-    g.request_id = job_id = new_job_id()
-    payload = request.to_job(job_id).model_dump()
-    follow = not prefers_async()
-    feed = ctx.jobs.submit(GENERATE_TASK, JobKind.COMPLETION, request.model, payload, device, follow)
+    job_id, feed = submit_request(GENERATE_TASK, JobKind.COMPLETION, request.model, request.to_job, device)
     if feed is None:
         return accepted(job_id)
     deadline = time.monotonic() + ctx.settings.sync_timeout_s
