@@ -17,6 +17,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +152,19 @@ def ladle_figures(url: str, concurrency: int, max_tokens: int, rounds: int) -> d
     return summarize(runs, wall)
 
 
+def warm_up(url: str, workers: int) -> None:
+    """Load the model in every worker before measuring (concurrent requests reach each of them)."""
+    with ThreadPoolExecutor(max_workers=2 * workers) as pool:
+        list(pool.map(lambda _: stream_one(url, "hi", 2), range(4 * workers)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
     args = parser.parse_args()
+    cores = os.cpu_count() or 2
     folder = build_model(MODEL, args.model_dir)
     engine = RawEngine(folder)
     engine.generate(PROMPTS[:1], 4)  # warm up
@@ -164,16 +172,22 @@ def main() -> None:
     for concurrency in (1, 8):
         results[("raw", concurrency)] = raw_figures(engine, concurrency, args.max_tokens, args.rounds)
     del engine
-    with ladle_serve(args.model_dir, lambda url: stream_one(url, "hi", 2)) as (url, _):
-        for concurrency in (1, 8):
-            results[("ladle", concurrency)] = ladle_figures(url, concurrency, args.max_tokens, args.rounds)
+    layouts = {"ladle": {}, "ladle 2w": {"LADLE_CPU_WORKERS": "2", "LADLE_INTRA_OP_THREADS": str(max(1, cores // 2))}}
+    for system, env in layouts.items():
+        workers = int(env.get("LADLE_CPU_WORKERS", 1))
+        with ladle_serve(args.model_dir, partial(warm_up, workers=workers), env) as (url, _):
+            for concurrency in (1, 8):
+                results[(system, concurrency)] = ladle_figures(url, concurrency, args.max_tokens, args.rounds)
     print(f"SmolLM2-135M int4, {os.cpu_count()} cores, max_tokens={args.max_tokens}, greedy, rounds={args.rounds}")
-    print(f"{'system':<7}{'conc':>5}{'TTFT p50 ms':>13}{'tokens/s':>10}{'stream tok/s':>14}")
+    print(f"{'system':<9}{'conc':>5}{'TTFT p50 ms':>13}{'tokens/s':>10}{'stream tok/s':>14}")
     for (system, concurrency), figures in results.items():
         print(
-            f"{system:<7}{concurrency:>5}{figures['ttft_p50_ms']:>13.1f}{figures['tokens_per_s']:>10.1f}"
+            f"{system:<9}{concurrency:>5}{figures['ttft_p50_ms']:>13.1f}{figures['tokens_per_s']:>10.1f}"
             f"{figures['stream_tokens_per_s']:>14.1f}"
         )
+    two = results[("ladle 2w", 8)]["tokens_per_s"] / results[("ladle", 8)]["tokens_per_s"]
+    threads = layouts["ladle 2w"]["LADLE_INTRA_OP_THREADS"]
+    print(f"Two CPU workers ({threads} onnxruntime thread each) vs one, concurrency 8: x{two:.2f}")
     for concurrency in (1, 8):
         raw, ladle = results[("raw", concurrency)], results[("ladle", concurrency)]
         print(

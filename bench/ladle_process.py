@@ -20,7 +20,9 @@ from cli.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 
 
 @contextmanager
-def ladle_serve(model_dir: Path, ready: Callable[[str], object]) -> Iterator[tuple[str, str]]:
+def ladle_serve(
+    model_dir: Path, ready: Callable[[str], object], env_overrides: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
     """Yields (API URL, Redis URL) once `ready(api_url)` succeeds; then stops everything."""
     with tempfile.TemporaryDirectory() as data_dir:
         redis_server = EmbeddedRedis(Path(data_dir) / "redis", persist=False)
@@ -28,6 +30,7 @@ def ladle_serve(model_dir: Path, ready: Callable[[str], object]) -> Iterator[tup
         port = free_port()
         env = {**os.environ, "LADLE_REDIS_URL": redis_url, "LADLE_PORT": str(port), "LADLE_MODEL_DIR": str(model_dir)}
         env["PYTHONPATH"] = str(ROOT)
+        env.update(env_overrides or {})
         command = [sys.executable, "-m", "cli.main", "serve"]
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"

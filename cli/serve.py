@@ -27,8 +27,9 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
         embedded = EmbeddedRedis(settings.data_dir / "redis")
         settings = replace(settings, redis_url=embedded.start())
     env = _settings_env(settings)
+    compute = [sys.executable, "-m", "cli.main", "worker", "--device", "cpu"]
     children = [
-        subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu"], env=env),
+        *(subprocess.Popen(compute, env=env) for _ in range(settings.cpu_workers)),
         subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--lane", "light"], env=env),
         subprocess.Popen(
             [

@@ -61,6 +61,11 @@ class Settings:
     worker_concurrency: int = 16
     # LADLE_MODEL_TTL: seconds an idle model stays loaded when no TTL was asked for (Foundry's 600).
     model_ttl_s: float = 600.0
+    # LADLE_INTRA_OP_THREADS: onnxruntime threads per model in a worker (0: onnxruntime's default,
+    # all cores); with several CPU workers on one host, give each its share.
+    intra_op_threads: int = 0
+    # LADLE_CPU_WORKERS: CPU compute workers `ladle serve` starts.
+    cpu_workers: int = 1
     # LADLE_HEARTBEAT_S: seconds between worker heartbeats (a worker is dead after 3 missed).
     heartbeat_s: float = 2.0
 
@@ -89,6 +94,8 @@ class Settings:
             "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
             "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
             "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
+            "intra_op_threads": ("LADLE_INTRA_OP_THREADS", int),
+            "cpu_workers": ("LADLE_CPU_WORKERS", int),
             "model_ttl_s": ("LADLE_MODEL_TTL", float),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}

@@ -26,6 +26,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LADLE_REDIS_URL": settings.redis_url,
         "LADLE_MODEL_DIR": str(settings.model_dir),
         "LADLE_HEARTBEAT_S": str(settings.heartbeat_s),
+        "LADLE_INTRA_OP_THREADS": str(settings.intra_op_threads),
         "LADLE_VISIBILITY_TIMEOUT": str(settings.visibility_timeout_s),
         "LADLE_MAX_DELIVERIES": str(settings.max_deliveries),
         "LADLE_WORKER_CONCURRENCY": str(settings.worker_concurrency),

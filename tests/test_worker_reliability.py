@@ -45,6 +45,7 @@ def start_fleet(tmp_path, model_dir, workers: int, **overrides) -> Fleet:
         heartbeat_s=0.3,
         visibility_timeout_s=2,
         worker_concurrency=1,
+        intra_op_threads=1,  # two workers share the two cores
         sync_timeout_s=60,
         **overrides,
     )

@@ -25,11 +25,15 @@ log = logging.getLogger(__name__)
 class EmbeddingEngine:
     """Embeds lists of texts; `embed` blocks until this engine's thread has run them."""
 
-    def __init__(self, folder: Path, config: dict, max_batch: int, window_s: float) -> None:
+    def __init__(self, folder: Path, config: dict, max_batch: int, window_s: float, intra_op_threads: int = 0) -> None:
         self.config = config
         self.max_batch = max_batch
         self.window_s = window_s
-        self.session = ort.InferenceSession(str(folder / config["model_file"]), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(folder / config["model_file"]), options, providers=["CPUExecutionProvider"]
+        )
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(int(config["max_input_tokens"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -59,10 +60,13 @@ def execution_providers(device: str) -> list[str]:
     return ["cuda"] if og.is_cuda_available() else []
 
 
-def provider_config(folder: str, device: str) -> og.Config:
+def provider_config(folder: str, device: str, intra_op_threads: int = 0) -> og.Config:
     """A model configuration bound to the worker's device (cpu, or cuda:N with device id N)."""
     config = og.Config(folder)
     config.clear_providers()  # no provider left means CPU
+    if intra_op_threads > 0:
+        options = {"intra_op_num_threads": intra_op_threads}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
     if device.startswith("cuda"):
         config.append_provider("cuda")
         config.set_provider_option("cuda", "device_id", device.partition(":")[2] or "0")
@@ -171,6 +175,7 @@ class ModelRegistry:
                 self.directory.embedding_config(name),
                 self.settings.embedding_batch,
                 self.settings.embedding_window_ms / 1000,
+                self.settings.intra_op_threads,
             )
         self._touch(name)
 
@@ -192,7 +197,7 @@ class ModelRegistry:
     def _load(self, name: str) -> LoadedModel:
         started = time.perf_counter()
         folder = self.directory.path(name)
-        model = og.Model(provider_config(str(folder), self.device))
+        model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
         tokenizer = og.Tokenizer(model)
         genai = self.directory.genai_config(name)["model"]
         eos = genai["eos_token_id"]
