@@ -1,68 +1,23 @@
-"""Submitting jobs and following their events: subscribe first, then enqueue, then read."""
+"""Submitting jobs: check for a live worker, record the job, follow it (if asked), then enqueue."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 from celery import Celery
 
 from api.errors import ApiError
+from api.job_events import JobEventFeed, JobEventHub
 from contracts import keys
-from contracts.job_store import JobStore, parse_stream_id
-from contracts.jobs import COMPUTE_LANE, TERMINAL_EVENT_TYPES, JobEvent, JobKind, job_event_adapter, queue_for_device
+from contracts.job_store import JobStore
+from contracts.jobs import COMPUTE_LANE, JobKind, queue_for_device
 from contracts.settings import Settings
-
-
-class JobTimeout(Exception):
-    """The job did not reach its terminal event before the deadline."""
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
-
-
-class JobEventFeed:
-    """A job's events: those stored after a point, then live ones, up to the terminal event.
-
-    Subscribes on creation, so nothing published between creation and reading is lost; events
-    seen both in the stream and live are yielded once.
-    """
-
-    def __init__(self, store: JobStore, job_id: str) -> None:
-        self.store = store
-        self.job_id = job_id
-        self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(keys.job_channel(job_id))
-
-    def events(self, after: str | None = None, deadline: float | None = None) -> Iterator[tuple[str, JobEvent]]:
-        last = parse_stream_id(after) if after else (-1, -1)
-        for stream_id, data in self.store.events_after(self.job_id, after):
-            last = parse_stream_id(stream_id)
-            event = job_event_adapter.validate_json(data)
-            yield stream_id, event
-            if event.type in TERMINAL_EVENT_TYPES:
-                return
-        while True:
-            remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise JobTimeout(self.job_id)
-            message = self._pubsub.get_message(timeout=min(remaining, 1.0))
-            if message is None:
-                continue
-            stream_id, _, data = message["data"].decode().partition("\n")
-            if parse_stream_id(stream_id) <= last:
-                continue
-            last = parse_stream_id(stream_id)
-            event = job_event_adapter.validate_json(data)
-            yield stream_id, event
-            if event.type in TERMINAL_EVENT_TYPES:
-                return
-
-    def close(self) -> None:
-        self._pubsub.close()
 
 
 class JobClient:
@@ -76,6 +31,7 @@ class JobClient:
         self.settings = settings
         self.store = store
         self.celery = celery
+        self.hub = JobEventHub(store.client)
         self._worker_seen: dict[tuple[str, str], float] = {}
 
     def live_workers(self) -> list[dict]:
@@ -110,7 +66,7 @@ class JobClient:
         self._worker_seen[(device, lane)] = time.monotonic()
 
     def follow(self, job_id: str) -> JobEventFeed:
-        return JobEventFeed(self.store, job_id)
+        return JobEventFeed(self.store, self.hub, job_id)
 
     def submit(
         self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool, lane: str = COMPUTE_LANE

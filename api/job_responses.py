@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from api.errors import ApiError
-from api.job_client import JobEventFeed, JobTimeout
+from api.job_events import JobEventFeed, JobTimeout
 from api.services import services
 from api.sse import sse_response
 from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, GenerationResult, JobEvent

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from api.catalog.catalog import best_variant, load_catalog
 from api.errors import ApiError, bad_request, model_not_found
-from api.job_client import JobClient, JobEventFeed, new_job_id
+from api.job_client import JobClient, new_job_id
+from api.job_events import JobEventFeed
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import JobKind
