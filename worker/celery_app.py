@@ -29,9 +29,10 @@ from contracts.jobs import (
     queue_for_device,
 )
 from contracts.settings import Settings
+from worker.channel_listener import ChannelListener
 from worker.event_publisher import EventPublisher
 from worker.generation_runner import GenerationRunner
-from worker.heartbeat import ChannelListener, Heartbeat
+from worker.heartbeat import Heartbeat
 from worker.job_runner import JobRunner, Outcome
 from worker.light_work import count_tokens, embed
 from worker.model_registry import ModelRegistry, execution_providers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from api.job_responses import EventStream, error_from_info
 from api.sse import DONE_FRAME, sse_frame
@@ -51,15 +51,15 @@ def restarted_error(job_id: str) -> ErrorInfo:
     )
 
 
-def tail_frames(event, job_id: str, usage_chunk) -> Iterator[str] | None:
-    """Frames for the events every stream treats alike; None for a delta (the caller's business)."""
+def non_delta_frames(event, job_id: str, usage_chunk: Callable[[dict], str] | None) -> list[str]:
+    """Frames for the events every stream treats alike: done (usage), error, a restart (error)."""
     if isinstance(event, DoneEvent):
-        return iter([usage_chunk(event.result.usage.model_dump())] if usage_chunk else [])
+        return [usage_chunk(event.result.usage.model_dump())] if usage_chunk else []
     if isinstance(event, ErrorEvent):
-        return iter([sse_frame(json.dumps(error_from_info(event.error, job_id).body()))])
+        return [sse_frame(json.dumps(error_from_info(event.error, job_id).body()))]
     if isinstance(event, StartedEvent):
-        return iter([sse_frame(json.dumps(error_from_info(restarted_error(job_id), job_id).body()))])
-    return None
+        return [sse_frame(json.dumps(error_from_info(restarted_error(job_id), job_id).body()))]
+    return []
 
 
 def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_usage: bool) -> Iterator[str]:
@@ -87,7 +87,7 @@ def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_u
             if event.finish_reason and event.finish_reason != "cancelled":
                 yield chunk([_choice(event.index, {}, event.finish_reason)])
             continue
-        yield from tail_frames(event, job_id, (lambda usage: chunk([], usage)) if include_usage else None)
+        yield from non_delta_frames(event, job_id, (lambda usage: chunk([], usage)) if include_usage else None)
         if isinstance(event, StartedEvent):
             break
     yield DONE_FRAME

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from api.chat.serving import public_finish_reason, tail_frames
+from api.chat.serving import non_delta_frames, public_finish_reason
 from api.job_responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
 from contracts.jobs import DeltaEvent, GenerationResult, StartedEvent
@@ -59,7 +59,7 @@ def chunk_frames(
             if event.text or event.finish_reason:
                 yield chunk([_choice(event.index, event.text, event.finish_reason)])
             continue
-        yield from tail_frames(event, job_id, (lambda usage: chunk([], usage)) if include_usage else None)
+        yield from non_delta_frames(event, job_id, (lambda usage: chunk([], usage)) if include_usage else None)
         if isinstance(event, StartedEvent):
             break
     yield DONE_FRAME
