@@ -23,6 +23,9 @@ class ModelDirectory:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Parsed configuration files by path, with the modification time they were read at:
+        # requests read them on every call, a changed or replaced model is read again.
+        self._configs: dict[Path, tuple[int, dict]] = {}
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -48,10 +51,18 @@ class ModelDirectory:
         return sorted(p.name for p in self.root.iterdir() if self.exists(p.name))
 
     def genai_config(self, name: str) -> dict:
-        return json.loads((self.path(name) / CONFIG_FILE).read_text())
+        return self._read_config(self.path(name) / CONFIG_FILE)
 
     def embedding_config(self, name: str) -> dict:
-        return json.loads((self.path(name) / EMBEDDING_CONFIG_FILE).read_text())
+        return self._read_config(self.path(name) / EMBEDDING_CONFIG_FILE)
+
+    def _read_config(self, path: Path) -> dict:
+        modified = path.stat().st_mtime_ns
+        cached = self._configs.get(path)
+        if cached is None or cached[0] != modified:
+            cached = (modified, json.loads(path.read_text()))
+            self._configs[path] = cached
+        return cached[1]
 
     def context_length(self, name: str) -> int:
         return int(self.genai_config(name)["model"]["context_length"])
