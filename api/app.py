@@ -9,6 +9,7 @@ from flask import Flask, g
 from api import foundry_routes, jobs_routes, models_routes, token_count_routes
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
+from api.downloads import routes as download_routes
 from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
 from api.services import Services
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs_routes.bp,
         models_routes.bp,
         foundry_routes.bp,
+        download_routes.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

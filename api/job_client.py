@@ -12,7 +12,7 @@ from api.errors import ApiError
 from api.job_events import JobEventFeed, JobEventHub
 from contracts import keys
 from contracts.job_store import JobStore
-from contracts.jobs import COMPUTE_LANE, JobKind, queue_for_device
+from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, JobKind, queue_for_device
 from contracts.settings import Settings
 
 
@@ -48,16 +48,21 @@ class JobClient:
         return [json.loads(info) for info in raw if info]
 
     def require_worker(self, device: str, lane: str = COMPUTE_LANE) -> None:
-        """Wait (bounded) for a live worker of `device` and `lane`; 503 with Retry-After if none."""
+        """Wait (bounded) for a live worker consuming the queue of `device` and `lane`; else 503."""
         if time.monotonic() - self._worker_seen.get((device, lane), -1e9) < self.WORKER_SEEN_TTL_S:
             return
         deadline = time.monotonic() + self.settings.worker_wait_s
-        while not any(w.get("device") == device and w.get("lane") == lane for w in self.live_workers()):
+        queue = queue_for_device(device, lane)
+        while not any(queue in w.get("queues", []) for w in self.live_workers()):
             if time.monotonic() >= deadline:
-                lane_text = "" if lane == COMPUTE_LANE else f" ({lane} lane)"
+                if lane == DOWNLOADS_LANE:
+                    wanted = "No downloads worker (`ladle worker --lane downloads`) is available"
+                else:
+                    wanted = f"No worker for device '{device}'" + ("" if lane == COMPUTE_LANE else f" ({lane} lane)")
+                    wanted += " is available"
                 raise ApiError(
                     503,
-                    f"No worker for device '{device}'{lane_text} is available; retry later.",
+                    f"{wanted}; retry later.",
                     type="service_unavailable",
                     code="no_worker",
                     headers={"Retry-After": "10"},
@@ -83,3 +88,26 @@ class JobClient:
                 feed.close()
             raise
         return feed
+
+    def submit_shared(
+        self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
+    ) -> tuple[str, JobEventFeed | None]:
+        """Like `submit`, but a request for the same `share_key` as an unfinished job joins that job.
+
+        Returns the ID of the job that serves the request (this one or the earlier one).
+        """
+        self.require_worker("cpu", lane)
+        job_id = payload["job_id"]
+        self.store.create(job_id, kind, model)
+        owner = self.store.claim_shared(share_key, job_id)
+        if owner != job_id:
+            self.store.delete(job_id)
+            return owner, self.follow(owner) if follow else None
+        feed = self.follow(job_id) if follow else None
+        try:
+            self.celery.send_task(task, args=[payload], queue=queue_for_device("cpu", lane), task_id=job_id)
+        except Exception:
+            if feed is not None:
+                feed.close()
+            raise
+        return job_id, feed

@@ -13,6 +13,7 @@ from api.services import services
 from api.sse import sse_frame, sse_response
 from contracts.job_store import JobRecord
 from contracts.jobs import (
+    DownloadResult,
     EmbeddingResult,
     ErrorEvent,
     GenerationResult,
@@ -30,6 +31,7 @@ RESULT_RENDERERS = {
     JobKind.COMPLETION.value: (GenerationResult, completion_serving.completion_body),
     JobKind.EMBEDDING.value: (EmbeddingResult, embedding_protocol.job_result_body),
     JobKind.TOKEN_COUNT.value: (TokenCountResult, token_count_routes.count_body),
+    JobKind.DOWNLOAD.value: (DownloadResult, lambda _id, _model, _created, result: result.model_dump()),
 }
 
 
@@ -55,6 +57,8 @@ def job_body(record: JobRecord) -> dict:
         "error": error,
         # How many sequences (generation) or texts (embeddings) ran together with this job's.
         "batch_size": batch_size,
+        # Long jobs (downloads): bytes done and total, per file and overall.
+        "progress": record.progress,
     }
 
 

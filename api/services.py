@@ -19,6 +19,7 @@ from contracts.job_store import JobStore
 from contracts.jobs import JobKind
 from contracts.model_directory import GENERATION, ModelDirectory
 from contracts.settings import Settings
+from contracts.token_seal import TokenSeal
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Services:
     store: JobStore
     jobs: JobClient
     models: ModelDirectory
+    seal: TokenSeal
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -36,7 +38,8 @@ class Services:
         store = JobStore(client, settings.job_ttl_s)
         producer = Celery("ladle-api")
         producer.conf.update(celery_config(settings))
-        return cls(settings, store, JobClient(settings, store, producer), ModelDirectory(settings.model_dir))
+        jobs = JobClient(settings, store, producer)
+        return cls(settings, store, jobs, ModelDirectory(settings.model_dir), TokenSeal.from_settings(settings))
 
     def resolve_model(self, name: str) -> str:
         """A model folder name for `name`: itself, or a catalog alias/entry name's best local variant."""

@@ -19,7 +19,10 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a worker bound to one device")
     worker.add_argument("--device", default="cpu", help="cpu or cuda:N (needs onnxruntime-genai-cuda)")
     worker.add_argument(
-        "--lane", default="compute", choices=["compute", "light"], help="light: token counts, no model weights"
+        "--lane",
+        default="compute",
+        choices=["compute", "light", "downloads"],
+        help="light: token counts, no model weights; downloads: model downloads (I/O only)",
     )
     worker.add_argument("--loglevel", default="INFO")
     models = commands.add_parser("models", help="manage the model directory")

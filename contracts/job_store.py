@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from contracts import keys
-from contracts.jobs import DoneEvent, ErrorEvent, JobEvent, JobKind, JobStatus
+from contracts.jobs import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, JobKind, JobStatus, ProgressEvent
 
 _EMIT = """
 if ARGV[3] == '1' then
@@ -34,6 +34,21 @@ return 1
 """
 
 
+# Claim a shared job (e.g. one download per model folder): the job already holding KEYS[1] if it
+# is still unfinished, else ARGV[1] (which then holds the key).
+_CLAIM_SHARED = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  local record = ARGV[3] .. current
+  if redis.call('EXISTS', record) == 1 and redis.call('HEXISTS', record, 'finished_at') == 0 then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """A job as stored: what `GET /v1/jobs/{id}` shows."""
@@ -48,6 +63,8 @@ class JobRecord:
     worker: str | None
     result: dict | None
     error: dict | None
+    # Long jobs (downloads): the latest progress report.
+    progress: dict | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, fields: dict[str, str]) -> JobRecord:
@@ -68,6 +85,7 @@ class JobRecord:
             worker=fields.get("worker"),
             result=document("result"),
             error=document("error"),
+            progress=document("progress"),
         )
 
 
@@ -85,6 +103,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._emit = client.register_script(_EMIT)
         self._mark_running = client.register_script(_MARK_RUNNING)
+        self._claim_shared = client.register_script(_CLAIM_SHARED)
 
     def create(self, job_id: str, kind: JobKind, model: str) -> None:
         pipe = self.client.pipeline()
@@ -94,6 +113,14 @@ class JobStore:
         )
         pipe.expire(keys.job_key(job_id), self.ttl_s)
         pipe.execute()
+
+    def claim_shared(self, share_key: str, job_id: str) -> str:
+        """The unfinished job holding `share_key`, or `job_id` after it took the key."""
+        owner = self._claim_shared(keys=[share_key], args=[job_id, self.ttl_s, keys.job_key("")])
+        return _text(owner)
+
+    def delete(self, job_id: str) -> None:
+        self.client.delete(keys.job_key(job_id))
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self.client.hgetall(keys.job_key(job_id))
@@ -106,6 +133,13 @@ class JobStore:
     def emit(self, job_id: str, event: JobEvent, client: redis.Redis | None = None) -> None:
         """Append a non-terminal event (pass a pipeline as `client` to batch writes)."""
         self._emit(keys=_event_keys(job_id), args=[event.model_dump_json(), self.ttl_s, "0"], client=client)
+
+    def report_progress(self, job_id: str, progress: DownloadProgress) -> None:
+        """Keep the latest progress in the job record and emit it as an event."""
+        pipe = self.client.pipeline()
+        pipe.hset(keys.job_key(job_id), "progress", progress.model_dump_json())
+        self.emit(job_id, ProgressEvent(progress=progress), client=pipe)
+        pipe.execute()
 
     def finish(self, job_id: str, event: DoneEvent | ErrorEvent, status: JobStatus, client=None):
         """Record the outcome and emit the terminal event unless another writer finished first.

@@ -11,11 +11,16 @@ GENERATE_TASK = "ladle.generate"
 EMBED_TASK = "ladle.embed"
 COUNT_TOKENS_TASK = "ladle.count_tokens"
 LOAD_TASK = "ladle.load_model"
+DOWNLOAD_TASK = "ladle.download_model"
 DEFAULT_DEVICE = "cpu"
 # Lanes of a device: "compute" runs models; "light" runs cheap jobs (token counts) in a worker
 # of its own, so they never wait behind long generations.
 COMPUTE_LANE = "compute"
 LIGHT_LANE = "light"
+# Downloads are I/O, never on a compute worker; one queue for the whole fleet, since every host
+# of a deployment shares the model directory.
+DOWNLOADS_LANE = "downloads"
+DOWNLOADS_QUEUE = "ladle.downloads"
 
 
 class JobKind(str, Enum):
@@ -26,6 +31,7 @@ class JobKind(str, Enum):
     EMBEDDING = "embedding"
     TOKEN_COUNT = "token_count"
     LOAD = "load"
+    DOWNLOAD = "download"
 
 
 class JobStatus(str, Enum):
@@ -44,6 +50,8 @@ class JobStatus(str, Enum):
 
 def queue_for_device(device: str, lane: str = COMPUTE_LANE) -> str:
     """The Celery queue consumed by workers bound to `device` ("cpu", "cuda:0", ...) and lane."""
+    if lane == DOWNLOADS_LANE:
+        return DOWNLOADS_QUEUE
     return f"ladle.device.{device}" if lane == COMPUTE_LANE else f"ladle.device.{device}.{lane}"
 
 
@@ -105,6 +113,25 @@ class LoadJob(BaseModel):
     ttl_s: float | None = None
 
 
+class DownloadJob(BaseModel):
+    """Fetch `subfolder` of a Hugging Face repo at `revision` into `<target_root>/<model>`.
+
+    `sealed_token` is the request's token encrypted with the deployment's secret (see
+    contracts.token_seal): the job record, the queue and the logs never hold it in clear.
+    """
+
+    job_id: str
+    model: str
+    repo_id: str
+    revision: str = "main"
+    subfolder: str = ""
+    target_root: str
+    sealed_token: str | None = None
+    prompt_template: dict | None = None
+    publisher: str | None = None
+    force: bool = False
+
+
 class ErrorInfo(BaseModel):
     """A failure a client can see: HTTP status plus OpenAI's error fields."""
 
@@ -154,6 +181,43 @@ class LoadResult(BaseModel):
     worker: str
 
 
+class FileProgress(BaseModel):
+    """Bytes of one file of a download (path relative to the model folder)."""
+
+    name: str
+    bytes_done: int
+    bytes_total: int
+
+
+class DownloadProgress(BaseModel):
+    """A download's progress: per file and overall."""
+
+    files: list[FileProgress]
+    bytes_done: int
+    bytes_total: int
+    # The file most recently advanced ("" before the first byte and once complete).
+    current_file: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.bytes_done / self.bytes_total if self.bytes_total else 1.0
+
+    def file_fraction(self, name: str) -> float:
+        for file in self.files:
+            if file.name == name:
+                return file.bytes_done / file.bytes_total if file.bytes_total else 1.0
+        return 1.0
+
+
+class DownloadResult(BaseModel):
+    model: str
+    path: str
+    files: list[FileProgress]
+    bytes_total: int
+    # True when the model was already complete in the directory and nothing was fetched.
+    already_present: bool = False
+
+
 class StartedEvent(BaseModel):
     type: Literal["started"] = "started"
     worker: str
@@ -168,11 +232,18 @@ class DeltaEvent(BaseModel):
     finish_reason: Literal["stop", "length", "cancelled"] | None = None
 
 
+class ProgressEvent(BaseModel):
+    """How far a long job (a download) has come."""
+
+    type: Literal["progress"] = "progress"
+    progress: DownloadProgress
+
+
 class DoneEvent(BaseModel):
     """Terminal: the job succeeded."""
 
     type: Literal["done"] = "done"
-    result: GenerationResult | EmbeddingResult | TokenCountResult | LoadResult
+    result: GenerationResult | EmbeddingResult | TokenCountResult | LoadResult | DownloadResult
 
 
 class ErrorEvent(BaseModel):
@@ -182,7 +253,7 @@ class ErrorEvent(BaseModel):
     error: ErrorInfo
 
 
-JobEvent = Annotated[StartedEvent | DeltaEvent | DoneEvent | ErrorEvent, Field(discriminator="type")]
+JobEvent = Annotated[StartedEvent | DeltaEvent | ProgressEvent | DoneEvent | ErrorEvent, Field(discriminator="type")]
 job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
 
 TERMINAL_EVENT_TYPES = frozenset({"done", "error"})

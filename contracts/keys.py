@@ -44,3 +44,8 @@ def worker_key(worker_name: str) -> str:
 
 # Sorted set of worker names scored by their last heartbeat (found without scanning keys).
 WORKERS_INDEX = f"{PREFIX}:workers"
+
+
+def download_key(target: str) -> str:
+    """The ID of the download job filling model folder `target` (two requests share one job)."""
+    return f"{PREFIX}:download:{target}"

@@ -18,6 +18,10 @@ def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
 
 
+def _paths(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part) for part in value.split(os.pathsep) if part)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration shared by the API, the workers and the launcher."""
@@ -68,6 +72,15 @@ class Settings:
     cpu_workers: int = 1
     # LADLE_HEARTBEAT_S: seconds between worker heartbeats (a worker is dead after 3 missed).
     heartbeat_s: float = 2.0
+    # LADLE_DOWNLOAD_ROOTS: folders (os.pathsep-separated) a download's customDirPath may name
+    # or lie under; the model directory is always allowed.
+    download_roots: tuple[Path, ...] = ()
+    # LADLE_SECRET_KEY: secret that encrypts a download's token on its way to the worker; when
+    # unset, a random key is kept in <data dir>/secret.key (shared by processes on one host).
+    secret_key: str = ""
+    # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none);
+    # loading past it unloads the least recently used idle models first.
+    model_memory_mb: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -97,11 +110,18 @@ class Settings:
             "intra_op_threads": ("LADLE_INTRA_OP_THREADS", int),
             "cpu_workers": ("LADLE_CPU_WORKERS", int),
             "model_ttl_s": ("LADLE_MODEL_TTL", float),
+            "download_roots": ("LADLE_DOWNLOAD_ROOTS", _paths),
+            "secret_key": ("LADLE_SECRET_KEY", str),
+            "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         return replace(base, **values)
+
+    @property
+    def allowed_download_roots(self) -> tuple[Path, ...]:
+        return (self.model_dir, *self.download_roots)
 
     @property
     def user_catalog_dir(self) -> Path:

@@ -47,6 +47,7 @@ def settings(redis_url: str, model_dir: Path, tmp_path_factory) -> Settings:
     return Settings(
         redis_url=redis_url,
         catalog_dir=tmp_path_factory.mktemp("catalog"),
+        data_dir=tmp_path_factory.mktemp("data"),
         model_dir=model_dir,
         worker_wait_s=2,
         sync_timeout_s=120,

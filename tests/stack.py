@@ -30,6 +30,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LADLE_VISIBILITY_TIMEOUT": str(settings.visibility_timeout_s),
         "LADLE_MAX_DELIVERIES": str(settings.max_deliveries),
         "LADLE_WORKER_CONCURRENCY": str(settings.worker_concurrency),
+        "LADLE_DATA_DIR": str(settings.data_dir),
+        "LADLE_MODEL_MEMORY_MB": str(settings.model_memory_mb),
         "PYTHONPATH": str(ROOT),
     }
 
@@ -37,12 +39,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """`ladle worker --device cpu` as a real subprocess."""
 
-    def __init__(self, settings: Settings, log_path: Path, lane: str = "compute") -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, lane: str = "compute", env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
+        self.log_path = log_path
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--lane", lane, "--loglevel", "INFO"],
-            env=settings_env(settings),
+            env={**settings_env(settings), **(env or {})},
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -16,10 +16,12 @@ from contracts.job_store import JobStore
 from contracts.jobs import (
     COMPUTE_LANE,
     COUNT_TOKENS_TASK,
+    DOWNLOAD_TASK,
     EMBED_TASK,
     GENERATE_TASK,
     LOAD_TASK,
     DoneEvent,
+    DownloadJob,
     EmbeddingJob,
     GenerationJob,
     JobStatus,
@@ -29,7 +31,9 @@ from contracts.jobs import (
     queue_for_device,
 )
 from contracts.settings import Settings
+from contracts.token_seal import TokenSeal
 from worker.channel_listener import ChannelListener
+from worker.download_runner import DownloadRunner
 from worker.event_publisher import EventPublisher
 from worker.generation_runner import GenerationRunner
 from worker.heartbeat import Heartbeat
@@ -56,6 +60,7 @@ class WorkerRuntime:
         self.jobs = JobRunner(settings, self.store, self.publisher, name)
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
         self.token_counter = TokenCounter(self.registry.directory)
+        self.downloads = DownloadRunner(self.store, TokenSeal.from_settings(settings))
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.registry.unload_expired)
         self.commands = ChannelListener(
             client, {keys.CANCEL_CHANNEL: self.generation.cancel, keys.CONTROL_CHANNEL: self.on_control}
@@ -120,6 +125,11 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
     def load_model(payload: dict) -> None:
         runtime = holder["runtime"]
         runtime.jobs.run(payload, LoadJob, runtime.load)
+
+    @app.task(name=DOWNLOAD_TASK)
+    def download_model(payload: dict) -> None:
+        runtime = holder["runtime"]
+        runtime.jobs.run(payload, DownloadJob, runtime.downloads.download)
 
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:

@@ -1,0 +1,64 @@
+"""`POST /openai/download`: a download job on the downloads queue, streamed or polled by ID."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, g, stream_with_context
+
+from api.catalog.catalog import load_catalog
+from api.downloads.progress_lines import download_lines, final_line
+from api.downloads.protocol import DownloadRequest
+from api.downloads.sources import download_root, plan_download
+from api.job_client import new_job_id
+from api.job_events import JobEventFeed
+from api.jobs_routes import accepted
+from api.services import json_body, prefers_async, services
+from contracts import keys
+from contracts.jobs import DOWNLOAD_TASK, DOWNLOADS_LANE, DownloadJob, JobKind
+
+bp = Blueprint("downloads", __name__)
+
+
+@bp.post("/openai/download")
+def download():
+    ctx = services()
+    request = DownloadRequest.parse(json_body())
+    providers = {p for w in ctx.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
+    plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), providers)
+    root = download_root(request.customDirPath, ctx.settings)
+    g.request_id = job_id = new_job_id()
+    job = DownloadJob(
+        job_id=job_id,
+        model=plan.model,
+        repo_id=plan.source.repo_id,
+        revision=plan.source.revision,
+        subfolder=plan.source.subfolder,
+        target_root=str(root),
+        sealed_token=ctx.seal.seal(request.token) if request.token else None,
+        prompt_template=plan.prompt_template,
+        publisher=plan.publisher,
+        force=request.force,
+    )
+    share_key = keys.download_key(str(root / plan.model))
+    job_id, feed = ctx.jobs.submit_shared(
+        DOWNLOAD_TASK, JobKind.DOWNLOAD, plan.model, job.model_dump(), share_key, not prefers_async(), DOWNLOADS_LANE
+    )
+    g.request_id = job_id
+    if feed is None:
+        return accepted(job_id)
+    response = Response(stream_with_context(_lines(feed)), mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _lines(feed: JobEventFeed) -> Iterator[str]:
+    """The job's progress lines; a client that leaves does not cancel (others may share the job)."""
+    try:
+        yield from download_lines(feed.events())
+    except Exception:
+        yield final_line(False, f"Lost track of download job {feed.job_id}; poll GET /v1/jobs/{feed.job_id}.")
+        raise
+    finally:
+        feed.close()

@@ -1,0 +1,78 @@
+"""The work of a download job: open the sealed token, fetch the model, report progress, cancel."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from contracts.job_store import JobStore
+from contracts.jobs import DoneEvent, DownloadJob, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
+from contracts.token_seal import SealError, TokenSeal
+from worker.job_runner import Outcome
+from worker.model_download import DownloadCancelled, DownloadFailed, DownloadRequest, discard_staging, download_model
+
+log = logging.getLogger(__name__)
+
+
+class DownloadRunner:
+    def __init__(self, store: JobStore, seal: TokenSeal) -> None:
+        self.store = store
+        self.seal = seal
+
+    def download(self, job: DownloadJob) -> Outcome:
+        try:
+            token = self.seal.open(job.sealed_token) if job.sealed_token else None
+        except SealError as error:
+            return _failed(500, "token_unreadable", str(error))
+        request = DownloadRequest(
+            model=job.model,
+            repo_id=job.repo_id,
+            target_root=Path(job.target_root),
+            revision=job.revision,
+            subfolder=job.subfolder,
+            token=token,
+            prompt_template=job.prompt_template,
+            publisher=job.publisher,
+            force=job.force,
+            job_id=job.job_id,
+        )
+        log.info("download started", extra={"job_id": job.job_id, "model": job.model, "repo_id": job.repo_id})
+        try:
+            result = download_model(
+                request,
+                lambda progress: self.store.report_progress(job.job_id, progress),
+                _CancelCheck(self.store, job.job_id),
+            )
+        except DownloadCancelled:
+            discard_staging(request.target_root, request.model)
+            log.info("download cancelled", extra={"job_id": job.job_id, "model": job.model})
+            return ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED
+        except DownloadFailed as failed:
+            log.warning("download failed", extra={"job_id": job.job_id, "code": failed.code, "error": str(failed)})
+            return _failed(failed.status, failed.code, str(failed))
+        return DoneEvent(result=result), JobStatus.SUCCEEDED
+
+
+class _CancelCheck:
+    """Asks Redis whether the job was cancelled, at most every `interval_s`."""
+
+    def __init__(self, store: JobStore, job_id: str, interval_s: float = 0.2) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self._checked_at = 0.0
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._checked_at >= self.interval_s:
+            self._checked_at = now
+            self._cancelled = self.store.is_cancel_requested(self.job_id)
+        return self._cancelled
+
+
+def _failed(status: int, code: str, message: str) -> Outcome:
+    return ErrorEvent(
+        error=ErrorInfo(status=status, type="download_error", code=code, message=message)
+    ), JobStatus.FAILED

@@ -1,0 +1,315 @@
+"""Fetching a model folder from a Hugging Face hub into the model directory, resumably.
+
+huggingface_hub does the talking (it honours HF_ENDPOINT and HF_TOKEN-style auth): the
+revision's commit, the file tree with sizes and hashes, and each file's bytes through its
+`http_get`, which retries dropped connections with a Range request. Ladle keeps each file's
+bytes in a partial file of a stable name, so a download interrupted by a dead worker resumes
+where it stopped, and checks every file against the hash the hub lists before keeping it.
+
+Layout while downloading (never listed as a model; names starting with "." are skipped):
+
+    <root>/.downloads/<model>/download.tmp           marker: JSON {job, repo_id, revision}
+    <root>/.downloads/<model>/.partial/<file>.part   the bytes of a file fetched so far
+    <root>/.downloads/<model>/<file>                 a file fetched in full and verified
+    <root>/.downloads/<model>.lock                   held by the one process downloading it
+
+Landing writes `inference_model.json` (Foundry's {Name, PromptTemplate}), removes the marker and
+renames the folder to `<root>/<model>` in one step, so a model folder is complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import huggingface_hub
+from filelock import FileLock
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub.file_download import http_get
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import build_hf_headers
+
+from contracts.jobs import DownloadProgress, DownloadResult, FileProgress
+from contracts.model_directory import INCOMPLETE_MARKER, ModelDirectory
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = ".downloads"
+PARTIAL_DIR = ".partial"
+FOUNDRY_MODEL_FILE = "inference_model.json"
+# huggingface_hub reads the body in chunks of this size and reports progress once per chunk.
+CHUNK_BYTES = 256 * 1024
+_HASH_BLOCK = 1 << 20
+
+
+class DownloadCancelled(Exception):
+    """The client cancelled the download."""
+
+
+class DownloadFailed(Exception):
+    """The hub's files could not be fetched as listed (corrupt, missing, refused)."""
+
+    def __init__(self, code: str, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    """What to fetch and where; `token` is held in memory only."""
+
+    model: str
+    repo_id: str
+    target_root: Path
+    revision: str = "main"
+    subfolder: str = ""
+    token: str | None = None
+    prompt_template: dict | None = None
+    publisher: str | None = None
+    force: bool = False
+    job_id: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path_in_repo: str
+    name: str  # relative to the model folder
+    size: int
+    sha256: str | None  # LFS files
+    git_sha1: str  # every file: the git blob ID
+
+
+def download_model(
+    request: DownloadRequest,
+    on_progress: Callable[[DownloadProgress], None],
+    is_cancelled: Callable[[], bool],
+) -> DownloadResult:
+    """Fetch, verify and land the model; raises DownloadCancelled or DownloadFailed."""
+    directory = ModelDirectory(request.target_root)
+    target = directory.path(request.model)
+    if directory.exists(request.model) and not request.force:
+        return _already_present(request, target, on_progress)
+    staging_root = request.target_root / STAGING_DIR
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = staging_root / request.model
+    with FileLock(str(staging_root / f"{request.model}.lock")):
+        staging.mkdir(exist_ok=True)
+        marker = {"job": request.job_id, "repo_id": request.repo_id, "revision": request.revision}
+        (staging / INCOMPLETE_MARKER).write_text(json.dumps(marker))
+        commit, files = _remote_files(request)
+        tracker = _ProgressTracker(files, staging, on_progress, is_cancelled)
+        tracker.report(force=True)
+        for remote in files:
+            _fetch(request, commit, remote, staging, tracker)
+        _land(request, staging, target)
+    log.info("model downloaded", extra={"model": request.model, "repo_id": request.repo_id, "files": len(files)})
+    progress = tracker.progress()
+    return DownloadResult(model=request.model, path=str(target), files=progress.files, bytes_total=progress.bytes_total)
+
+
+def discard_staging(target_root: Path, model: str) -> None:
+    """Remove an unfinished download's folder (after a cancel)."""
+    shutil.rmtree(target_root / STAGING_DIR / model, ignore_errors=True)
+
+
+def _already_present(request: DownloadRequest, target: Path, on_progress) -> DownloadResult:
+    files = [
+        FileProgress(name=str(p.relative_to(target)), bytes_done=p.stat().st_size, bytes_total=p.stat().st_size)
+        for p in sorted(target.rglob("*"))
+        if p.is_file()
+    ]
+    total = sum(f.bytes_total for f in files)
+    on_progress(DownloadProgress(files=files, bytes_done=total, bytes_total=total))
+    return DownloadResult(model=request.model, path=str(target), files=files, bytes_total=total, already_present=True)
+
+
+def _remote_files(request: DownloadRequest) -> tuple[str, list[RemoteFile]]:
+    """The commit the revision points at, and the files under the subfolder at that commit."""
+    api = HfApi(token=request.token or False)
+    try:
+        commit = api.model_info(request.repo_id, revision=request.revision).sha
+        entries = api.list_repo_tree(
+            request.repo_id, path_in_repo=request.subfolder or None, revision=commit, recursive=True
+        )
+        listed = [e for e in entries if isinstance(e, RepoFile)]
+    except huggingface_hub.errors.HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else 502
+        where = f"{request.repo_id}@{request.revision}" + (f"/{request.subfolder}" if request.subfolder else "")
+        code = {401: "hub_unauthorized", 403: "hub_forbidden", 404: "hub_not_found"}.get(status, "hub_error")
+        message = f"The hub refused to list {where} (HTTP {status})."
+        raise DownloadFailed(code, message, status=_client_status(status)) from None
+    except Exception as error:  # the hub unreachable (after huggingface_hub's retries)
+        log.warning("hub unreachable", extra={"repo_id": request.repo_id, "error": repr(error)})
+        raise DownloadFailed("hub_unreachable", f"Could not reach the hub: {type(error).__name__}.") from None
+    prefix = f"{request.subfolder.strip('/')}/" if request.subfolder else ""
+    files = [
+        RemoteFile(
+            path_in_repo=e.path,
+            name=e.path[len(prefix) :],
+            size=e.size,
+            sha256=e.lfs.sha256 if e.lfs else None,
+            git_sha1=e.blob_id,
+        )
+        for e in listed
+        if e.path.startswith(prefix) and not e.path.endswith(".gitattributes")
+    ]
+    if not files:
+        raise DownloadFailed("hub_not_found", f"No files at {request.repo_id}/{request.subfolder}.", status=404)
+    for remote in files:
+        if remote.name.startswith("/") or ".." in Path(remote.name).parts:
+            raise DownloadFailed("hub_bad_listing", f"The hub listed an unsafe file name {remote.name!r}.")
+    return commit, files
+
+
+def _client_status(hub_status: int) -> int:
+    """What the client sees for a hub status: its own 401/403/404, else 502 Bad Gateway."""
+    return hub_status if hub_status in (401, 403, 404) else 502
+
+
+def _fetch(request: DownloadRequest, commit: str, remote: RemoteFile, staging: Path, tracker: _ProgressTracker) -> None:
+    final = staging / remote.name
+    if final.is_file() and final.stat().st_size == remote.size:
+        return  # fetched and verified before (an earlier delivery of this job)
+    partial = staging / PARTIAL_DIR / f"{remote.name}.part"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    done = partial.stat().st_size if partial.exists() else 0
+    if done > remote.size:
+        partial.unlink()
+        done = 0
+    url = hf_hub_url(request.repo_id, remote.path_in_repo, revision=commit)
+    headers = build_hf_headers(token=request.token or False)
+    tracker.start_file(remote.name, done)
+    huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
+    try:
+        with partial.open("ab") as sink:
+            http_get(
+                url,
+                sink,
+                resume_size=done,
+                headers=headers,
+                expected_size=remote.size,
+                displayed_filename=remote.name,
+                tqdm_class=tracker.bar_for(remote.name),
+            )
+    except huggingface_hub.errors.HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else 502
+        raise DownloadFailed(
+            "hub_error", f"The hub refused {remote.name} (HTTP {status}).", status=_client_status(status)
+        ) from None
+    except DownloadCancelled:
+        raise
+    except OSError as error:  # huggingface_hub's size check, or the disk
+        raise DownloadFailed("download_incomplete", f"{remote.name}: {error}") from None
+    except Exception as error:  # the connection kept failing after huggingface_hub's retries
+        log.warning("download interrupted", extra={"file": remote.name, "error": repr(error)})
+        message = f"{remote.name}: the connection to the hub failed ({type(error).__name__}); retry to resume."
+        raise DownloadFailed("hub_unreachable", message) from None
+    _verify(partial, remote)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial.replace(final)
+    tracker.finish_file(remote.name)
+
+
+def _verify(path: Path, remote: RemoteFile) -> None:
+    """Size and hash as the hub lists them (sha256 for LFS files, the git blob SHA-1 otherwise)."""
+    size = path.stat().st_size
+    if remote.sha256:
+        digest, expected = hashlib.sha256(), remote.sha256
+    else:
+        digest, expected = hashlib.sha1(f"blob {size}\0".encode()), remote.git_sha1
+    with path.open("rb") as source:
+        while block := source.read(_HASH_BLOCK):
+            digest.update(block)
+    if size != remote.size or digest.hexdigest() != expected:
+        path.unlink()  # a retry fetches it again
+        raise DownloadFailed(
+            "checksum_mismatch",
+            f"{remote.name} does not match the hub's listing (size {size} vs {remote.size}, "
+            f"{'sha256' if remote.sha256 else 'git sha1'} {digest.hexdigest()[:12]}… vs {expected[:12]}…); "
+            "it was discarded.",
+        )
+
+
+def _land(request: DownloadRequest, staging: Path, target: Path) -> None:
+    shutil.rmtree(staging / PARTIAL_DIR, ignore_errors=True)
+    foundry = {"Name": request.model, "PromptTemplate": request.prompt_template, "Publisher": request.publisher}
+    if not (staging / FOUNDRY_MODEL_FILE).exists():
+        (staging / FOUNDRY_MODEL_FILE).write_text(json.dumps(foundry, indent=2))
+    (staging / INCOMPLETE_MARKER).unlink()
+    if target.exists():  # force: the old copy goes once the new one is complete
+        retired = target.with_name(f".{target.name}.replaced-{time.time_ns()}")
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+class _ProgressTracker:
+    """Bytes done per file; reports at most every `interval_s`, and checks for a cancel."""
+
+    def __init__(self, files, staging: Path, on_progress, is_cancelled, interval_s: float = 0.25) -> None:
+        self.files = files
+        self.on_progress = on_progress
+        self.is_cancelled = is_cancelled
+        self.interval_s = interval_s
+        self.done = {f.name: (f.size if (staging / f.name).is_file() else 0) for f in files}
+        self.current = ""
+        self._reported_at = 0.0
+
+    def progress(self) -> DownloadProgress:
+        files = [FileProgress(name=f.name, bytes_done=self.done[f.name], bytes_total=f.size) for f in self.files]
+        done = sum(self.done.values())
+        return DownloadProgress(
+            files=files, bytes_done=done, bytes_total=sum(f.size for f in self.files), current_file=self.current
+        )
+
+    def report(self, force: bool = False) -> None:
+        if self.is_cancelled():
+            raise DownloadCancelled()
+        now = time.monotonic()
+        if force or now - self._reported_at >= self.interval_s:
+            self._reported_at = now
+            self.on_progress(self.progress())
+
+    def start_file(self, name: str, done: int) -> None:
+        self.current = name
+        self.done[name] = done
+        self.report(force=True)
+
+    def add(self, name: str, count: int) -> None:
+        size = next(f.size for f in self.files if f.name == name)
+        self.done[name] = max(0, min(size, self.done[name] + count))
+        self.report()
+
+    def finish_file(self, name: str) -> None:
+        self.report(force=True)
+
+    def bar_for(self, name: str):
+        """A progress-bar class huggingface_hub's http_get instantiates; it feeds this tracker."""
+        tracker = self
+
+        class _Bar:
+            def __init__(self, **_: object) -> None:
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *_: object) -> None:
+                return None
+
+            def update(self, count: int) -> None:
+                tracker.add(name, count)
+
+            def close(self) -> None:
+                return None
+
+        return _Bar
