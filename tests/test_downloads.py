@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,10 +20,11 @@ import pytest
 import redis
 import requests
 
+from cli.embedded_redis import free_port
 from contracts.settings import Settings
 from tests.conftest import TINY
 from tests.hub_server import HubServer
-from tests.stack import ApiServer, WorkerProcess
+from tests.stack import ROOT, ApiServer, WorkerProcess
 
 REPO = "acme/tiny-onnx"
 PRIVATE_REPO = "acme/private-onnx"
@@ -424,3 +428,44 @@ def test_a_body_that_is_not_json_is_a_400(stack):
     response = requests.post(f"{stack.url}/openai/download", data="{", timeout=10)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+def ladle(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_pull_downloads_in_process_when_no_service_answers(hub, tmp_path, model_dir):
+    env = {
+        "LADLE_MODEL_DIR": str(tmp_path / "models"),
+        "LADLE_PORT": str(free_port()),
+        "LADLE_DATA_DIR": str(tmp_path / "data"),
+        "HF_ENDPOINT": hub.url,
+    }
+    result = ladle("models", "pull", f"https://huggingface.co/{REPO}/tree/main/{VARIANT}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "models" / VARIANT)
+    assert "100%" in result.stderr  # the progress bar reached the end
+    assert_same_files(tmp_path / "models" / VARIANT, model_dir / TINY)
+    assert ladle("models", "list", env=env).stdout.split() == [VARIANT]
+
+
+def test_cli_pull_runs_the_same_download_job_when_the_service_runs(stack):
+    uri = f"https://huggingface.co/{PRIVATE_REPO}/tree/main/{VARIANT}"
+    result = ladle("models", "pull", uri, "--token", TOKEN, "--api", stack.url, env={})
+    assert result.returncode == 0, result.stderr
+    job_id = re.search(r"download job (\w+)", result.stderr).group(1)
+    job = requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).json()
+    assert job["status"] == "succeeded" and job["kind"] == "download"
+    assert result.stdout.strip() == job["result"]["path"] == str(stack.settings.model_dir / VARIANT)
+
+
+def test_cli_pull_reports_a_bad_name(stack):
+    result = ladle("models", "pull", "no-such-model", "--api", stack.url, env={})
+    assert result.returncode == 1 and "not in the catalog" in result.stderr

@@ -1,4 +1,4 @@
-"""`ladle serve` as a newcomer runs it: embedded Redis, a CPU worker and the API; Ctrl-C stops all."""
+"""`ladle serve` as a newcomer runs it: embedded Redis, the workers and the API; Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def test_serve_starts_everything_and_ctrl_c_stops_it(tmp_path, model_dir):
             assert time.monotonic() < deadline, "ladle serve did not answer in time"
             time.sleep(0.5)
         assert response.json()["usage"]["completion_tokens"] == 3
+        while True:  # the light and downloads workers start beside the compute worker
+            lanes = {w["lane"] for w in requests.get(f"{url}/openai/status", timeout=10).json()["Workers"]}
+            if lanes == {"compute", "light", "downloads"}:
+                break
+            assert time.monotonic() < deadline, f"workers of lanes {lanes} only"
+            time.sleep(0.5)
         assert (tmp_path / "data" / "redis" / "appendonlydir").exists() or list(
             (tmp_path / "data" / "redis").glob("*.aof")
         )
