@@ -125,3 +125,29 @@ def test_loaded_models_aggregate_over_workers_and_unloadall_clears_them(two_work
     body = get(url, "/openai/unloadall").json()
     assert body == {"unloaded": True, "stillLoaded": []}
     assert loaded(url) == []
+
+
+@pytest.fixture
+def budgeted_worker(tmp_path, model_dir):
+    # SmolLM2's weights are ~85 MB, MiniLM's ~22 MB, the tiny model's ~2.5 MB.
+    fleet = start_fleet(tmp_path, model_dir, workers=1, model_memory_mb=100)
+    yield fleet
+    stop_fleet(fleet)
+
+
+def test_a_memory_budget_unloads_the_least_recently_used_models(budgeted_worker):
+    url = budgeted_worker.api_url
+    assert get(url, f"/openai/load/{SMOLLM2}").status_code == 200
+    assert get(url, f"/openai/load/{MINILM}").status_code == 200  # 85 + 22 > 100: SmolLM2 goes
+    assert loaded(url) == [MINILM]
+    chat = requests.post(
+        f"{url}/v1/chat/completions", json={"model": TINY, "messages": user("hi"), "max_tokens": 2}, timeout=60
+    )
+    assert chat.status_code == 200
+    assert loaded(url) == sorted([MINILM, TINY])  # 22 + 2.5 fits
+    assert get(url, f"/openai/load/{SMOLLM2}").status_code == 200  # MiniLM, least recently used, goes
+    assert loaded(url) == sorted([SMOLLM2, TINY])
+    sizes = {
+        m["name"]: m["footprint_mb"] for w in get(url, "/openai/status").json()["Workers"] for m in w["loaded_models"]
+    }
+    assert 80 < sizes[SMOLLM2] < 90 and sizes[TINY] < 3

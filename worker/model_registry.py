@@ -84,8 +84,18 @@ class Lifetime:
         return self.ttl_s is not None and now - self.last_used > self.ttl_s
 
 
+def footprint_bytes(folder) -> int:
+    """What a model takes in memory, estimated by its weight files (*.onnx, *.onnx.data, *.data)."""
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".onnx", ".data"))
+
+
 class ModelRegistry:
-    """Loads models on first use (or on request), keeps them while used, unloads idle ones after their TTL."""
+    """Loads models on first use (or on request), keeps them while used, unloads idle ones after their TTL.
+
+    With a memory budget (LADLE_MODEL_MEMORY_MB), loading a model that would not fit first
+    unloads the least recently used idle models; if the models in use leave no room, it loads
+    anyway and logs that the budget is exceeded (jobs are not refused for it).
+    """
 
     def __init__(self, settings: Settings, device: str = "cpu") -> None:
         self.settings = settings
@@ -95,7 +105,9 @@ class ModelRegistry:
         self._encoders: dict[str, EmbeddingEngine] = {}
         self._lifetimes: dict[str, Lifetime] = {}
         self._holders: Counter[str] = Counter()
-        self._lock = threading.Lock()
+        self._footprints: dict[str, int] = {}
+        # Re-entrant: loading a model may unload others to make room while holding it.
+        self._lock = threading.RLock()
 
     @contextmanager
     def in_use(self, name: str) -> Iterator[None]:
@@ -113,6 +125,7 @@ class ModelRegistry:
         with self._lock:
             if name not in self._models:
                 self._require_kind(name, GENERATION)
+                self._make_room(name)
                 self._models[name] = self._load(name)
             self._touch(name)
             return self._models[name]
@@ -134,6 +147,7 @@ class ModelRegistry:
             self._models.pop(name, None)
             self._encoders.pop(name, None)
             self._lifetimes.pop(name, None)
+            self._footprints.pop(name, None)
         engine.stop(cancel_running=force)
         log.info("model unloaded", extra={"model": name, "forced": force})
         return True
@@ -149,9 +163,38 @@ class ModelRegistry:
         return [name for name in expired if self.unload(name)]
 
     def describe(self) -> list[dict]:
-        """Loaded models with their TTL, for the heartbeat."""
+        """Loaded models with their TTL and estimated size, for the heartbeat."""
         with self._lock:
-            return [{"name": n, "ttl_s": self._lifetimes[n].ttl_s} for n in sorted(self._lifetimes)]
+            return [
+                {
+                    "name": n,
+                    "ttl_s": self._lifetimes[n].ttl_s,
+                    "footprint_mb": round(self._footprints.get(n, 0) / 2**20, 1),
+                }
+                for n in sorted(self._lifetimes)
+            ]
+
+    def _make_room(self, name: str) -> None:
+        """Unload least recently used idle models until `name` fits the memory budget (lock held)."""
+        self._footprints[name] = footprint_bytes(self.directory.path(name))
+        budget = self.settings.model_memory_mb * 2**20
+        if budget <= 0:
+            return
+
+        def used() -> int:
+            return sum(self._footprints.get(n, 0) for n in self.loaded_names())
+
+        while used() + self._footprints[name] > budget:
+            idle = [n for n in self.loaded_names() if n != name and self._engine(n).idle and not self._holders[n]]
+            if not idle:
+                log.warning(
+                    "memory budget exceeded; loaded models are in use",
+                    extra={"model": name, "budget_mb": self.settings.model_memory_mb},
+                )
+                return
+            victim = min(idle, key=lambda n: self._lifetimes[n].last_used if n in self._lifetimes else 0)
+            log.info("unloading least recently used model for memory", extra={"model": victim, "for": name})
+            self.unload(victim)
 
     def _touch(self, name: str) -> None:
         life = self._lifetimes.setdefault(name, Lifetime(self.settings.model_ttl_s, 0))
@@ -170,6 +213,7 @@ class ModelRegistry:
     def _ensure_encoder(self, name: str) -> None:
         if name not in self._encoders:
             self._require_kind(name, EMBEDDING)
+            self._make_room(name)
             self._encoders[name] = EmbeddingEngine(
                 self.directory.path(name),
                 self.directory.embedding_config(name),
