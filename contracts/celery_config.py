@@ -35,4 +35,7 @@ def celery_config(settings: Settings) -> dict:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
+        # Ladle has its own control channel; Celery's remote control would hold a pub/sub
+        # connection whose loss makes the consumer reconnect and hand running jobs out again.
+        "worker_enable_remote_control": False,
     }

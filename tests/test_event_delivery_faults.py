@@ -31,6 +31,7 @@ def test_a_stream_survives_its_subscription_being_dropped(chat, redis_url):
     payloads += [line[6:] for line in lines if line.startswith("data: ")]
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
+    assert all("choices" in c for c in chunks), chunks[-3:]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole
 
 
