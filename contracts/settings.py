@@ -53,8 +53,11 @@ class Settings:
     max_body_bytes: int = 1_048_576
     # LADLE_MAX_BATCH: most sequences one decode loop steps together.
     max_batch_rows: int = 8
-    # LADLE_BATCH_WINDOW_MS: how long the engine waits for more requests to join a new batch.
+    # LADLE_BATCH_WINDOW_MS: how long the CUDA engine waits for more requests to join a new batch
+    # (the CPU engine batches continuously and never waits).
     batch_window_ms: float = 5.0
+    # LADLE_PREFILL_CHUNK: most prompt tokens the CPU engine reads between two decode steps.
+    prefill_chunk: int = 256
     # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
     embedding_batch: int = 32
     # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
@@ -102,6 +105,7 @@ class Settings:
             "max_body_bytes": ("LADLE_MAX_BODY_BYTES", int),
             "max_batch_rows": ("LADLE_MAX_BATCH", int),
             "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
+            "prefill_chunk": ("LADLE_PREFILL_CHUNK", int),
             "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
             "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
             "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),

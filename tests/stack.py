@@ -32,6 +32,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LADLE_WORKER_CONCURRENCY": str(settings.worker_concurrency),
         "LADLE_DATA_DIR": str(settings.data_dir),
         "LADLE_MODEL_MEMORY_MB": str(settings.model_memory_mb),
+        "LADLE_PREFILL_CHUNK": str(settings.prefill_chunk),
+        "LADLE_MAX_BATCH": str(settings.max_batch_rows),
         "PYTHONPATH": str(ROOT),
     }
 

@@ -16,10 +16,13 @@ import onnxruntime_genai as og
 from contracts.jobs import GenerationJob
 from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
 from contracts.settings import Settings
+from worker.chat_tokenizer import ChatTokenizer
+from worker.continuous_engine import ContinuousEngine
 from worker.embedding_engine import EmbeddingEngine
 from worker.errors import model_not_found, wrong_model_kind
 from worker.generation_engine import GenerationEngine
 from worker.generation_request import GenerationRequest
+from worker.onnx_decoder import OnnxDecoder
 from worker.prompts import fit_prompts, prompt_texts
 
 log = logging.getLogger(__name__)
@@ -30,10 +33,10 @@ class LoadedModel:
     """A model ready to serve: weights, tokenizer, chat template and its decode loop."""
 
     name: str
-    tokenizer: og.Tokenizer
+    tokenizer: og.Tokenizer | ChatTokenizer
     chat_template: str
     context_length: int
-    engine: GenerationEngine
+    engine: GenerationEngine | ContinuousEngine
 
     def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
         """Tokenize the job's prompts and fit them to the context; raises JobRejected."""
@@ -241,20 +244,31 @@ class ModelRegistry:
     def _load(self, name: str) -> LoadedModel:
         started = time.perf_counter()
         folder = self.directory.path(name)
-        model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
-        tokenizer = og.Tokenizer(model)
-        genai = self.directory.genai_config(name)["model"]
+        config = self.directory.genai_config(name)
+        genai = config["model"]
         eos = genai["eos_token_id"]
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
-        engine = GenerationEngine(
-            model,
-            tokenizer,
-            eos_ids,
-            int(genai.get("pad_token_id", min(eos_ids))),
-            self.settings.max_batch_rows,
-            self.settings.batch_window_ms / 1000,
-            name,
-        )
+        pad_id = int(genai.get("pad_token_id", min(eos_ids)))
+        if self.device == "cpu":
+            # Ladle's own step loop over onnxruntime: continuous batching, chunked prefill.
+            tokenizer = ChatTokenizer(folder)
+            decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
+            engine = ContinuousEngine(
+                decoder, tokenizer, eos_ids, pad_id, config.get("search", {}), self.settings.prefill_chunk, name
+            )
+        else:
+            # onnxruntime-genai's Generator with the CUDA provider, in static batches.
+            model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
+            tokenizer = og.Tokenizer(model)
+            engine = GenerationEngine(
+                model,
+                tokenizer,
+                eos_ids,
+                pad_id,
+                self.settings.max_batch_rows,
+                self.settings.batch_window_ms / 1000,
+                name,
+            )
         log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
         return LoadedModel(
             name, tokenizer, (folder / "chat_template.jinja").read_text(), int(genai["context_length"]), engine

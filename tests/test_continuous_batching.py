@@ -1,0 +1,64 @@
+"""Continuous batching through the real stack: rows join a running batch and leave on their own."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.conftest import SMOLLM2, TINY, user
+from tests.test_jobs import ASYNC, wait_for
+from tests.test_worker_reliability import start_fleet, stop_fleet
+
+LONG = {"model": TINY, "messages": user("go on"), "max_tokens": 8000, "temperature": 0}
+
+
+def test_a_request_joins_a_running_generation_and_leaves_before_it(chat, api_url):
+    long_id = chat(LONG, headers=ASYNC).json()["id"]
+    wait_for(api_url, long_id, {"running"})
+    short = chat({"model": TINY, "messages": user("hi"), "max_tokens": 5})
+    assert short.status_code == 200
+    # The short request ran beside the long one (a static batch would have made it wait for all
+    # 8000 tokens) and finished while the long one went on.
+    job = requests.get(f"{api_url}/v1/jobs/{short.headers['X-Request-Id']}", timeout=10).json()
+    assert job["batch_size"] == 2
+    assert requests.get(f"{api_url}/v1/jobs/{long_id}", timeout=10).json()["status"] == "running"
+    requests.delete(f"{api_url}/v1/jobs/{long_id}", timeout=10)
+    assert wait_for(api_url, long_id, {"cancelled"})["status"] == "cancelled"
+
+
+def test_rows_keep_their_own_seed_and_sampling_in_a_shared_batch(chat, api_url):
+    seeded = {"model": TINY, "messages": user("tell me"), "max_tokens": 24, "temperature": 0.8, "seed": 1234}
+    alone = chat(seeded).json()
+    long_id = chat(LONG, headers=ASYNC).json()["id"]
+    wait_for(api_url, long_id, {"running"})
+    beside = chat(seeded)
+    requests.delete(f"{api_url}/v1/jobs/{long_id}", timeout=10)
+    job = requests.get(f"{api_url}/v1/jobs/{beside.headers['X-Request-Id']}", timeout=10).json()
+    assert job["batch_size"] == 2  # decoded next to a greedy row
+    assert beside.json()["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]
+    other_seed = chat({**seeded, "seed": 99}).json()["choices"][0]["message"]["content"]
+    assert other_seed != alone["choices"][0]["message"]["content"]
+
+
+def test_more_choices_than_slots_run_as_slots_free_up(chat):
+    # n=16 on a worker with 8 slots: rows wait their turn, the request completes whole.
+    response = chat({"model": TINY, "messages": user("hi"), "max_tokens": 4, "n": 16, "temperature": 0})
+    choices = response.json()["choices"]
+    assert [c["index"] for c in choices] == list(range(16))
+    assert len({c["message"]["content"] for c in choices}) == 1  # greedy: all the same
+
+
+@pytest.fixture
+def small_chunks(tmp_path, model_dir):
+    fleet = start_fleet(tmp_path, model_dir, workers=1, prefill_chunk=7)
+    yield fleet
+    stop_fleet(fleet)
+
+
+def test_a_prompt_read_in_chunks_gives_the_same_answer(chat, small_chunks):
+    question = "Explain in two sentences why the sky looks blue during the day and red at sunset."
+    body = {"model": SMOLLM2, "messages": user(question), "max_tokens": 40, "temperature": 0}
+    whole = chat(body).json()["choices"][0]["message"]["content"]
+    chunked = requests.post(f"{small_chunks.api_url}/v1/chat/completions", json=body, timeout=120)
+    assert chunked.json()["choices"][0]["message"]["content"] == whole
+    assert chunked.json()["usage"]["prompt_tokens"] > 7 * 4  # read in several chunks

@@ -1,0 +1,49 @@
+"""A model's tokenizer without its weights: tokenizer.json via `tokenizers`, the chat template via jinja2.
+
+It offers the calls Ladle makes on onnxruntime-genai's tokenizer (apply the chat template,
+encode, a streaming decoder), so the CPU engine and token counting need no onnxruntime-genai
+model; tests check its prompts and counts equal onnxruntime-genai's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
+
+_ENVIRONMENT = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+
+class TextStream:
+    """Turns tokens into text as they come; multi-byte characters appear once complete."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._stream = DecodeStream(skip_special_tokens=True)
+
+    def decode(self, token: int) -> str:
+        return self._stream.step(self._tokenizer, token) or ""
+
+
+class ChatTokenizer:
+    def __init__(self, folder: Path) -> None:
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._template = _ENVIRONMENT.from_string((folder / "chat_template.jinja").read_text())
+
+    def render(self, messages: list[dict]) -> str:
+        """The prompt text for plain {role, content} messages, ending with the assistant's turn."""
+        return self._template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
+
+    def apply_chat_template(self, messages: str, add_generation_prompt: bool = True, template_str: str = "") -> str:
+        """onnxruntime-genai's signature (messages as JSON); the model's own template is used."""
+        return self.render(json.loads(messages))
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def create_stream(self) -> TextStream:
+        return TextStream(self.tokenizer)

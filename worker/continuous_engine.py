@@ -1,0 +1,226 @@
+"""Continuous batching on CPU: rows join the running batch at the next step and leave when done.
+
+One thread per model owns an OnnxDecoder whose cache has `max_rows` slots. Each request becomes
+rows (one per prompt and choice), queued until a slot is free. Every turn of the loop:
+cancelled rows leave at once; the oldest row still reading its prompt fills one chunk of it
+(`prefill_chunk` tokens, so a long prompt never stalls running rows for long); then one batched
+step advances every row that is generating. Each row keeps its own sampling options, seed,
+stop strings and max tokens; a finished row frees its slot for the next waiting row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.errors import model_unloaded
+from worker.generation_request import GenerationRequest, Row, complete
+from worker.onnx_decoder import OnnxDecoder
+from worker.sampling import RowSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _RowState:
+    row: Row
+    sampler: RowSampler
+    order: int  # admission order: the oldest prefilling row goes first
+    filled: int = 0  # prompt tokens in the cache
+    next_token: int = 0  # sampled, fed at the next step
+
+    @property
+    def prefilling(self) -> bool:
+        return self.filled < len(self.row.prompt)
+
+
+@dataclass
+class _Tracked:
+    request: GenerationRequest
+    rows: list[_RowState]
+    peak: int = 0  # most rows in flight together while this request ran
+    started: bool = False
+    done: set[int] = field(default_factory=set)
+
+
+class ContinuousEngine:
+    """Same interface as GenerationEngine (`submit`, `idle`, `stop`), with continuous batching."""
+
+    def __init__(
+        self,
+        decoder: OnnxDecoder,
+        tokenizer,
+        eos_ids: frozenset[int],
+        pad_id: int,
+        search_defaults: dict,
+        prefill_chunk: int,
+        name: str,
+    ) -> None:
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.search_defaults = search_defaults
+        self.prefill_chunk = prefill_chunk
+        self.name = name
+        self.slots: list[_RowState | None] = [None] * decoder.cache.slots
+        self._pending: deque[_RowState] = deque()
+        self._tracked: dict[str, _Tracked] = {}
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        rows = [
+            _RowState(
+                Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
+                RowSampler(request.sampling, self.search_defaults, index),
+                next(self._order),
+            )
+            for index in range(request.rows)
+        ]
+        with self._wakeup:
+            if self._stopping:
+                raise model_unloaded(self.name)
+            self._tracked[request.job_id] = _Tracked(request, rows)
+            self._pending.extend(rows)
+            self._wakeup.notify()
+
+    @property
+    def idle(self) -> bool:
+        with self._wakeup:
+            return not self._tracked
+
+    def stop(self, cancel_running: bool = False) -> None:
+        """Stop: requests not started fail (model unloaded); started ones finish, or are cancelled."""
+        with self._wakeup:
+            self._stopping = True
+            for tracked in list(self._tracked.values()):
+                if not tracked.started:
+                    self._drop(tracked)
+                    tracked.request.fail(model_unloaded(self.name))
+                elif cancel_running:
+                    tracked.request.cancelled.set()
+            self._wakeup.notify()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._tracked and not self._stopping:
+                    self._wakeup.wait()
+                if not self._tracked:
+                    return  # stopping, nothing left
+                self._admit()
+            try:
+                self._leave_cancelled()
+                self._prefill_next()
+                self._step()
+            except Exception as error:  # the engine outlives a failed step; its requests fail
+                log.exception("decode step failed", extra={"jobs": list(self._tracked)})
+                self._fail_all(error)
+            if not any(self.slots):
+                self.decoder.cache.reset()
+
+    def _admit(self) -> None:
+        """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
+        for index, slot in enumerate(self.slots):
+            if slot is None and self._pending:
+                state = self._pending.popleft()
+                self.slots[index] = state
+                self._tracked[state.row.request.job_id].started = True
+        in_flight = sum(slot is not None for slot in self.slots)
+        for tracked in self._tracked.values():
+            if any(s is not None and s.row.request is tracked.request for s in self.slots):
+                tracked.peak = max(tracked.peak, in_flight)
+
+    def _leave_cancelled(self) -> None:
+        with self._wakeup:
+            cancelled = [t for t in self._tracked.values() if t.request.cancelled.is_set()]
+        for tracked in cancelled:
+            for state in tracked.rows:
+                state.row.finish("cancelled")
+                self._row_done(state)
+
+    def _prefill_next(self) -> None:
+        prefilling = [(s.order, i) for i, s in enumerate(self.slots) if s is not None and s.prefilling]
+        if not prefilling:
+            return
+        _, index = min(prefilling)
+        state = self.slots[index]
+        prompt = state.row.prompt
+        chunk = prompt[state.filled : state.filled + self.prefill_chunk]
+        logits = self.decoder.prefill(index, chunk, state.filled)
+        state.filled += len(chunk)
+        if not state.prefilling:
+            self._accept(index, state, state.sampler.pick(logits))
+
+    def _step(self) -> None:
+        generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
+        if not generating:
+            return
+        width = generating[-1] + 1
+        tokens = np.full(width, self.pad_id, dtype=np.int64)
+        lengths = np.zeros(width, dtype=np.int64)
+        for index in range(width):
+            state = self.slots[index]
+            if state is not None:
+                lengths[index] = state.filled + state.row.generated - (0 if state.prefilling else 1)
+                tokens[index] = state.next_token
+        logits = self.decoder.decode(tokens, lengths)
+        greedy = [i for i in generating if self.slots[i].sampler.greedy]
+        picks = dict(zip(greedy, np.argmax(logits[greedy], axis=1).tolist(), strict=True)) if greedy else {}
+        for index in generating:
+            state = self.slots[index]
+            token = picks[index] if index in picks else state.sampler.pick(logits[index])
+            self._accept(index, state, token)
+
+    def _accept(self, index: int, state: _RowState, token: int) -> None:
+        """Hand the row its next token; a row that finished leaves its slot."""
+        state.row.accept(token)
+        cached = state.filled + state.row.generated  # once the token is fed at the next step
+        if not state.row.finish_reason and cached > self.decoder.context_length:
+            state.row.finish("length")
+        if state.row.finish_reason:
+            self._row_done(state)
+        else:
+            state.next_token = token
+
+    def _row_done(self, state: _RowState) -> None:
+        for index, slot in enumerate(self.slots):
+            if slot is state:
+                self.slots[index] = None
+        request = state.row.request
+        with self._wakeup:
+            if state in self._pending:
+                self._pending.remove(state)
+            tracked = self._tracked.get(request.job_id)
+            if tracked is None:
+                return
+            tracked.done.add(state.row.index)
+            if len(tracked.done) < len(tracked.rows):
+                return
+            del self._tracked[request.job_id]
+        complete(request, [s.row for s in tracked.rows], max(tracked.peak, 1))
+
+    def _drop(self, tracked: _Tracked) -> None:
+        """Forget a request's rows (lock held)."""
+        for state in tracked.rows:
+            if state in self._pending:
+                self._pending.remove(state)
+        self.slots = [s if s is None or s.row.request is not tracked.request else None for s in self.slots]
+        self._tracked.pop(tracked.request.job_id, None)
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._wakeup:
+            for tracked in list(self._tracked.values()):
+                self._drop(tracked)
+                if not tracked.request.finished.is_set():
+                    tracked.request.fail(error)

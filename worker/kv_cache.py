@@ -1,0 +1,71 @@
+"""The key/value cache of a decoder, one row (slot) per sequence in flight.
+
+Each layer's keys and values live in one buffer [slots, kv_heads, capacity, head_size], bound
+as both the `past` input and the `present` output of a step: onnxruntime's GroupQueryAttention
+reads each row's length from the attention mask and writes that row's new entries right after
+its own, so rows of different lengths share one batched step, a row can join or leave between
+steps, and a prompt can be filled in chunks. Capacity grows (doubling, up to the context) when
+a row needs it and returns to its initial size when no row is in flight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class KvCache:
+    def __init__(
+        self,
+        names: list[str],
+        slots: int,
+        kv_heads: int,
+        head_size: int,
+        dtype: np.dtype,
+        initial_capacity: int,
+        limit: int,
+    ) -> None:
+        self.names = names
+        self.slots = slots
+        self.shape = (kv_heads, head_size)
+        self.dtype = dtype
+        self.initial_capacity = min(initial_capacity, limit)
+        self.limit = limit
+        self.buffers: dict[str, np.ndarray] = {}
+        self.reset()
+
+    @property
+    def capacity(self) -> int:
+        return next(iter(self.buffers.values())).shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(buffer.nbytes for buffer in self.buffers.values())
+
+    def reset(self) -> None:
+        """Back to the initial capacity (frees the memory a long sequence made it take)."""
+        self.buffers = {name: self._allocate(self.initial_capacity) for name in self.names}
+
+    def ensure(self, length: int) -> None:
+        """Make room for rows of `length` tokens; keeps what the rows hold."""
+        if length <= self.capacity:
+            return
+        if length > self.limit:
+            raise ValueError(f"{length} tokens exceed the context of {self.limit}")
+        capacity = min(self.limit, max(length, 2 * self.capacity))
+        for name, old in self.buffers.items():
+            grown = self._allocate(capacity)
+            grown[:, :, : old.shape[2]] = old
+            self.buffers[name] = grown
+
+    def copy_row(self, source: int, target: int, length: int) -> None:
+        """Give row `target` the first `length` entries of row `source` (n choices of one prompt)."""
+        for buffer in self.buffers.values():
+            buffer[target, :, :length] = buffer[source, :, :length]
+
+    def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Views of rows [start, stop) of every buffer (contiguous, so onnxruntime writes in place)."""
+        return {name: buffer[start:stop] for name, buffer in self.buffers.items()}
+
+    def _allocate(self, capacity: int) -> np.ndarray:
+        kv_heads, head_size = self.shape
+        return np.zeros((self.slots, kv_heads, capacity, head_size), dtype=self.dtype)

@@ -1,0 +1,98 @@
+"""A decoder-only model from onnxruntime-genai's builder, run step by step with onnxruntime.
+
+Ladle drives the model itself on CPU (onnxruntime-genai's Generator cannot add or drop rows of a
+running batch): a `decode` step advances any set of rows by one token each, and `prefill` fills a
+row's cache with a chunk of its prompt. Inputs and outputs are bound to preallocated buffers
+(IOBinding), so no cache is copied between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from worker.kv_cache import KvCache
+
+log = logging.getLogger(__name__)
+
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+class OnnxDecoder:
+    def __init__(self, folder: Path, genai: dict, slots: int, intra_op_threads: int = 0) -> None:
+        model = genai["model"]
+        decoder = model["decoder"]
+        options = ort.SessionOptions()
+        if intra_op_threads > 0:
+            options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(folder / decoder["filename"]), options, providers=["CPUExecutionProvider"]
+        )
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        names = decoder["inputs"]
+        self._ids_name, self._mask_name = names["input_ids"], names["attention_mask"]
+        self._ids_type = _NUMPY_TYPES[inputs[self._ids_name].type]
+        self._mask_type = _NUMPY_TYPES[inputs[self._mask_name].type]
+        layers = range(decoder["num_hidden_layers"])
+        outputs = decoder["outputs"]
+        self._logits_name = outputs["logits"]
+        self._present = {}
+        for past, present in (
+            (names["past_key_names"], outputs["present_key_names"]),
+            (names["past_value_names"], outputs["present_value_names"]),
+        ):
+            self._present.update({past % i: present % i for i in layers})
+        cache_type = _NUMPY_TYPES[inputs[names["past_key_names"] % 0].type]
+        self.vocab_size = int(model["vocab_size"])
+        self.context_length = int(model["context_length"])
+        self.cache = KvCache(
+            list(self._present),
+            slots,
+            decoder["num_key_value_heads"],
+            decoder["head_size"],
+            cache_type,
+            initial_capacity=256,
+            limit=self.context_length,
+        )
+        self._logits = np.zeros((slots, 1, self.vocab_size), dtype=np.float32)
+
+    def decode(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Feed `tokens[r]` to rows 0..len-1, whose caches hold `lengths[r]` tokens; logits [rows, vocab].
+
+        Rows not in flight take any token and length 0: their entries are overwritten later.
+        """
+        rows = len(tokens)
+        total = int(lengths.max()) + 1
+        self.cache.ensure(total)
+        mask = (np.arange(total)[None, :] <= lengths[:, None]).astype(self._mask_type)
+        logits = self._logits[:rows]
+        self._run(tokens.reshape(rows, 1).astype(self._ids_type), mask, self.cache.rows(0, rows), logits)
+        return logits[:, 0]
+
+    def prefill(self, row: int, tokens: list[int], start: int) -> np.ndarray:
+        """Put `tokens` (the prompt from position `start`) into `row`'s cache; logits of the last one."""
+        total = start + len(tokens)
+        self.cache.ensure(total)
+        logits = np.zeros((1, len(tokens), self.vocab_size), dtype=np.float32)
+        ids = np.asarray([tokens], dtype=self._ids_type)
+        self._run(ids, np.ones((1, total), dtype=self._mask_type), self.cache.rows(row, row + 1), logits)
+        return logits[0, -1]
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray], logits: np.ndarray) -> None:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self._ids_name, ids)
+        binding.bind_cpu_input(self._mask_name, mask)
+        for past, buffer in cache.items():
+            value = ort.OrtValue.ortvalue_from_numpy(buffer)
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(self._present[past], value)
+        binding.bind_ortvalue_output(self._logits_name, ort.OrtValue.ortvalue_from_numpy(logits))
+        self.session.run_with_iobinding(binding)

@@ -1,0 +1,44 @@
+"""Choosing each row's next token from its logits, with that row's own options and seed.
+
+The rules follow onnxruntime-genai's search options, which Ladle used before it drove models
+itself: omitted options take the model's `search` defaults (genai_config.json); temperature 0 is
+greedy; setting temperature, top_p or top_k samples (top-k, then top-p, then temperature).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from contracts.jobs import SamplingParams
+
+
+class RowSampler:
+    def __init__(self, sampling: SamplingParams, defaults: dict, stream: int = 0) -> None:
+        asked = (sampling.temperature, sampling.top_p, sampling.top_k)
+        if sampling.temperature == 0:
+            self.greedy = True
+        elif any(value is not None for value in asked):
+            self.greedy = False
+        else:
+            self.greedy = not defaults.get("do_sample", False)
+        self.temperature = sampling.temperature or float(defaults.get("temperature", 1.0)) or 1.0
+        self.top_p = sampling.top_p if sampling.top_p is not None else float(defaults.get("top_p", 1.0))
+        self.top_k = sampling.top_k if sampling.top_k is not None else int(defaults.get("top_k", 0))
+        # A seed gives a reproducible sequence per choice (`stream` tells a request's rows apart).
+        seed = None if sampling.seed is None else [sampling.seed, stream]
+        self.random = np.random.default_rng(seed)
+
+    def pick(self, logits: np.ndarray) -> int:
+        if self.greedy:
+            return int(np.argmax(logits))
+        k = self.top_k if 0 < self.top_k < len(logits) else len(logits)
+        candidates = np.argpartition(logits, -k)[-k:] if k < len(logits) else np.arange(len(logits))
+        scores = logits[candidates].astype(np.float64) / self.temperature
+        order = np.argsort(-scores)
+        candidates, scores = candidates[order], scores[order]
+        probabilities = np.exp(scores - scores[0])
+        probabilities /= probabilities.sum()
+        if self.top_p < 1.0:
+            keep = max(1, int(np.searchsorted(np.cumsum(probabilities), self.top_p) + 1))
+            candidates, probabilities = candidates[:keep], probabilities[:keep] / probabilities[:keep].sum()
+        return int(candidates[self.random.choice(len(candidates), p=probabilities)])
