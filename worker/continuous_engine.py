@@ -2,9 +2,9 @@
 
 One thread per model owns an OnnxDecoder whose cache has `max_rows` slots. Each request becomes
 rows (one per prompt and choice), queued until a slot is free. Every turn of the loop:
-cancelled rows leave at once; the oldest row still reading its prompt fills one chunk of it
-(`prefill_chunk` tokens, so a long prompt never stalls running rows for long); then one batched
-step advances every row that is generating. Each row keeps its own sampling options, seed,
+cancelled rows leave at once; rows still reading their prompts read up to `prefill_chunk`
+tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
+for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
 stop strings and max tokens; a finished row frees its slot for the next waiting row.
 """
 
@@ -150,17 +150,20 @@ class ContinuousEngine:
                 self._row_done(state)
 
     def _prefill_next(self) -> None:
-        prefilling = [(s.order, i) for i, s in enumerate(self.slots) if s is not None and s.prefilling]
-        if not prefilling:
-            return
-        _, index = min(prefilling)
-        state = self.slots[index]
-        prompt = state.row.prompt
-        chunk = prompt[state.filled : state.filled + self.prefill_chunk]
-        logits = self.decoder.prefill(index, chunk, state.filled)
-        state.filled += len(chunk)
-        if not state.prefilling:
-            self._accept(index, state, state.sampler.pick(logits))
+        """Read up to `prefill_chunk` prompt tokens, oldest rows first (several short prompts, or
+        one chunk of a long one), so decoding rows wait at most that long for their next step."""
+        budget = self.prefill_chunk
+        waiting = sorted((s.order, i) for i, s in enumerate(self.slots) if s is not None and s.prefilling)
+        for _, index in waiting:
+            if budget <= 0:
+                return
+            state = self.slots[index]
+            chunk = state.row.prompt[state.filled : state.filled + budget]
+            logits = self.decoder.prefill(index, chunk, state.filled)
+            state.filled += len(chunk)
+            budget -= len(chunk)
+            if not state.prefilling:
+                self._accept(index, state, state.sampler.pick(logits))
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]

