@@ -10,6 +10,7 @@ from celery import Celery
 
 from api.errors import ApiError
 from api.job_events import JobEventFeed, JobEventHub
+from api.job_routing import JobRouter
 from contracts import keys
 from contracts.job_store import JobStore
 from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, JobKind, queue_for_device
@@ -32,6 +33,7 @@ class JobClient:
         self.store = store
         self.celery = celery
         self.hub = JobEventHub(store.client)
+        self.router = JobRouter(self.live_workers)
         self._worker_seen: dict[tuple[str, str], float] = {}
 
     def live_workers(self) -> list[dict]:
@@ -81,8 +83,9 @@ class JobClient:
         job_id = payload["job_id"]
         self.store.create(job_id, kind, model)
         feed = self.follow(job_id) if follow else None
+        queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
         try:
-            self.celery.send_task(task, args=[payload], queue=queue_for_device(device, lane), task_id=job_id)
+            self.celery.send_task(task, args=[payload], queue=queue, task_id=job_id)
         except Exception:
             if feed is not None:
                 feed.close()

@@ -55,6 +55,11 @@ def queue_for_device(device: str, lane: str = COMPUTE_LANE) -> str:
     return f"ladle.device.{device}" if lane == COMPUTE_LANE else f"ladle.device.{device}.{lane}"
 
 
+def queue_for_worker(worker_name: str) -> str:
+    """A compute worker's own queue: jobs for a model it has loaded (model affinity)."""
+    return f"ladle.worker.{worker_name}"
+
+
 class SamplingParams(BaseModel):
     """How the next token is chosen; None means the model's own default (genai_config.json)."""
 

@@ -44,6 +44,8 @@ def worker_key(worker_name: str) -> str:
 
 # Sorted set of worker names scored by their last heartbeat (found without scanning keys).
 WORKERS_INDEX = f"{PREFIX}:workers"
+# Hash: compute worker name -> its device queue, where jobs left in a dead worker's own queue go.
+WORKER_HOMES = f"{PREFIX}:worker_homes"
 
 
 def download_key(target: str) -> str:

@@ -39,16 +39,14 @@ class Fleet:
 
 def start_fleet(tmp_path, model_dir, workers: int, **overrides) -> Fleet:
     server = EmbeddedRedis(tmp_path / "redis", persist=False)
-    settings = Settings(
-        redis_url=server.start(),
-        model_dir=model_dir,
-        heartbeat_s=0.3,
-        visibility_timeout_s=2,
-        worker_concurrency=1,
-        intra_op_threads=1,  # two workers share the two cores
-        sync_timeout_s=60,
-        **overrides,
-    )
+    defaults = {
+        "heartbeat_s": 0.3,
+        "visibility_timeout_s": 2,
+        "worker_concurrency": 1,
+        "intra_op_threads": 1,  # two workers share the two cores
+        "sync_timeout_s": 60,
+    }
+    settings = Settings(redis_url=server.start(), model_dir=model_dir, **{**defaults, **overrides})
     fleet = Fleet(settings, "", [WorkerProcess(settings, tmp_path / f"worker{i}.log") for i in range(workers)])
     fleet.api = ApiServer(settings)
     fleet.api_url = fleet.api.url

@@ -29,6 +29,7 @@ from contracts.jobs import (
     LoadResult,
     TokenCountJob,
     queue_for_device,
+    queue_for_worker,
 )
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
@@ -40,6 +41,7 @@ from worker.heartbeat import Heartbeat
 from worker.job_runner import JobRunner, Outcome
 from worker.light_work import count_tokens, embed
 from worker.model_registry import ModelRegistry, execution_providers
+from worker.orphaned_jobs import register_home, requeue_orphaned_jobs
 from worker.token_counter import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,9 @@ class WorkerRuntime:
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
         self.token_counter = TokenCounter(self.registry.directory)
         self.downloads = DownloadRunner(self.store, TokenSeal.from_settings(settings))
-        self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.registry.unload_expired)
+        self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
+        if lane == COMPUTE_LANE:
+            register_home(client, name, queue_for_device(device, lane))
         self.commands = ChannelListener(
             client, {keys.CANCEL_CHANNEL: self.generation.cancel, keys.CONTROL_CHANNEL: self.on_control}
         )
@@ -71,11 +75,18 @@ class WorkerRuntime:
         return {
             "device": self.device,
             "lane": self.lane,
-            "queues": [queue_for_device(self.device, self.lane)],
+            "queues": worker_queues(self.device, self.lane, self.name),
             "execution_providers": execution_providers(self.device),
             "loaded_models": self.registry.describe(),
             "capacity": self.settings.worker_concurrency,
+            "active_jobs": self.jobs.active,
+            "batch_rows": self.settings.max_batch_rows,
         }
+
+    def on_beat(self) -> None:
+        self.registry.unload_expired()
+        forget_after_s = max(600.0, 2 * self.settings.visibility_timeout_s)
+        requeue_orphaned_jobs(self.store.client, forget_after_s)
 
     def on_control(self, message: str) -> None:
         """A command to every worker: unload one model, or all (idle ones unless forced)."""
@@ -96,6 +107,12 @@ class WorkerRuntime:
         self.heartbeat.stop()
         self.registry.close()
         self.publisher.close()
+
+
+def worker_queues(device: str, lane: str, name: str) -> list[str]:
+    """The device's queue for the lane; compute workers also take jobs routed to them by name."""
+    own = [queue_for_worker(name)] if lane == COMPUTE_LANE else []
+    return [queue_for_device(device, lane), *own]
 
 
 def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Celery:
@@ -159,7 +176,7 @@ def run_worker(settings: Settings, device: str, lane: str = COMPUTE_LANE, log_le
             "--concurrency",
             str(settings.worker_concurrency),
             "--queues",
-            queue_for_device(device, lane),
+            ",".join(worker_queues(device, lane, app.conf.worker_name)),
             "--hostname",
             app.conf.worker_name,
             "--without-gossip",

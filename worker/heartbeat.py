@@ -49,8 +49,9 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        # The index keeps the name (with its last beat) so jobs the broker hands back to this
+        # worker's own queue after it stopped are still found and requeued (orphaned_jobs).
         self.client.delete(keys.worker_key(self.name))
-        self.client.zrem(keys.WORKERS_INDEX, self.name)
 
     def beat(self) -> None:
         info = {"name": self.name, "pid": os.getpid(), "seen_at": time.time(), **self.describe()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,6 +30,8 @@ class JobRunner:
         self.store = store
         self.publisher = publisher
         self.worker_name = worker_name
+        self.active = 0  # jobs running now (the heartbeat advertises it for routing)
+        self._lock = threading.Lock()
 
     def run(self, payload: dict, job_type: type[Job], work: Callable[[Job], Outcome]) -> None:
         job_id = payload.get("job_id")
@@ -49,6 +52,8 @@ class JobRunner:
             return
         if not self.store.mark_running(job_id, self.worker_name):
             return  # finished before it started (cancelled while queued)
+        with self._lock:
+            self.active += 1
         try:
             event, status = work(job)
         except JobRejected as rejected:
@@ -58,6 +63,9 @@ class JobRunner:
             message = f"The worker failed while running job {job_id}."
             event = ErrorEvent(error=ErrorInfo(status=500, type="server_error", code="internal_error", message=message))
             status = JobStatus.FAILED
+        finally:
+            with self._lock:
+                self.active -= 1
         self.publisher.finish(job_id, event, status)
 
     def _fail(self, job_id: str, info: ErrorInfo) -> None:

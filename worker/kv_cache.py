@@ -42,7 +42,14 @@ class KvCache:
         return sum(buffer.nbytes for buffer in self.buffers.values())
 
     def reset(self) -> None:
-        """Back to the initial capacity (frees the memory a long sequence made it take)."""
+        """Back to the initial capacity (frees the memory a long sequence made it take).
+
+        Entries past a row's length are never read (the mask bounds them), so buffers of the
+        initial size are kept as they are rather than cleared.
+        """
+        if self.buffers and self.capacity == self.initial_capacity:
+            return
+        self.buffers = {}  # free the grown buffers before allocating the small ones
         self.buffers = {name: self._allocate(self.initial_capacity) for name in self.names}
 
     def ensure(self, length: int) -> None:

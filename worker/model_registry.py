@@ -10,8 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import onnxruntime_genai as og
+from typing import TYPE_CHECKING
 
 from contracts.jobs import GenerationJob
 from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
@@ -20,10 +19,14 @@ from worker.chat_tokenizer import ChatTokenizer
 from worker.continuous_engine import ContinuousEngine
 from worker.embedding_engine import EmbeddingEngine
 from worker.errors import model_not_found, wrong_model_kind
-from worker.generation_engine import GenerationEngine
 from worker.generation_request import GenerationRequest
 from worker.onnx_decoder import OnnxDecoder
 from worker.prompts import fit_prompts, prompt_texts
+
+if TYPE_CHECKING:  # onnxruntime-genai is imported only by workers bound to a GPU
+    import onnxruntime_genai as og
+
+    from worker.generation_engine import GenerationEngine
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,15 @@ def execution_providers(device: str) -> list[str]:
     """Providers a worker bound to `device` can load models with."""
     if device == "cpu":
         return ["cpu"]
+    import onnxruntime_genai as og
+
     return ["cuda"] if og.is_cuda_available() else []
 
 
 def provider_config(folder: str, device: str, intra_op_threads: int = 0) -> og.Config:
     """A model configuration bound to the worker's device (cpu, or cuda:N with device id N)."""
+    import onnxruntime_genai as og
+
     config = og.Config(folder)
     config.clear_providers()  # no provider left means CPU
     if intra_op_threads > 0:
@@ -258,6 +265,10 @@ class ModelRegistry:
             )
         else:
             # onnxruntime-genai's Generator with the CUDA provider, in static batches.
+            import onnxruntime_genai as og
+
+            from worker.generation_engine import GenerationEngine
+
             model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
             tokenizer = og.Tokenizer(model)
             engine = GenerationEngine(
