@@ -29,7 +29,10 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest
 
+# The llama.cpp column needs llama-server: `bash bench/build_llama_server.sh` builds it once
+# (~20 min); without it that column is skipped.
 bench: install
-	$(BIN)/python bench/chat_latency.py
+	LLAMA_SERVER=$${LLAMA_SERVER:-$$(test -x $$HOME/.cache/ladle-bench/llama.cpp/build/bin/llama-server && echo $$HOME/.cache/ladle-bench/llama.cpp/build/bin/llama-server)} \
+		$(BIN)/python bench/chat_latency.py
 	$(BIN)/python bench/embeddings_throughput.py
 	$(BIN)/python bench/token_count_latency.py

@@ -27,6 +27,9 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
         embedded = EmbeddedRedis(settings.data_dir / "redis")
         settings = replace(settings, redis_url=embedded.start())
     env = _settings_env(settings)
+    if settings.cpu_workers > 1 and settings.intra_op_threads == 0:
+        # Several CPU workers on one host: each gets its share of the cores, not all of them.
+        env["LADLE_INTRA_OP_THREADS"] = str(max(1, (os.cpu_count() or 1) // settings.cpu_workers))
     compute = [sys.executable, "-m", "cli.main", "worker", "--device", "cpu"]
     children = [
         *(subprocess.Popen(compute, env=env) for _ in range(settings.cpu_workers)),
