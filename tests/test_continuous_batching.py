@@ -62,3 +62,40 @@ def test_a_prompt_read_in_chunks_gives_the_same_answer(chat, small_chunks):
     chunked = requests.post(f"{small_chunks.api_url}/v1/chat/completions", json=body, timeout=120)
     assert chunked.json()["choices"][0]["message"]["content"] == whole
     assert chunked.json()["usage"]["prompt_tokens"] > 7 * 4  # read in several chunks
+
+
+def onnxruntime_genai_greedy(folder, question: str, max_tokens: int) -> str:
+    """The reference: onnxruntime-genai's own Generator, greedy, in this process."""
+    import json
+
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    prompt = tokenizer.apply_chat_template(
+        messages=json.dumps(user(question)),
+        add_generation_prompt=True,
+        template_str=(folder / "chat_template.jinja").read_text(),
+    )
+    tokens = tokenizer.encode(prompt)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(tokens) + max_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(tokens)
+    produced = []
+    while not generator.is_done() and len(produced) < max_tokens:
+        generator.generate_next_token()
+        token = int(generator.get_next_tokens()[0])
+        if token == 2:
+            break
+        produced.append(token)
+    return tokenizer.decode(produced)
+
+
+def test_a_long_answer_across_cache_growth_equals_onnxruntime_genais(chat, model_dir):
+    # The cache starts at 256 positions per row and doubles past them.
+    question = "Write a long, detailed story about a dragon who learns to bake bread."
+    body = {"model": SMOLLM2, "messages": user(question), "max_tokens": 300, "temperature": 0}
+    ours = chat(body).json()
+    assert ours["usage"]["prompt_tokens"] + ours["usage"]["completion_tokens"] > 256
+    assert ours["choices"][0]["message"]["content"] == onnxruntime_genai_greedy(model_dir / SMOLLM2, question, 300)

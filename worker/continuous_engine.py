@@ -127,7 +127,7 @@ class ContinuousEngine:
                 log.exception("decode step failed", extra={"jobs": list(self._tracked)})
                 self._fail_all(error)
             if not any(self.slots):
-                self.decoder.cache.reset()
+                self.decoder.reset_cache()
 
     def _admit(self) -> None:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""

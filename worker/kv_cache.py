@@ -31,6 +31,8 @@ class KvCache:
         self.initial_capacity = min(initial_capacity, limit)
         self.limit = limit
         self.buffers: dict[str, np.ndarray] = {}
+        # Counts reallocations: a binding of older buffers is stale.
+        self.generation = 0
         self.reset()
 
     @property
@@ -51,6 +53,7 @@ class KvCache:
             return
         self.buffers = {}  # free the grown buffers before allocating the small ones
         self.buffers = {name: self._allocate(self.initial_capacity) for name in self.names}
+        self.generation += 1
 
     def ensure(self, length: int) -> None:
         """Make room for rows of `length` tokens; keeps what the rows hold."""
@@ -63,6 +66,7 @@ class KvCache:
             grown = self._allocate(capacity)
             grown[:, :, : old.shape[2]] = old
             self.buffers[name] = grown
+        self.generation += 1
 
     def copy_row(self, source: int, target: int, length: int) -> None:
         """Give row `target` the first `length` entries of row `source` (n choices of one prompt)."""
