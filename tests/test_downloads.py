@@ -48,7 +48,8 @@ class DownloadStack:
 
     def start_worker(self) -> WorkerProcess:
         log = self.logs / f"downloads-{time.monotonic_ns()}.log"
-        return WorkerProcess(self.settings, log, lane="downloads", env={"HF_ENDPOINT": self.hub.url})
+        env = {"HF_ENDPOINT": self.hub.url, "HF_HUB_OFFLINE": "0"}
+        return WorkerProcess(self.settings, log, lane="downloads", env=env)
 
     def stop(self) -> None:
         self.api.stop()
@@ -434,7 +435,7 @@ def ladle(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "0", **env},
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,7 +14,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -137,6 +138,21 @@ def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Keep transformers off the network while it reads local weights; the process's environment
+    is restored after (workers and downloads started later by this process need the hub)."""
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
 def buildable_names() -> list[str]:
     return sorted([*BUILDABLE_MODELS, MINILM])
 
@@ -157,8 +173,8 @@ def build_model(name: str, model_dir: Path, force: bool = False) -> Path:
             _assemble_minilm(out_dir)
         else:
             log.info("exporting weights", extra={"model": name})
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            BUILDABLE_MODELS[name](hf_dir)
+            with _hub_offline():
+                BUILDABLE_MODELS[name](hf_dir)
             log.info("converting to onnx", extra={"model": name})
             _convert_to_onnx(hf_dir, out_dir, work_dir / "cache")
         if target.exists():
