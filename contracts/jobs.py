@@ -155,10 +155,16 @@ class Choice(BaseModel):
     finish_reason: Literal["stop", "length", "cancelled"]
 
 
+class PromptTokensDetails(BaseModel):
+    # Prompt tokens whose key/values came from the prefix cache instead of being read again.
+    cached_tokens: int = 0
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
 class GenerationResult(BaseModel):

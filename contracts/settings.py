@@ -58,6 +58,9 @@ class Settings:
     batch_window_ms: float = 5.0
     # LADLE_PREFILL_CHUNK: most prompt tokens the CPU engine reads between two decode steps.
     prefill_chunk: int = 256
+    # LADLE_PREFIX_CACHE_TOKENS: prompt positions per model whose key/values the CPU engine keeps
+    # for prompts that start the same way (0: no prefix cache).
+    prefix_cache_tokens: int = 512
     # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
     embedding_batch: int = 32
     # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
@@ -106,6 +109,7 @@ class Settings:
             "max_batch_rows": ("LADLE_MAX_BATCH", int),
             "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
             "prefill_chunk": ("LADLE_PREFILL_CHUNK", int),
+            "prefix_cache_tokens": ("LADLE_PREFIX_CACHE_TOKENS", int),
             "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
             "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
             "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),

@@ -33,6 +33,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LADLE_DATA_DIR": str(settings.data_dir),
         "LADLE_MODEL_MEMORY_MB": str(settings.model_memory_mb),
         "LADLE_PREFILL_CHUNK": str(settings.prefill_chunk),
+        "LADLE_PREFIX_CACHE_TOKENS": str(settings.prefix_cache_tokens),
         "LADLE_MAX_BATCH": str(settings.max_batch_rows),
         "PYTHONPATH": str(ROOT),
     }

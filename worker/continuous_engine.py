@@ -21,9 +21,13 @@ import numpy as np
 from worker.errors import model_unloaded
 from worker.generation_request import GenerationRequest, Row, complete
 from worker.onnx_decoder import OnnxDecoder
+from worker.prefix_cache import PrefixCache
 from worker.sampling import RowSampler
 
 log = logging.getLogger(__name__)
+
+# Prompts are read in runs of this many tokens; the prefix cache reuses whole runs.
+PREFILL_BLOCK = 32
 
 
 @dataclass
@@ -32,6 +36,7 @@ class _RowState:
     sampler: RowSampler
     order: int  # admission order: the oldest prefilling row goes first
     filled: int = 0  # prompt tokens in the cache
+    reused: int = 0  # of which copied from the prefix cache
     next_token: int = 0  # sampled, fed at the next step
 
     @property
@@ -60,6 +65,7 @@ class ContinuousEngine:
         search_defaults: dict,
         prefill_chunk: int,
         name: str,
+        prefixes: PrefixCache | None = None,
     ) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
@@ -68,6 +74,7 @@ class ContinuousEngine:
         self.search_defaults = search_defaults
         self.prefill_chunk = prefill_chunk
         self.name = name
+        self.prefixes = prefixes
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
@@ -151,19 +158,31 @@ class ContinuousEngine:
 
     def _prefill_next(self) -> None:
         """Read up to `prefill_chunk` prompt tokens, oldest rows first (several short prompts, or
-        one chunk of a long one), so decoding rows wait at most that long for their next step."""
-        budget = self.prefill_chunk
+        part of a long one), so decoding rows wait at most that long for their next step.
+
+        Prompts are always read in runs of PREFILL_BLOCK tokens from the start (the last run may be
+        shorter), whatever the budget and whatever the prefix cache held: the same prompt then
+        always meets the same computations, so answers never depend on what ran beside them.
+        """
+        budget = max(self.prefill_chunk, PREFILL_BLOCK)
         waiting = sorted((s.order, i) for i, s in enumerate(self.slots) if s is not None and s.prefilling)
         for _, index in waiting:
-            if budget <= 0:
-                return
             state = self.slots[index]
-            chunk = state.row.prompt[state.filled : state.filled + budget]
-            logits = self.decoder.prefill(index, chunk, state.filled)
-            state.filled += len(chunk)
-            budget -= len(chunk)
-            if not state.prefilling:
-                self._accept(index, state, state.sampler.pick(logits))
+            prompt = state.row.prompt
+            if state.filled == 0 and self.prefixes is not None:
+                state.filled = state.reused = self.prefixes.restore(prompt, self.decoder.cache, index)
+            while state.prefilling and budget > 0:
+                end = min(len(prompt), (state.filled // PREFILL_BLOCK + 1) * PREFILL_BLOCK)
+                if end - state.filled > budget:
+                    return
+                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled)
+                budget -= end - state.filled
+                state.filled = end
+            if state.prefilling:
+                return
+            if self.prefixes is not None:
+                self.prefixes.remember(prompt, self.decoder.cache, index)
+            self._accept(index, state, state.sampler.pick(logits))
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
@@ -211,7 +230,8 @@ class ContinuousEngine:
             if len(tracked.done) < len(tracked.rows):
                 return
             del self._tracked[request.job_id]
-        complete(request, [s.row for s in tracked.rows], max(tracked.peak, 1))
+        cached = sum(s.reused for s in tracked.rows[:: request.n])  # once per prompt, as counted
+        complete(request, [s.row for s in tracked.rows], max(tracked.peak, 1), cached)
 
     def _drop(self, tracked: _Tracked) -> None:
         """Forget a request's rows (lock held)."""

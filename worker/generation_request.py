@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from contracts.jobs import Choice, DeltaEvent, GenerationResult, SamplingParams, Usage
+from contracts.jobs import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, SamplingParams, Usage
 from worker.stop_strings import StopStringFilter
 
 
@@ -93,13 +93,18 @@ class Row:
             self.request.emit(DeltaEvent(index=self.index, text=text, finish_reason=finish_reason))
 
 
-def complete(request: GenerationRequest, rows: list[Row], batch_size: int) -> None:
+def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cached_tokens: int = 0) -> None:
     """Build the request's result from its finished rows and wake whoever waits for it."""
     generated = sum(r.generated for r in rows)
     prompt = sum(len(p) for p in request.prompts)
     request.result = GenerationResult(
         choices=[Choice(index=r.index, text="".join(r.text), finish_reason=r.finish_reason) for r in rows],
-        usage=Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated),
+        usage=Usage(
+            prompt_tokens=prompt,
+            completion_tokens=generated,
+            total_tokens=prompt + generated,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+        ),
         batch_size=batch_size,
     )
     request.finished.set()

@@ -16,11 +16,12 @@ from contracts.jobs import GenerationJob
 from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
 from contracts.settings import Settings
 from worker.chat_tokenizer import ChatTokenizer
-from worker.continuous_engine import ContinuousEngine
+from worker.continuous_engine import PREFILL_BLOCK, ContinuousEngine
 from worker.embedding_engine import EmbeddingEngine
 from worker.errors import model_not_found, wrong_model_kind
 from worker.generation_request import GenerationRequest
 from worker.onnx_decoder import OnnxDecoder
+from worker.prefix_cache import PrefixCache
 from worker.prompts import fit_prompts, prompt_texts
 
 if TYPE_CHECKING:  # onnxruntime-genai is imported only by workers bound to a GPU
@@ -260,8 +261,16 @@ class ModelRegistry:
             # Ladle's own step loop over onnxruntime: continuous batching, chunked prefill.
             tokenizer = ChatTokenizer(folder)
             decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
+            size = self.settings.prefix_cache_tokens
             engine = ContinuousEngine(
-                decoder, tokenizer, eos_ids, pad_id, config.get("search", {}), self.settings.prefill_chunk, name
+                decoder,
+                tokenizer,
+                eos_ids,
+                pad_id,
+                config.get("search", {}),
+                self.settings.prefill_chunk,
+                name,
+                PrefixCache(size, PREFILL_BLOCK) if size else None,
             )
         else:
             # onnxruntime-genai's Generator with the CUDA provider, in static batches.
