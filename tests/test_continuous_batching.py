@@ -49,13 +49,23 @@ def test_more_choices_than_slots_run_as_slots_free_up(chat):
 
 
 @pytest.fixture
-def small_chunks(tmp_path, model_dir):
-    fleet = start_fleet(tmp_path, model_dir, workers=1, prefill_chunk=32)
-    yield fleet
-    stop_fleet(fleet)
+def one_worker(tmp_path, model_dir):
+    """Starts a stack of its own with one worker configured by the given settings."""
+    fleets = []
+
+    def start(**overrides):
+        home = tmp_path / f"fleet{len(fleets)}"
+        home.mkdir()
+        fleets.append(start_fleet(home, model_dir, workers=1, **overrides))
+        return fleets[-1]
+
+    yield start
+    for fleet in fleets:
+        stop_fleet(fleet)
 
 
-def test_a_prompt_read_in_chunks_gives_the_same_answer(chat, small_chunks):
+def test_a_prompt_read_in_chunks_gives_the_same_answer(chat, one_worker):
+    small_chunks = one_worker(prefill_chunk=32)
     question = "Explain in two sentences why the sky looks blue during the day and red at sunset."
     body = {"model": SMOLLM2, "messages": user(question), "max_tokens": 40, "temperature": 0}
     whole = chat(body).json()["choices"][0]["message"]["content"]
@@ -101,14 +111,8 @@ def test_a_long_answer_across_cache_growth_equals_onnxruntime_genais(chat, model
     assert ours["choices"][0]["message"]["content"] == onnxruntime_genai_greedy(model_dir / SMOLLM2, question, 300)
 
 
-@pytest.fixture
-def no_prefix_cache(tmp_path, model_dir):
-    fleet = start_fleet(tmp_path, model_dir, workers=1, prefix_cache_tokens=0)
-    yield fleet
-    stop_fleet(fleet)
-
-
-def test_prompts_that_start_alike_reuse_the_cached_prefix_exactly(chat, no_prefix_cache):
+def test_prompts_that_start_alike_reuse_the_cached_prefix_exactly(chat, one_worker):
+    no_prefix_cache = one_worker(prefix_cache_tokens=0)
     rules = "You are a careful assistant. Answer in one short sentence, name one thing only, use plain words, "
     system = {"role": "system", "content": rules + "never add a list, never explain, and never ask a question back."}
     first = {"model": SMOLLM2, "messages": [system, *user("Name a color.")], "max_tokens": 20, "temperature": 0}

@@ -39,10 +39,6 @@ class KvCache:
     def capacity(self) -> int:
         return next(iter(self.buffers.values())).shape[2]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(buffer.nbytes for buffer in self.buffers.values())
-
     def reset(self) -> None:
         """Back to the initial capacity (frees the memory a long sequence made it take).
 
@@ -67,11 +63,6 @@ class KvCache:
             grown[:, :, : old.shape[2]] = old
             self.buffers[name] = grown
         self.generation += 1
-
-    def copy_row(self, source: int, target: int, length: int) -> None:
-        """Give row `target` the first `length` entries of row `source` (n choices of one prompt)."""
-        for buffer in self.buffers.values():
-            buffer[target, :, :length] = buffer[source, :, :length]
 
     def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Views of rows [start, stop) of every buffer (contiguous, so onnxruntime writes in place)."""
