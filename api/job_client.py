@@ -80,17 +80,9 @@ class JobClient:
     ) -> JobEventFeed | None:
         """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
         self.require_worker(device, lane)
-        job_id = payload["job_id"]
-        self.store.create(job_id, kind, model)
-        feed = self.follow(job_id) if follow else None
+        self.store.create(payload["job_id"], kind, model)
         queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
-        try:
-            self.celery.send_task(task, args=[payload], queue=queue, task_id=job_id)
-        except Exception:
-            if feed is not None:
-                feed.close()
-            raise
-        return feed
+        return self._enqueue(task, payload, queue, follow)
 
     def submit_shared(
         self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
@@ -106,11 +98,16 @@ class JobClient:
         if owner != job_id:
             self.store.delete(job_id)
             return owner, self.follow(owner) if follow else None
+        return job_id, self._enqueue(task, payload, queue_for_device("cpu", lane), follow)
+
+    def _enqueue(self, task: str, payload: dict, queue: str, follow: bool) -> JobEventFeed | None:
+        """Follow the recorded job (if asked) before sending it, so no event is missed."""
+        job_id = payload["job_id"]
         feed = self.follow(job_id) if follow else None
         try:
-            self.celery.send_task(task, args=[payload], queue=queue_for_device("cpu", lane), task_id=job_id)
+            self.celery.send_task(task, args=[payload], queue=queue, task_id=job_id)
         except Exception:
             if feed is not None:
                 feed.close()
             raise
-        return job_id, feed
+        return feed

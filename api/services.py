@@ -49,10 +49,13 @@ class Services:
         named = next((e for e in entries if e.name == name), None)
         if named is not None:
             return named.displayName
-        providers = {p for w in self.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
         local = [e for e in entries if self.models.exists(e.displayName)]
-        variant = best_variant(local, name, providers)
+        variant = best_variant(local, name, self.live_providers())
         return variant.displayName if variant else name
+
+    def live_providers(self) -> set[str]:
+        """Execution providers live workers offer (cpu when none is known)."""
+        return {p for w in self.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
 
     def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> str:
         """The resolved model name; 404 if not in the directory, 400 for the wrong kind or a limit past its context."""

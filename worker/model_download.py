@@ -96,6 +96,7 @@ def download_model(
     target = directory.path(request.model)
     if directory.exists(request.model) and not request.force:
         return _already_present(request, target, on_progress)
+    huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES  # progress and cancel checks per chunk
     staging_root = request.target_root / STAGING_DIR
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = staging_root / request.model
@@ -120,11 +121,8 @@ def discard_staging(target_root: Path, model: str) -> None:
 
 
 def _already_present(request: DownloadRequest, target: Path, on_progress) -> DownloadResult:
-    files = [
-        FileProgress(name=str(p.relative_to(target)), bytes_done=p.stat().st_size, bytes_total=p.stat().st_size)
-        for p in sorted(target.rglob("*"))
-        if p.is_file()
-    ]
+    sizes = {str(p.relative_to(target)): p.stat().st_size for p in sorted(target.rglob("*")) if p.is_file()}
+    files = [FileProgress(name=name, bytes_done=size, bytes_total=size) for name, size in sizes.items()]
     total = sum(f.bytes_total for f in files)
     on_progress(DownloadProgress(files=files, bytes_done=total, bytes_total=total))
     return DownloadResult(model=request.model, path=str(target), files=files, bytes_total=total, already_present=True)
@@ -186,7 +184,6 @@ def _fetch(request: DownloadRequest, commit: str, remote: RemoteFile, staging: P
     url = hf_hub_url(request.repo_id, remote.path_in_repo, revision=commit)
     headers = build_hf_headers(token=request.token or False)
     tracker.start_file(remote.name, done)
-    huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES
     try:
         with partial.open("ab") as sink:
             http_get(
@@ -214,7 +211,7 @@ def _fetch(request: DownloadRequest, commit: str, remote: RemoteFile, staging: P
     _verify(partial, remote)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial.replace(final)
-    tracker.finish_file(remote.name)
+    tracker.report(force=True)  # the file is complete
 
 
 def _verify(path: Path, remote: RemoteFile) -> None:
@@ -260,7 +257,8 @@ class _ProgressTracker:
         self.on_progress = on_progress
         self.is_cancelled = is_cancelled
         self.interval_s = interval_s
-        self.done = {f.name: (f.size if (staging / f.name).is_file() else 0) for f in files}
+        self.sizes = {f.name: f.size for f in files}
+        self.done = {name: (size if (staging / name).is_file() else 0) for name, size in self.sizes.items()}
         self.current = ""
         self._reported_at = 0.0
 
@@ -285,12 +283,8 @@ class _ProgressTracker:
         self.report(force=True)
 
     def add(self, name: str, count: int) -> None:
-        size = next(f.size for f in self.files if f.name == name)
-        self.done[name] = max(0, min(size, self.done[name] + count))
+        self.done[name] = max(0, min(self.sizes[name], self.done[name] + count))
         self.report()
-
-    def finish_file(self, name: str) -> None:
-        self.report(force=True)
 
     def bar_for(self, name: str):
         """A progress-bar class huggingface_hub's http_get instantiates; it feeds this tracker."""

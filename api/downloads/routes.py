@@ -24,8 +24,7 @@ bp = Blueprint("downloads", __name__)
 def download():
     ctx = services()
     request = DownloadRequest.parse(json_body())
-    providers = {p for w in ctx.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
-    plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), providers)
+    plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())
     root = download_root(request.customDirPath, ctx.settings)
     g.request_id = job_id = new_job_id()
     job = DownloadJob(
