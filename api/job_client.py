@@ -21,6 +21,11 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def _args_summary(payloads: list[dict]) -> str:
+    """What Celery shows of a task's arguments (its own repr of long payloads costs more than sending them)."""
+    return "jobs " + " ".join(payload["job_id"] for payload in payloads)
+
+
 class JobClient:
     """The API's side of the job queue: checks for workers, records and enqueues jobs."""
 
@@ -72,17 +77,40 @@ class JobClient:
             time.sleep(0.2)
         self._worker_seen[(device, lane)] = time.monotonic()
 
-    def follow(self, job_id: str) -> JobEventFeed:
-        return JobEventFeed(self.store, self.hub, job_id)
+    def follow(self, job_id: str, fresh: bool = False) -> JobEventFeed:
+        """The job's events; `fresh`: the job is not enqueued yet, so none are stored before now."""
+        return JobEventFeed(self.store, self.hub, job_id, fresh)
 
     def submit(
         self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool, lane: str = COMPUTE_LANE
     ) -> JobEventFeed | None:
         """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
         self.require_worker(device, lane)
-        self.store.create(payload["job_id"], kind, model)
+        self.store.create([payload["job_id"]], kind, model)
         queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
         return self._enqueue(task, payload, queue, follow)
+
+    def submit_bundle(
+        self, task: str, kind: JobKind, model: str, payloads: list[dict], device: str, follow: list[bool]
+    ) -> list[JobEventFeed | None]:
+        """Record several jobs for one model and send them as one task (its argument: the payloads).
+
+        Each job keeps its own record, events and result; returns a feed per job where `follow` says so.
+        """
+        self.require_worker(device)
+        task_id = new_job_id()
+        self.store.create([payload["job_id"] for payload in payloads], kind, model, task_id)
+        queue = self.router.queue_for(model, device)
+        wanted = zip(payloads, follow, strict=True)
+        feeds = [self.follow(payload["job_id"], fresh=True) if follows else None for payload, follows in wanted]
+        try:
+            self.celery.send_task(task, args=[payloads], queue=queue, task_id=task_id, argsrepr=_args_summary(payloads))
+        except Exception:
+            for feed in feeds:
+                if feed is not None:
+                    feed.close()
+            raise
+        return feeds
 
     def submit_shared(
         self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
@@ -93,7 +121,7 @@ class JobClient:
         """
         self.require_worker("cpu", lane)
         job_id = payload["job_id"]
-        self.store.create(job_id, kind, model)
+        self.store.create([job_id], kind, model)
         owner = self.store.claim_shared(share_key, job_id)
         if owner != job_id:
             self.store.delete(job_id)
@@ -103,9 +131,9 @@ class JobClient:
     def _enqueue(self, task: str, payload: dict, queue: str, follow: bool) -> JobEventFeed | None:
         """Follow the recorded job (if asked) before sending it, so no event is missed."""
         job_id = payload["job_id"]
-        feed = self.follow(job_id) if follow else None
+        feed = self.follow(job_id, fresh=True) if follow else None
         try:
-            self.celery.send_task(task, args=[payload], queue=queue, task_id=job_id)
+            self.celery.send_task(task, args=[payload], queue=queue, task_id=job_id, argsrepr=_args_summary([payload]))
         except Exception:
             if feed is not None:
                 feed.close()

@@ -109,18 +109,20 @@ class JobEventFeed:
     """A job's events: those stored after a point, then live ones, up to the terminal event.
 
     Registers with the hub on creation, so nothing published after that is lost; events seen both
-    in the Stream and live are yielded once.
+    in the Stream and live are yielded once. A `fresh` feed is made before its job is enqueued:
+    nothing can be stored yet, so it starts with the live messages instead of reading the Stream.
     """
 
-    def __init__(self, store: JobStore, hub: JobEventHub, job_id: str) -> None:
+    def __init__(self, store: JobStore, hub: JobEventHub, job_id: str, fresh: bool = False) -> None:
         self.store = store
         self.hub = hub
         self.job_id = job_id
+        self.fresh = fresh
         self._waiter = hub.register(job_id)
 
     def events(self, after: str | None = None, deadline: float | None = None) -> Iterator[tuple[str, JobEvent]]:
         last = after
-        batch = self.store.events_after(self.job_id, last)
+        batch = [] if self.fresh and after is None else self.store.events_after(self.job_id, last)
         while True:
             for stream_id, data in batch:
                 if last is not None and parse_stream_id(stream_id) <= parse_stream_id(last):

@@ -11,6 +11,7 @@ from flask import current_app, g, request
 from pydantic import BaseModel
 
 from api.catalog.catalog import best_variant, load_catalog
+from api.embeddings.bundler import EmbeddingBundler
 from api.errors import ApiError, bad_request, model_not_found
 from api.job_client import JobClient, new_job_id
 from api.job_events import JobEventFeed
@@ -29,6 +30,7 @@ class Services:
     jobs: JobClient
     models: ModelDirectory
     seal: TokenSeal
+    embeddings: EmbeddingBundler
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -39,7 +41,9 @@ class Services:
         producer = Celery("ladle-api")
         producer.conf.update(celery_config(settings))
         jobs = JobClient(settings, store, producer)
-        return cls(settings, store, jobs, ModelDirectory(settings.model_dir), TokenSeal.from_settings(settings))
+        bundler = EmbeddingBundler(jobs, settings.embedding_window_ms / 1000, settings.embedding_batch)
+        directory = ModelDirectory(settings.model_dir)
+        return cls(settings, store, jobs, directory, TokenSeal.from_settings(settings), bundler)
 
     def resolve_model(self, name: str) -> str:
         """A model folder name for `name`: itself, or a catalog alias/entry name's best local variant."""

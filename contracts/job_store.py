@@ -27,10 +27,16 @@ redis.call('PUBLISH', KEYS[3], id .. '\\n' .. ARGV[1])
 return id
 """
 
-_MARK_RUNNING = """
+# Start a delivered job: count the delivery; past ARGV[3] deliveries return minus the count
+# (the job keeps killing workers), 0 if the job already finished (cancelled while queued), else
+# mark it running and return the count.
+_START = """
+local deliveries = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if deliveries > tonumber(ARGV[3]) then return -deliveries end
 if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
-return 1
+return deliveries
 """
 
 
@@ -102,16 +108,23 @@ class JobStore:
         self.client = client
         self.ttl_s = ttl_s
         self._emit = client.register_script(_EMIT)
-        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._start = client.register_script(_START)
         self._claim_shared = client.register_script(_CLAIM_SHARED)
 
-    def create(self, job_id: str, kind: JobKind, model: str) -> None:
+    def create(self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None) -> None:
+        """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID)."""
         pipe = self.client.pipeline()
-        pipe.hset(
-            keys.job_key(job_id),
-            mapping={"kind": kind.value, "model": model, "status": "queued", "created_at": time.time()},
-        )
-        pipe.expire(keys.job_key(job_id), self.ttl_s)
+        now = time.time()
+        for job_id in job_ids:
+            record = {
+                "kind": kind.value,
+                "model": model,
+                "status": "queued",
+                "created_at": now,
+                "task": task_id or job_id,
+            }
+            pipe.hset(keys.job_key(job_id), mapping=record)
+            pipe.expire(keys.job_key(job_id), self.ttl_s)
         pipe.execute()
 
     def claim_shared(self, share_key: str, job_id: str) -> str:
@@ -126,9 +139,20 @@ class JobStore:
         fields = self.client.hgetall(keys.job_key(job_id))
         return JobRecord.from_hash(job_id, _decode(fields)) if fields else None
 
-    def mark_running(self, job_id: str, worker: str) -> bool:
-        """Move a job to running; False if it already finished (e.g. cancelled while queued)."""
-        return bool(self._mark_running(keys=[keys.job_key(job_id)], args=[time.time(), worker]))
+    def start(self, job_ids: list[str], worker: str, max_deliveries: int) -> list[int]:
+        """Count a delivery of each job and mark it running (one round trip for all).
+
+        For each job: its delivery count once it is running; 0 if it had already finished (e.g.
+        cancelled while queued); minus the count when it was delivered more than `max_deliveries` times.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            self._start(
+                keys=[keys.job_key(job_id), keys.job_deliveries_key(job_id)],
+                args=[time.time(), worker, max_deliveries, self.ttl_s],
+                client=pipe,
+            )
+        return [int(n) for n in pipe.execute()]
 
     def emit(self, job_id: str, event: JobEvent, client: redis.Redis | None = None) -> None:
         """Append a non-terminal event (pass a pipeline as `client` to batch writes)."""
@@ -175,13 +199,6 @@ class JobStore:
 
     def is_cancel_requested(self, job_id: str) -> bool:
         return bool(self.client.exists(keys.job_cancel_key(job_id)))
-
-    def count_delivery(self, job_id: str) -> int:
-        """Count one more delivery of the job to a worker; returns the total so far."""
-        pipe = self.client.pipeline()
-        pipe.incr(keys.job_deliveries_key(job_id))
-        pipe.expire(keys.job_deliveries_key(job_id), self.ttl_s)
-        return int(pipe.execute()[0])
 
 
 def _event_keys(job_id: str) -> list[str]:

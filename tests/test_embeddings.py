@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import redis
 import requests
 from openai import OpenAI
 
+from contracts import keys
 from tests.conftest import MINILM, TINY
+from tests.stack import ApiServer
 from tests.test_errors import assert_error
 from tests.test_jobs import ASYNC, wait_for
 
@@ -149,3 +154,55 @@ def test_openai_sdk_embeddings(api_url, embed):
     assert np.allclose(
         [d.embedding for d in result.data], vectors(embed({"model": MINILM, "input": SENTENCES[:2]}).json()), atol=1e-6
     )
+
+
+@pytest.fixture(scope="module")
+def gathering_api(settings, worker):
+    """An API that gathers embedding requests for 300 ms, so requests sent together surely share a task."""
+    server = ApiServer(replace(settings, embedding_window_ms=300))
+    yield server.url
+    server.stop()
+
+
+def send_together(url: str, bodies: list[dict], headers: list[dict] | None = None) -> list[requests.Response]:
+    start = threading.Barrier(len(bodies))
+
+    def post(i: int) -> requests.Response:
+        start.wait()
+        return requests.post(
+            f"{url}/v1/embeddings", json=bodies[i], headers=(headers or [{}] * len(bodies))[i], timeout=60
+        )
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(post, range(len(bodies))))
+
+
+def carrying_task(redis_url: str, job_id: str) -> str:
+    return redis.Redis.from_url(redis_url).hget(keys.job_key(job_id), "task").decode()
+
+
+def test_requests_sent_together_travel_as_one_task_and_keep_their_own_jobs(gathering_api, embed, redis_url):
+    responses = send_together(gathering_api, [{"model": MINILM, "input": s} for s in SENTENCES * 2])
+    assert [r.status_code for r in responses] == [200] * 8
+    job_ids = [r.headers["X-Request-Id"] for r in responses]
+    assert len(set(job_ids)) == 8
+    assert len({carrying_task(redis_url, job_id) for job_id in job_ids}) == 1  # one queue message for all
+    alone = np.array([vectors(embed({"model": MINILM, "input": s}).json())[0] for s in SENTENCES])
+    assert np.allclose(np.array([vectors(r.json())[0] for r in responses]), np.concatenate([alone, alone]), atol=1e-5)
+    for job_id in job_ids:  # each job has its own record and result
+        job = requests.get(f"{gathering_api}/v1/jobs/{job_id}", timeout=10).json()
+        assert job["status"] == "succeeded" and len(job["result"]["data"]) == 1
+
+
+def test_a_bad_job_fails_alone_and_an_async_one_rides_along(gathering_api, redis_url):
+    bodies = [{"model": MINILM, "input": s} for s in SENTENCES]
+    bodies[1] = {**bodies[1], "dimensions": 100}  # this model allows only 384
+    headers = [{}, {}, ASYNC, {}]
+    responses = send_together(gathering_api, bodies, headers)
+    assert_error(responses[1], 400, param="dimensions")
+    assert responses[2].status_code == 202
+    assert responses[0].status_code == responses[3].status_code == 200
+    job_ids = [r.headers.get("X-Request-Id") or r.json()["id"] for r in responses]
+    assert len({carrying_task(redis_url, job_id) for job_id in job_ids}) == 1
+    job = wait_for(gathering_api, job_ids[2], {"succeeded"})
+    assert len(job["result"]["data"][0]["embedding"]) == 384

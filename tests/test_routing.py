@@ -66,7 +66,7 @@ def test_a_job_routed_to_a_worker_that_died_runs_on_another(fleet):
     producer = Celery("test-producer")
     producer.conf.update(celery_config(fleet.settings))
     job = GenerationJob(job_id="routed-to-the-dead", model=TINY, messages=user("hi"), max_tokens=3)
-    store.create(job.job_id, JobKind.CHAT, TINY)
+    store.create([job.job_id], JobKind.CHAT, TINY)
     # As the API would if it routed by a heartbeat seen just before the worker died.
     producer.send_task(GENERATE_TASK, args=[job.model_dump()], queue=queue_for_worker(dead.name), task_id=job.job_id)
     finished = wait_for(url, job.job_id, {"succeeded", "failed"}, timeout_s=30)

@@ -129,9 +129,9 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
         runtime.jobs.run(payload, GenerationJob, runtime.generation.generate)
 
     @app.task(name=EMBED_TASK)
-    def embed_texts(payload: dict) -> None:
+    def embed_texts(payloads: list[dict]) -> None:
         runtime = holder["runtime"]
-        runtime.jobs.run(payload, EmbeddingJob, lambda job: embed(runtime.registry, job))
+        runtime.jobs.run_many(payloads, EmbeddingJob, lambda jobs: embed(runtime.registry, jobs))
 
     @app.task(name=COUNT_TOKENS_TASK)
     def count_prompt_tokens(payload: dict) -> None:

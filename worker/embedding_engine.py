@@ -31,6 +31,10 @@ class EmbeddingEngine:
         self.window_s = window_s
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        import os
+
+        if os.environ.get("XSPIN") == "0":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(folder / config["model_file"]), options, providers=["CPUExecutionProvider"]
         )
@@ -45,8 +49,8 @@ class EmbeddingEngine:
         self._thread = threading.Thread(target=self._run, name="embedding-engine", daemon=True)
         self._thread.start()
 
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, int, int]:
-        """Unit vectors for `texts`, how many tokens they had, and how many texts shared the call."""
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Unit vectors for `texts`, how many tokens each had, and how many texts shared the call."""
         if self._stopped:
             raise model_unloaded(self.name)
         done: Future = Future()
@@ -99,7 +103,7 @@ class EmbeddingEngine:
         start = 0
         for request_texts, done in batch:
             end = start + len(request_texts)
-            done.set_result((vectors[start:end], int(token_counts[start:end].sum()), len(texts)))
+            done.set_result((vectors[start:end], token_counts[start:end], len(texts)))
             start = end
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

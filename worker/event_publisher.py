@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from contracts.job_store import JobStore
@@ -41,10 +42,17 @@ class EventPublisher:
 
     def finish(self, job_id: str, event: DoneEvent | ErrorEvent, status: JobStatus, timeout: float = 30) -> None:
         """Queue the terminal event and wait until it is in Redis."""
-        outgoing = _Outgoing(job_id, event, status)
-        self._queue.put(outgoing)
-        if not outgoing.written.wait(timeout):
-            log.error("terminal event not written in time", extra={"job_id": job_id})
+        self.finish_many([(job_id, event, status)], timeout)
+
+    def finish_many(self, outcomes: list[tuple[str, DoneEvent | ErrorEvent, JobStatus]], timeout: float = 30) -> None:
+        """Queue several jobs' terminal events (written in one pipeline) and wait until they are in Redis."""
+        outgoing = [_Outgoing(job_id, event, status) for job_id, event, status in outcomes]
+        for item in outgoing:
+            self._queue.put(item)
+        deadline = time.monotonic() + timeout
+        for item in outgoing:
+            if not item.written.wait(max(0.0, deadline - time.monotonic())):
+                log.error("terminal event not written in time", extra={"job_id": item.job_id})
 
     def close(self) -> None:
         self._queue.put(None)

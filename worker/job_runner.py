@@ -34,39 +34,61 @@ class JobRunner:
         self._lock = threading.Lock()
 
     def run(self, payload: dict, job_type: type[Job], work: Callable[[Job], Outcome]) -> None:
-        job_id = payload.get("job_id")
-        try:
-            job = job_type.model_validate(payload)
-        except ValidationError as invalid:  # a payload that does not parse fails its job, never hangs it
-            log.error("malformed job payload", extra={"job_id": job_id, "error": str(invalid)})
-            if isinstance(job_id, str):
-                self._fail(
-                    job_id, ErrorInfo(status=500, type="server_error", code="bad_job", message="Unreadable job.")
-                )
+        self.run_many([payload], job_type, lambda jobs: [work(jobs[0])])
+
+    def run_many(self, payloads: list, job_type: type[Job], work: Callable[[list[Job]], list[Outcome]]) -> None:
+        """Run the jobs of one task together: `work` gets those that start and returns one outcome each."""
+        jobs = self._start(self._parse(payloads, job_type))
+        if not jobs:
             return
-        deliveries = self.store.count_delivery(job_id)
-        if deliveries > self.settings.max_deliveries:
-            log.error("job keeps killing workers; failing it", extra={"job_id": job_id, "deliveries": deliveries})
-            message = f"The job was abandoned after {deliveries - 1} workers died running it."
-            self._fail(job_id, ErrorInfo(status=500, type="server_error", code="worker_lost", message=message))
-            return
-        if not self.store.mark_running(job_id, self.worker_name):
-            return  # finished before it started (cancelled while queued)
         with self._lock:
-            self.active += 1
+            self.active += len(jobs)
         try:
-            event, status = work(job)
+            outcomes = work(jobs)
         except JobRejected as rejected:
-            event, status = ErrorEvent(error=rejected.info), JobStatus.FAILED
+            outcomes = [(ErrorEvent(error=rejected.info), JobStatus.FAILED)] * len(jobs)
         except Exception:
-            log.exception("job failed", extra={"job_id": job_id})
-            message = f"The worker failed while running job {job_id}."
-            event = ErrorEvent(error=ErrorInfo(status=500, type="server_error", code="internal_error", message=message))
-            status = JobStatus.FAILED
+            log.exception("job failed", extra={"job_ids": [job.job_id for job in jobs]})
+            outcomes = [_internal_error(job.job_id) for job in jobs]
         finally:
             with self._lock:
-                self.active -= 1
-        self.publisher.finish(job_id, event, status)
+                self.active -= len(jobs)
+        ends = [(job.job_id, event, status) for job, (event, status) in zip(jobs, outcomes, strict=True)]
+        self.publisher.finish_many(ends)
+
+    def _parse(self, payloads: list, job_type: type[Job]) -> list[Job]:
+        """The payloads as jobs; one that does not parse fails its job (never hangs it)."""
+        jobs = []
+        for payload in payloads:
+            try:
+                jobs.append(job_type.model_validate(payload))
+            except ValidationError as invalid:
+                job_id = payload.get("job_id") if isinstance(payload, dict) else None
+                log.error("malformed job payload", extra={"job_id": job_id, "error": str(invalid)})
+                if isinstance(job_id, str):
+                    self._fail(
+                        job_id, ErrorInfo(status=500, type="server_error", code="bad_job", message="Unreadable job.")
+                    )
+        return jobs
+
+    def _start(self, jobs: list[Job]) -> list[Job]:
+        """The jobs that start now: not finished already, and not delivered too often."""
+        counts = self.store.start([job.job_id for job in jobs], self.worker_name, self.settings.max_deliveries)
+        starting = []
+        for job, count in zip(jobs, counts, strict=True):
+            if count < 0:
+                log.error("job keeps killing workers; failing it", extra={"job_id": job.job_id, "deliveries": -count})
+                message = f"The job was abandoned after {-count - 1} workers died running it."
+                self._fail(job.job_id, ErrorInfo(status=500, type="server_error", code="worker_lost", message=message))
+            elif count > 0:
+                starting.append(job)
+        return starting
 
     def _fail(self, job_id: str, info: ErrorInfo) -> None:
         self.publisher.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED)
+
+
+def _internal_error(job_id: str) -> Outcome:
+    message = f"The worker failed while running job {job_id}."
+    info = ErrorInfo(status=500, type="server_error", code="internal_error", message=message)
+    return ErrorEvent(error=info), JobStatus.FAILED

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 
-from contracts.jobs import DoneEvent, EmbeddingJob, EmbeddingResult, JobStatus, TokenCountJob, TokenCountResult
+from contracts.jobs import (
+    DoneEvent,
+    EmbeddingJob,
+    EmbeddingResult,
+    ErrorEvent,
+    JobStatus,
+    TokenCountJob,
+    TokenCountResult,
+)
 from worker.errors import JobRejected
 from worker.job_runner import Outcome
 from worker.model_registry import ModelRegistry
@@ -24,21 +34,42 @@ def with_instruction(text: str, instruction: str | None, config: dict) -> str:
     return template.format(instruction=instruction, text=text) if template else f"{instruction} {text}"
 
 
-def embed(registry: ModelRegistry, job: EmbeddingJob) -> Outcome:
-    with registry.in_use(job.model):
-        return _embed(registry.encoder(job.model), job)
+def embed(registry: ModelRegistry, jobs: list[EmbeddingJob]) -> list[Outcome]:
+    """Embed a bundle of jobs: the texts of all jobs for a model go to its encoder in one call."""
+    outcomes: dict[str, Outcome] = {}
+    by_model: dict[str, list[EmbeddingJob]] = defaultdict(list)
+    for job in jobs:
+        by_model[job.model].append(job)
+    for model, group in by_model.items():
+        try:
+            with registry.in_use(model):
+                outcomes.update(_embed(registry.encoder(model), group))
+        except JobRejected as rejected:  # the model itself is the problem: each job of it fails
+            outcomes.update({job.job_id: (ErrorEvent(error=rejected.info), JobStatus.FAILED) for job in group})
+    return [outcomes[job.job_id] for job in jobs]
 
 
-def _embed(encoder, job: EmbeddingJob) -> Outcome:
-    if job.dimensions is not None and job.dimensions not in encoder.config["allowed_dimensions"]:
-        raise JobRejected.invalid(
-            "dimensions", f"The model '{job.model}' allows dimensions {encoder.config['allowed_dimensions']}."
-        )
-    vectors, tokens, batch_size = encoder.embed(
-        [with_instruction(t, job.instruction, encoder.config) for t in job.inputs]
-    )
-    if job.dimensions is not None and job.dimensions < vectors.shape[1]:
-        vectors = vectors[:, : job.dimensions]
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    result = EmbeddingResult(embeddings=vectors.tolist(), prompt_tokens=tokens, batch_size=batch_size)
-    return DoneEvent(result=result), JobStatus.SUCCEEDED
+def _embed(encoder, jobs: list[EmbeddingJob]) -> dict[str, Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    allowed = encoder.config["allowed_dimensions"]
+    for job in jobs:
+        if job.dimensions is not None and job.dimensions not in allowed:
+            rejected = JobRejected.invalid("dimensions", f"The model '{job.model}' allows dimensions {allowed}.")
+            outcomes[job.job_id] = ErrorEvent(error=rejected.info), JobStatus.FAILED
+    running = [job for job in jobs if job.job_id not in outcomes]
+    if not running:
+        return outcomes
+    texts = [with_instruction(text, job.instruction, encoder.config) for job in running for text in job.inputs]
+    vectors, token_counts, batch_size = encoder.embed(texts)
+    start = 0
+    for job in running:
+        end = start + len(job.inputs)
+        mine = vectors[start:end]
+        if job.dimensions is not None and job.dimensions < mine.shape[1]:
+            mine = mine[:, : job.dimensions]
+            mine = mine / np.linalg.norm(mine, axis=1, keepdims=True)
+        tokens = int(token_counts[start:end].sum())
+        result = EmbeddingResult.of(mine, tokens, batch_size)
+        outcomes[job.job_id] = DoneEvent(result=result), JobStatus.SUCCEEDED
+        start = end
+    return outcomes

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Literal
 
-import numpy as np
 from pydantic import Field, field_validator
 
 from api.sampling_protocol import StrictModel
@@ -45,16 +43,12 @@ class EmbeddingRequest(StrictModel):
 
 
 def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str = "float") -> dict:
-    """OpenAI's list of embeddings; base64 is little-endian float32, as OpenAI sends it."""
-
-    def encode(vector: list[float]) -> list[float] | str:
-        if encoding_format == "base64":
-            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-        return vector
-
+    """OpenAI's list of embeddings; base64 is little-endian float32, as OpenAI sends it (and as the
+    result holds it)."""
+    vectors = result.embeddings if encoding_format == "base64" else result.vectors()
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(result.embeddings)],
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
         "model": model,
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }

@@ -1,17 +1,19 @@
-"""POST /v1/embeddings: one embedding job for all inputs; workers micro-batch across requests."""
+"""POST /v1/embeddings: one embedding job for all inputs; requests arriving together share a task
+and workers run their texts in one call."""
 
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from api.embeddings.protocol import EmbeddingRequest, embeddings_body
 from api.errors import bad_request
+from api.job_client import new_job_id
 from api.job_responses import wait_for_result
 from api.jobs_routes import accepted
-from api.services import json_body, services, submit_request
-from contracts.jobs import DEFAULT_DEVICE, EMBED_TASK, JobKind
+from api.services import json_body, prefers_async, services
+from contracts.jobs import DEFAULT_DEVICE
 from contracts.model_directory import EMBEDDING
 
 bp = Blueprint("embeddings", __name__)
@@ -25,7 +27,8 @@ def create_embeddings():
     if len(request.inputs) > limit:
         raise bad_request(f"Too many inputs: {len(request.inputs)}; at most {limit} per request.", "input")
     request.model = ctx.require_model(request.model, kind=EMBEDDING)
-    job_id, feed = submit_request(EMBED_TASK, JobKind.EMBEDDING, request.model, request.to_job, DEFAULT_DEVICE)
+    g.request_id = job_id = new_job_id()
+    feed = ctx.embeddings.submit(request.to_job(job_id), DEFAULT_DEVICE, follow=not prefers_async())
     if feed is None:
         return accepted(job_id)
     result = wait_for_result(feed, time.monotonic() + ctx.settings.sync_timeout_s)
