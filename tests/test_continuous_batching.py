@@ -123,3 +123,31 @@ def test_prompts_that_start_alike_reuse_the_cached_prefix_exactly(chat, one_work
     fresh = requests.post(f"{no_prefix_cache.api_url}/v1/chat/completions", json=second, timeout=120).json()
     assert fresh["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert reused["choices"][0]["message"]["content"] == fresh["choices"][0]["message"]["content"]
+
+
+def test_reading_a_prompt_computes_the_lm_head_for_its_last_position_only(model_dir):
+    """The in-memory graph edit: the same last-position logits as the builder's graph, one row of them."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from worker.onnx_decoder import OnnxDecoder
+
+    folder = model_dir / SMOLLM2
+    genai = json.loads((folder / "genai_config.json").read_text())
+    decoder = OnnxDecoder(folder, genai, slots=1)
+    assert decoder.last_position_only
+    assert decoder.session.get_outputs()[0].shape[1] == 1
+    prompt = list(range(100, 120))
+    edited = decoder.prefill(0, prompt, 0)
+    full = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = genai["model"]["decoder"]
+    kv = genai["model"]["decoder"]["num_key_value_heads"], 0, genai["model"]["decoder"]["head_size"]
+    feeds = {"input_ids": np.array([prompt], dtype=np.int64), "attention_mask": np.ones((1, 20), dtype=np.int64)}
+    for i in range(names["num_hidden_layers"]):
+        for key in (names["inputs"]["past_key_names"] % i, names["inputs"]["past_value_names"] % i):
+            feeds[key] = np.zeros((1, *kv), dtype=np.float32)
+    logits = full.run([names["outputs"]["logits"]], feeds)[0]
+    assert logits.shape[1] == 20
+    assert np.allclose(edited, logits[0, -1], atol=1e-4)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from worker.decoder_graph import last_position_graph
 from worker.kv_cache import KvCache
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,23 @@ class OnnxDecoder:
         options = ort.SessionOptions()
         if intra_op_threads > 0:
             options.intra_op_num_threads = intra_op_threads
-        self.session = ort.InferenceSession(
-            str(folder / decoder["filename"]), options, providers=["CPUExecutionProvider"]
-        )
+        outputs = decoder["outputs"]
+        self._logits_name = outputs["logits"]
+        graph = last_position_graph(folder / decoder["filename"], self._logits_name)
+        if graph is None:
+            source: str | bytes = str(folder / decoder["filename"])
+        else:  # made from bytes: its external weights are found in the model's folder
+            source = graph
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        # Logits of the last input position only (edited graph), or of every position.
+        self.last_position_only = graph is not None
         inputs = {i.name: i for i in self.session.get_inputs()}
         names = decoder["inputs"]
         self._ids_name, self._mask_name = names["input_ids"], names["attention_mask"]
         self._ids_type = _NUMPY_TYPES[inputs[self._ids_name].type]
         self._mask_type = _NUMPY_TYPES[inputs[self._mask_name].type]
         layers = range(decoder["num_hidden_layers"])
-        outputs = decoder["outputs"]
-        self._logits_name = outputs["logits"]
         self._present = {}
         for past, present in (
             (names["past_key_names"], outputs["present_key_names"]),
@@ -87,7 +94,8 @@ class OnnxDecoder:
         """Put `tokens` (the prompt from position `start`) into `row`'s cache; logits of the last one."""
         total = start + len(tokens)
         self.cache.ensure(total)
-        logits = np.zeros((1, len(tokens), self.vocab_size), dtype=np.float32)
+        positions = 1 if self.last_position_only else len(tokens)
+        logits = np.empty((1, positions, self.vocab_size), dtype=np.float32)
         ids = np.asarray([tokens], dtype=self._ids_type)
         self._run("prefill", (row, row + 1), ids, np.ones((1, total), dtype=self._mask_type), logits)
         return logits[0, -1]
