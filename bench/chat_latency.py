@@ -1,6 +1,6 @@
 """Chat throughput and latency on SmolLM2-135M: raw onnxruntime-genai, Ladle, llama.cpp's server.
 
-    python bench/chat_latency.py [--max-tokens 64] [--rounds 2] [--llama-server PATH]
+    python bench/chat_latency.py [--max-tokens 64] [--rounds 4] [--llama-server PATH]
 
 In one run: (1) raw onnxruntime-genai in-process — one Generator per request one after another
 (concurrency 1) and one static batch of 8; (2) Ladle end to end (`ladle serve`) with streaming
@@ -211,7 +211,7 @@ def llama_server(binary: str, threads: int, slots: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
     parser.add_argument("--llama-server", default=None)
     args = parser.parse_args()
