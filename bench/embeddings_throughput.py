@@ -46,7 +46,8 @@ def raw_sentences_per_s(folder, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-def ladle_sentences_per_s(url: str, clients: int, seconds: float) -> float:
+def ladle_sentences_per_s(url: str, clients: int, seconds: float, texts: int = 1) -> float:
+    """Sentences/s with `clients` sending requests of `texts` sentences each, one after another."""
     deadline = time.perf_counter() + seconds
 
     def client(c: int) -> int:
@@ -54,10 +55,11 @@ def ladle_sentences_per_s(url: str, clients: int, seconds: float) -> float:
         while time.perf_counter() < deadline:
             # base64, as the openai SDK asks by default; the body is not decoded, to keep this
             # load generator from taking the CPU the server needs (2 cores are shared).
-            body = {"model": MINILM, "input": sentence(c * 100000 + count), "encoding_format": "base64"}
+            inputs = [sentence(c * 100000 + count + k) for k in range(texts)]
+            body = {"model": MINILM, "input": inputs[0] if texts == 1 else inputs, "encoding_format": "base64"}
             response = session.post(f"{url}/v1/embeddings", json=body)
             response.raise_for_status()
-            count += 1
+            count += texts
         return count
 
     started = time.perf_counter()
@@ -80,11 +82,15 @@ def main() -> None:
 
     with ladle_serve(args.model_dir, ready) as (url, _):
         ladle32 = ladle_sentences_per_s(url, 32, args.seconds)
+        # The same texts in fewer, larger requests: what the per-request cost is.
+        ladle4x8 = ladle_sentences_per_s(url, 4, args.seconds, texts=8)
     print("all-MiniLM-L6-v2 int8, ~20-word sentences")
     print(f"raw onnxruntime, batch 32         {raw32:8.1f} sentences/s")
     print(f"raw onnxruntime, batch 1          {raw1:8.1f} sentences/s")
     print(f"Ladle, 32 single-text clients     {ladle32:8.1f} sentences/s")
+    print(f"Ladle, 4 clients x 8 texts        {ladle4x8:8.1f} sentences/s")
     print(f"Ladle/raw batch 32: x{ladle32 / raw32:.2f}   Ladle/raw batch 1: x{ladle32 / raw1:.2f}")
+    print(f"Ladle 4 clients x 8 texts/raw batch 32: x{ladle4x8 / raw32:.2f}")
 
 
 if __name__ == "__main__":
