@@ -21,11 +21,6 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _args_summary(payloads: list[dict]) -> str:
-    """What Celery shows of a task's arguments (its own repr of long payloads costs more than sending them)."""
-    return "jobs " + " ".join(payload["job_id"] for payload in payloads)
-
-
 class JobClient:
     """The API's side of the job queue: checks for workers, records and enqueues jobs."""
 
@@ -88,7 +83,7 @@ class JobClient:
         self.require_worker(device, lane)
         self.store.create([payload["job_id"]], kind, model)
         queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
-        return self._enqueue(task, payload, queue, follow)
+        return self._enqueue(task, payload, [payload["job_id"]], [follow], queue, payload["job_id"])[0]
 
     def submit_bundle(
         self, task: str, kind: JobKind, model: str, payloads: list[dict], device: str, follow: list[bool]
@@ -98,19 +93,10 @@ class JobClient:
         Each job keeps its own record, events and result; returns a feed per job where `follow` says so.
         """
         self.require_worker(device)
-        task_id = new_job_id()
-        self.store.create([payload["job_id"] for payload in payloads], kind, model, task_id)
+        task_id, job_ids = new_job_id(), [payload["job_id"] for payload in payloads]
+        self.store.create(job_ids, kind, model, task_id)
         queue = self.router.queue_for(model, device)
-        wanted = zip(payloads, follow, strict=True)
-        feeds = [self.follow(payload["job_id"], fresh=True) if follows else None for payload, follows in wanted]
-        try:
-            self.celery.send_task(task, args=[payloads], queue=queue, task_id=task_id, argsrepr=_args_summary(payloads))
-        except Exception:
-            for feed in feeds:
-                if feed is not None:
-                    feed.close()
-            raise
-        return feeds
+        return self._enqueue(task, payloads, job_ids, follow, queue, task_id)
 
     def submit_shared(
         self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
@@ -126,16 +112,22 @@ class JobClient:
         if owner != job_id:
             self.store.delete(job_id)
             return owner, self.follow(owner) if follow else None
-        return job_id, self._enqueue(task, payload, queue_for_device("cpu", lane), follow)
+        return job_id, self._enqueue(task, payload, [job_id], [follow], queue_for_device("cpu", lane), job_id)[0]
 
-    def _enqueue(self, task: str, payload: dict, queue: str, follow: bool) -> JobEventFeed | None:
-        """Follow the recorded job (if asked) before sending it, so no event is missed."""
-        job_id = payload["job_id"]
-        feed = self.follow(job_id, fresh=True) if follow else None
+    def _enqueue(
+        self, task: str, argument: dict | list[dict], job_ids: list[str], follow: list[bool], queue: str, task_id: str
+    ) -> list[JobEventFeed | None]:
+        """Send the task carrying the recorded jobs `job_ids`, following those asked for before it is
+        sent, so no event is missed; a feed (or None) per job."""
+        wanted = zip(job_ids, follow, strict=True)
+        feeds = [self.follow(job_id, fresh=True) if follows else None for job_id, follows in wanted]
         try:
-            self.celery.send_task(task, args=[payload], queue=queue, task_id=job_id, argsrepr=_args_summary([payload]))
+            # A short argsrepr: Celery's own repr of long payloads costs more than sending them.
+            summary = "jobs " + " ".join(job_ids)
+            self.celery.send_task(task, args=[argument], queue=queue, task_id=task_id, argsrepr=summary)
         except Exception:
-            if feed is not None:
-                feed.close()
+            for feed in feeds:
+                if feed is not None:
+                    feed.close()
             raise
-        return feed
+        return feeds
