@@ -103,6 +103,6 @@ def cancel_job(job_id: str):
     store = services().store
     if not record.status.is_terminal:
         store.request_cancel(job_id)
-        if record.status == JobStatus.QUEUED:
-            store.finish(job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED)
+        if record.status == JobStatus.QUEUED:  # a worker that starts it first cancels it at its next step
+            store.finish(job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED)
     return jsonify(job_body(_record(job_id)))

@@ -18,6 +18,7 @@ from contracts.jobs import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, Jo
 
 _EMIT = """
 if ARGV[3] == '1' then
+  if ARGV[8] and redis.call('HGET', KEYS[1], 'status') ~= ARGV[8] then return false end
   if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[5]) == 0 then return false end
   redis.call('HSET', KEYS[1], 'status', ARGV[4], ARGV[6], ARGV[7])
 end
@@ -165,26 +166,25 @@ class JobStore:
         self.emit(job_id, ProgressEvent(progress=progress), client=pipe)
         pipe.execute()
 
-    def finish(self, job_id: str, event: DoneEvent | ErrorEvent, status: JobStatus, client=None):
-        """Record the outcome and emit the terminal event unless another writer finished first.
+    def finish(
+        self,
+        job_id: str,
+        event: DoneEvent | ErrorEvent,
+        status: JobStatus,
+        client=None,
+        only_if: JobStatus | None = None,
+    ):
+        """Record the outcome and emit the terminal event unless another writer finished first
+        (or, with `only_if`, unless the job has left that status: a worker started it meanwhile).
 
-        Returns the stream ID, or None when the job was already finished (via a pipeline: the
-        pipeline's result holds it).
+        Returns the stream ID, or None when nothing was written (via a pipeline: the pipeline's
+        result holds it).
         """
         field, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
-        return self._emit(
-            keys=_event_keys(job_id),
-            args=[
-                event.model_dump_json(),
-                self.ttl_s,
-                "1",
-                status.value,
-                time.time(),
-                field,
-                document.model_dump_json(),
-            ],
-            client=client,
-        )
+        args = [event.model_dump_json(), self.ttl_s, "1", status.value, time.time(), field, document.model_dump_json()]
+        if only_if is not None:
+            args.append(only_if.value)
+        return self._emit(keys=_event_keys(job_id), args=args, client=client)
 
     def events_after(self, job_id: str, after: str | None) -> list[tuple[str, str]]:
         """Stored events (stream ID, JSON) after `after` (exclusive), oldest first."""

@@ -83,9 +83,11 @@ def test_cancel_stops_a_running_generation(chat, api_url):
     assert sum(1 for f in frames if f["event"] == "delta") < 8000
 
 
-def test_cancel_while_queued_never_runs(chat, api_url):
-    # Fill the worker's batch slots with long jobs so the next one waits in the queue.
-    blockers = [submit_async(chat, max_tokens=8000, seed=i, temperature=1.0) for i in range(3)]
+def test_cancel_while_queued_never_runs(chat, api_url, settings):
+    # Fill the worker's admission bound with long jobs so the next one waits in the queue.
+    blockers = [
+        submit_async(chat, max_tokens=8000, seed=i, temperature=1.0) for i in range(settings.worker_concurrency)
+    ]
     job_id = submit_async(chat)
     cancelled = requests.delete(f"{api_url}/v1/jobs/{job_id}", timeout=10).json()
     for blocker in blockers:
