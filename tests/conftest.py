@@ -1,4 +1,5 @@
-"""Fixtures: a private redis-server, real worker processes, the API over HTTP, built models."""
+"""Fixtures of the stack tier: a private redis-server, real worker processes, the API over HTTP,
+built models. tests/unit needs none of them; tests/api uses only `redis_url` (tests/api/conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from worker.model_build import BUILD_RECIPE_VERSION, build_model
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per test request
 
-# Built models are cached between runs (building SmolLM2 takes about a minute).
+# Built models are cached between runs (building SmolLM2 takes about a minute). LADLE_TEST_MODEL_CACHE
+# is the test suite's own variable (README, Tests), not a setting of Ladle's.
 MODEL_CACHE = Path(
     os.environ.get("LADLE_TEST_MODEL_CACHE", Path.home() / ".cache" / "ladle-test" / f"models-v{BUILD_RECIPE_VERSION}")
 )
