@@ -1,10 +1,11 @@
 # Two commands for a newcomer: `make run` (install, build the default model, serve on :5272)
 # and `make test` (install, lint, run the whole suite). `.ci/run` calls `make test`.
+# `make test-fast` runs the tiers that need no worker and no built model (seconds).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench lint
+.PHONY: install run test test-fast bench lint
 
 $(BIN)/.ladle-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest
+
+# Pure code (tests/unit) and API validation on a private Redis (tests/api); no models are built.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit tests/api
 
 # The llama.cpp column needs llama-server: `bash bench/build_llama_server.sh` builds it once
 # (~20 min); without it that column is skipped.

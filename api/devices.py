@@ -6,19 +6,18 @@ from api.errors import ApiError, bad_request
 from api.services import services
 from contracts import keys
 from contracts.jobs import COMPUTE_LANE, DEFAULT_DEVICE
+from contracts.workers import WorkerInfo
 
 EXECUTION_PROVIDERS = ("cpu", "cuda", "dml", "qnn", "webgpu")
 
 
-def compute_workers(workers: list[dict]) -> list[dict]:
-    return [w for w in workers if w.get("lane") == COMPUTE_LANE]
+def compute_workers(workers: list[WorkerInfo]) -> list[WorkerInfo]:
+    return [w for w in workers if w.lane == COMPUTE_LANE]
 
 
-def gpu_ids(workers: list[dict]) -> list[int]:
+def gpu_ids(workers: list[WorkerInfo]) -> list[int]:
     """GPU device ids that live workers are bound to."""
-    return sorted(
-        {int(w["device"].partition(":")[2]) for w in compute_workers(workers) if w["device"].startswith("cuda:")}
-    )
+    return sorted({int(w.device.partition(":")[2]) for w in compute_workers(workers) if w.device.startswith("cuda:")})
 
 
 def preferred_gpu() -> int | None:
@@ -34,13 +33,13 @@ def device_for_request(ep: str | None) -> str:
     return device_for_provider(ep, services().jobs.live_workers(), preferred_gpu())
 
 
-def device_for_provider(ep: str | None, workers: list[dict], preferred_gpu: int | None) -> str:
+def device_for_provider(ep: str | None, workers: list[WorkerInfo], preferred_gpu: int | None) -> str:
     """The device whose workers serve `ep` (the preferred GPU first); 503 naming `ep` if none is alive."""
     if ep is None or ep == "cpu":
         return DEFAULT_DEVICE
     if ep not in EXECUTION_PROVIDERS:
         raise bad_request(f"Unknown execution provider '{ep}'; known: {', '.join(EXECUTION_PROVIDERS)}.", "ep")
-    devices = sorted({w["device"] for w in compute_workers(workers) if ep in w.get("execution_providers", [])})
+    devices = sorted({w.device for w in compute_workers(workers) if ep in w.execution_providers})
     if not devices:
         raise ApiError(
             503,

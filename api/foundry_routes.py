@@ -18,12 +18,13 @@ from api.job_responses import wait_for_result
 from api.services import services
 from contracts import keys
 from contracts.jobs import LOAD_TASK, JobKind, LoadJob
+from contracts.workers import WorkerInfo
 
 bp = Blueprint("foundry", __name__)
 
 
-def loaded_model_names(workers: list[dict]) -> list[str]:
-    return sorted({model["name"] for w in workers for model in w.get("loaded_models", [])})
+def loaded_model_names(workers: list[WorkerInfo]) -> list[str]:
+    return sorted({name for w in workers for name in w.loaded_model_names})
 
 
 @bp.get("/foundry/list")
@@ -37,14 +38,14 @@ def catalog():
 def status():
     ctx = services()
     workers = ctx.jobs.live_workers()
-    queues = sorted({queue for w in workers for queue in w.get("queues", [])})
+    queues = sorted({queue for w in workers for queue in w.queues})
     depths = dict(zip(queues, (ctx.store.client.llen(q) for q in queues), strict=True))
     return jsonify(
         {
             "Endpoints": [request.host_url.rstrip("/")],
             "ModelDirPath": str(ctx.settings.model_dir),
             "PipeName": "inference_agent",
-            "Workers": workers,
+            "Workers": [w.model_dump() for w in workers],
             "QueueDepths": depths,
         }
     )
@@ -113,7 +114,7 @@ def _command_workers(command: dict, name: str | None, wait_s: float = 5.0) -> li
     deadline = time.monotonic() + wait_s
     while True:
         workers = ctx.jobs.live_workers()
-        if all(w["seen_at"] > sent_at for w in workers) or time.monotonic() >= deadline:
+        if all(w.seen_at > sent_at for w in workers) or time.monotonic() >= deadline:
             return [m for m in loaded_model_names(workers) if name is None or m == name]
         time.sleep(0.05)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -11,10 +10,11 @@ from celery import Celery
 from api.errors import ApiError
 from api.job_events import JobEventFeed, JobEventHub
 from api.job_routing import JobRouter
-from contracts import keys
+from contracts import workers
 from contracts.job_store import JobStore
 from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, JobKind, queue_for_device
 from contracts.settings import Settings
+from contracts.workers import WorkerInfo
 
 
 def new_job_id() -> str:
@@ -36,18 +36,9 @@ class JobClient:
         self.router = JobRouter(self.live_workers)
         self._worker_seen: dict[tuple[str, str], float] = {}
 
-    def live_workers(self) -> list[dict]:
+    def live_workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat has not expired (dead ones drop out of the index after an hour)."""
-        client = self.store.client
-        now = time.time()
-        pipe = client.pipeline()
-        pipe.zremrangebyscore(keys.WORKERS_INDEX, "-inf", now - 3600)
-        pipe.zrangebyscore(keys.WORKERS_INDEX, now - 60, "+inf")
-        names = pipe.execute()[1]
-        if not names:
-            return []
-        raw = client.mget([keys.worker_key(name.decode()) for name in names])
-        return [json.loads(info) for info in raw if info]
+        return workers.live(self.store.client)
 
     def require_worker(self, device: str, lane: str = COMPUTE_LANE) -> None:
         """Wait (bounded) for a live worker consuming the queue of `device` and `lane`; else 503."""
@@ -55,7 +46,7 @@ class JobClient:
             return
         deadline = time.monotonic() + self.settings.worker_wait_s
         queue = queue_for_device(device, lane)
-        while not any(queue in w.get("queues", []) for w in self.live_workers()):
+        while not any(queue in w.queues for w in self.live_workers()):
             if time.monotonic() >= deadline:
                 if lane == DOWNLOADS_LANE:
                     wanted = "No downloads worker (`ladle worker --lane downloads`) is available"

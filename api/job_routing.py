@@ -15,14 +15,15 @@ from collections import Counter
 from collections.abc import Callable
 
 from contracts.jobs import COMPUTE_LANE, queue_for_device, queue_for_worker
+from contracts.workers import WorkerInfo
 
 
 class JobRouter:
     SNAPSHOT_TTL_S = 0.5
 
-    def __init__(self, live_workers: Callable[[], list[dict]]) -> None:
+    def __init__(self, live_workers: Callable[[], list[WorkerInfo]]) -> None:
         self._live_workers = live_workers
-        self._workers: list[dict] = []
+        self._workers: list[WorkerInfo] = []
         self._taken_at = float("-inf")
         self._routed: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -30,19 +31,19 @@ class JobRouter:
     def queue_for(self, model: str, device: str) -> str:
         with self._lock:
             if time.monotonic() - self._taken_at > self.SNAPSHOT_TTL_S:
-                self._workers = [w for w in self._live_workers() if w.get("lane") == COMPUTE_LANE]
+                self._workers = [w for w in self._live_workers() if w.lane == COMPUTE_LANE]
                 self._routed.clear()
                 self._taken_at = time.monotonic()
-            peers = [w for w in self._workers if w.get("device") == device]
-            holders = [w for w in peers if model in {m["name"] for m in w.get("loaded_models", [])}]
+            peers = [w for w in self._workers if w.device == device]
+            holders = [w for w in peers if model in w.loaded_model_names]
             if not holders:
                 return queue_for_device(device)
             chosen = min(holders, key=self._load)
-            if self._load(chosen) >= chosen.get("batch_rows", 1):
+            if self._load(chosen) >= chosen.batch_rows:
                 idle = [w for w in peers if self._load(w) == 0]
                 chosen = idle[0] if idle else chosen
-            self._routed[chosen["name"]] += 1
-            return queue_for_worker(chosen["name"])
+            self._routed[chosen.name] += 1
+            return queue_for_worker(chosen.name)
 
-    def _load(self, worker: dict) -> int:
-        return worker.get("active_jobs", 0) + self._routed[worker["name"]]
+    def _load(self, worker: WorkerInfo) -> int:
+        return worker.active_jobs + self._routed[worker.name]

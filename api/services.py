@@ -59,7 +59,7 @@ class Services:
 
     def live_providers(self) -> set[str]:
         """Execution providers live workers offer (cpu when none is known)."""
-        return {p for w in self.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
+        return {p for w in self.jobs.live_workers() for p in w.execution_providers} or {"cpu"}
 
     def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> str:
         """The resolved model name; 404 if not in the directory, 400 for the wrong kind or a limit past its context."""

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cli.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from contracts.settings import Settings  # noqa: E402
 
 
 @contextmanager
@@ -28,9 +29,10 @@ def ladle_serve(
         redis_server = EmbeddedRedis(Path(data_dir) / "redis", persist=False)
         redis_url = redis_server.start()
         port = free_port()
-        env = {**os.environ, "LADLE_REDIS_URL": redis_url, "LADLE_PORT": str(port), "LADLE_MODEL_DIR": str(model_dir)}
-        env["PYTHONPATH"] = str(ROOT)
-        env.update(env_overrides or {})
+        settings = Settings.from_env({**os.environ, **(env_overrides or {})}).with_overrides(
+            redis_url=redis_url, port=port, model_dir=model_dir
+        )
+        env = {**os.environ, **(env_overrides or {}), **settings.to_env(), "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-m", "cli.main", "serve"]
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "LADLE_REDIS_URL": settings.redis_url, "LADLE_MODEL_DIR": str(settings.model_dir)}
+    """The environment of a child process: this one's, with every setting as `settings` holds it."""
+    return {**os.environ, **settings.to_env()}
 
 
 def serve(settings: Settings, api_threads: int = 64) -> int:

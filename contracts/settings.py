@@ -6,6 +6,7 @@ Every variable Ladle reads is listed here, with its default and meaning (also in
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -92,40 +93,18 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Read LADLE_* variables (and REDIS_URL) once."""
         env = dict(os.environ if env is None else env)
-        base = cls()
-        conversions = {
-            "redis_url": ("LADLE_REDIS_URL", str),
-            "model_dir": ("LADLE_MODEL_DIR", Path),
-            "data_dir": ("LADLE_DATA_DIR", Path),
-            "catalog_dir": ("LADLE_CATALOG_DIR", Path),
-            "host": ("LADLE_HOST", str),
-            "port": ("LADLE_PORT", int),
-            "job_ttl_s": ("LADLE_JOB_TTL", int),
-            "sync_timeout_s": ("LADLE_SYNC_TIMEOUT", float),
-            "worker_wait_s": ("LADLE_WORKER_WAIT", float),
-            "visibility_timeout_s": ("LADLE_VISIBILITY_TIMEOUT", int),
-            "max_deliveries": ("LADLE_MAX_DELIVERIES", int),
-            "max_body_bytes": ("LADLE_MAX_BODY_BYTES", int),
-            "max_batch_rows": ("LADLE_MAX_BATCH", int),
-            "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
-            "prefill_chunk": ("LADLE_PREFILL_CHUNK", int),
-            "prefix_cache_tokens": ("LADLE_PREFIX_CACHE_TOKENS", int),
-            "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
-            "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
-            "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
-            "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
-            "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
-            "intra_op_threads": ("LADLE_INTRA_OP_THREADS", int),
-            "cpu_workers": ("LADLE_CPU_WORKERS", int),
-            "model_ttl_s": ("LADLE_MODEL_TTL", float),
-            "download_roots": ("LADLE_DOWNLOAD_ROOTS", _paths),
-            "secret_key": ("LADLE_SECRET_KEY", str),
-            "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
-        }
-        values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
+        values = {name: parse(env[var]) for name, (var, parse) in _VARIABLES.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
-        return replace(base, **values)
+        return replace(cls(), **values)
+
+    def to_env(self) -> dict[str, str]:
+        """Every LADLE_* variable for these settings, so a child process reads back the same object.
+
+        Unset optional values (no catalog dir, no download roots, no Redis yet) become "", which
+        `from_env` treats as unset, so they override whatever the parent's environment holds.
+        """
+        return {var: _format(getattr(self, name)) for name, (var, _) in _VARIABLES.items()}
 
     @property
     def allowed_download_roots(self) -> tuple[Path, ...]:
@@ -138,3 +117,46 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the launcher use this)."""
         return replace(self, **changes)
+
+
+def _format(value: object) -> str:
+    """A setting's value as its variable holds it (the inverse of its parser in _VARIABLES)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return os.pathsep.join(str(part) for part in value)
+    return str(value)
+
+
+# Field -> (variable, parser): the one table both `from_env` and `to_env` read.
+_VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "redis_url": ("LADLE_REDIS_URL", str),
+    "model_dir": ("LADLE_MODEL_DIR", Path),
+    "data_dir": ("LADLE_DATA_DIR", Path),
+    "catalog_dir": ("LADLE_CATALOG_DIR", Path),
+    "host": ("LADLE_HOST", str),
+    "port": ("LADLE_PORT", int),
+    "job_ttl_s": ("LADLE_JOB_TTL", int),
+    "sync_timeout_s": ("LADLE_SYNC_TIMEOUT", float),
+    "worker_wait_s": ("LADLE_WORKER_WAIT", float),
+    "visibility_timeout_s": ("LADLE_VISIBILITY_TIMEOUT", int),
+    "max_deliveries": ("LADLE_MAX_DELIVERIES", int),
+    "max_body_bytes": ("LADLE_MAX_BODY_BYTES", int),
+    "max_batch_rows": ("LADLE_MAX_BATCH", int),
+    "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
+    "prefill_chunk": ("LADLE_PREFILL_CHUNK", int),
+    "prefix_cache_tokens": ("LADLE_PREFIX_CACHE_TOKENS", int),
+    "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
+    "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
+    "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
+    "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
+    "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
+    "intra_op_threads": ("LADLE_INTRA_OP_THREADS", int),
+    "cpu_workers": ("LADLE_CPU_WORKERS", int),
+    "model_ttl_s": ("LADLE_MODEL_TTL", float),
+    "download_roots": ("LADLE_DOWNLOAD_ROOTS", _paths),
+    "secret_key": ("LADLE_SECRET_KEY", str),
+    "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
+}

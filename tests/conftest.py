@@ -1,8 +1,8 @@
-"""Fixtures: a private redis-server, real worker processes, the API over HTTP, built models."""
+"""Fixtures of the stack tier: a private redis-server, real worker processes, the API over HTTP,
+built models. tests/unit needs none of them; tests/api uses only `redis_url` (tests/api/conftest.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -13,16 +13,14 @@ import requests
 
 from cli.embedded_redis import EmbeddedRedis
 from contracts.settings import Settings
+from tests.helpers import MINILM, SMOLLM2, TINY, sse_data, sse_events, user  # noqa: F401 (also importable from here)
 from tests.stack import ApiServer, WorkerProcess
 from worker.model_build import BUILD_RECIPE_VERSION, build_model
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per test request
 
-TINY = "tiny-random-llama"
-SMOLLM2 = "smollm2-135m-instruct"
-MINILM = "all-minilm-l6-v2"
-
-# Built models are cached between runs (building SmolLM2 takes about a minute).
+# Built models are cached between runs (building SmolLM2 takes about a minute). LADLE_TEST_MODEL_CACHE
+# is the test suite's own variable (README, Tests), not a setting of Ladle's.
 MODEL_CACHE = Path(
     os.environ.get("LADLE_TEST_MODEL_CACHE", Path.home() / ".cache" / "ladle-test" / f"models-v{BUILD_RECIPE_VERSION}")
 )
@@ -85,26 +83,3 @@ def chat(api_url: str):
         return requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120, **kwargs)
 
     return post
-
-
-def sse_data(response: requests.Response) -> list[str]:
-    """The `data:` payloads of an SSE response, in order."""
-    return [line[len("data: ") :] for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
-
-
-def sse_events(response: requests.Response) -> list[dict]:
-    """Frames of an SSE response as dicts with id, event and data (JSON-decoded)."""
-    frames, current = [], {}
-    for line in response.iter_lines(decode_unicode=True):
-        if not line:
-            if current:
-                frames.append(current)
-            current = {}
-            continue
-        field, _, value = line.partition(": ")
-        current[field] = json.loads(value) if field == "data" else value
-    return frames
-
-
-def user(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]

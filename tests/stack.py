@@ -1,4 +1,4 @@
-"""Pieces of the real stack the tests start: private Redis, worker processes, the API server."""
+"""Pieces of the real stack the tests start: private Redis, worker processes, the API server, fleets."""
 
 from __future__ import annotations
 
@@ -7,36 +7,25 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+import requests
 from werkzeug.serving import make_server
 
 from api.app import create_app
+from cli.embedded_redis import EmbeddedRedis
 from contracts import keys
 from contracts.settings import Settings
+from tests.helpers import ASYNC, TINY, user
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that hands `settings` to a worker subprocess."""
-    return {
-        **os.environ,
-        "LADLE_REDIS_URL": settings.redis_url,
-        "LADLE_MODEL_DIR": str(settings.model_dir),
-        "LADLE_HEARTBEAT_S": str(settings.heartbeat_s),
-        "LADLE_INTRA_OP_THREADS": str(settings.intra_op_threads),
-        "LADLE_VISIBILITY_TIMEOUT": str(settings.visibility_timeout_s),
-        "LADLE_MAX_DELIVERIES": str(settings.max_deliveries),
-        "LADLE_WORKER_CONCURRENCY": str(settings.worker_concurrency),
-        "LADLE_DATA_DIR": str(settings.data_dir),
-        "LADLE_MODEL_MEMORY_MB": str(settings.model_memory_mb),
-        "LADLE_PREFILL_CHUNK": str(settings.prefill_chunk),
-        "LADLE_PREFIX_CACHE_TOKENS": str(settings.prefix_cache_tokens),
-        "LADLE_MAX_BATCH": str(settings.max_batch_rows),
-        "PYTHONPATH": str(ROOT),
-    }
+    return {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
 
 
 class WorkerProcess:
@@ -94,3 +83,49 @@ class ApiServer:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+@dataclass
+class Fleet:
+    """A private Redis, workers and an API server of their own (for tests that kill or fill workers)."""
+
+    settings: Settings
+    api_url: str
+    workers: list[WorkerProcess]
+
+    def submit(self, **body) -> str:
+        request = {"model": TINY, "messages": user("hi"), "max_tokens": 6000, **body}
+        response = requests.post(f"{self.api_url}/v1/chat/completions", json=request, headers=ASYNC, timeout=30)
+        assert response.status_code == 202
+        return response.json()["id"]
+
+    def worker_named(self, name: str) -> WorkerProcess:
+        return next(w for w in self.workers if w.name == name)
+
+    def deliveries(self, job_id: str) -> int:
+        return int(redis.Redis.from_url(self.settings.redis_url).get(keys.job_deliveries_key(job_id)))
+
+
+def start_fleet(tmp_path, model_dir, workers: int, **overrides) -> Fleet:
+    """Start a fleet of `workers` CPU workers on a private Redis; stop it with `stop_fleet`."""
+    server = EmbeddedRedis(tmp_path / "redis", persist=False)
+    defaults = {
+        "heartbeat_s": 0.3,
+        "visibility_timeout_s": 2,
+        "worker_concurrency": 1,
+        "intra_op_threads": 1,  # two workers share the two cores
+        "sync_timeout_s": 60,
+    }
+    settings = Settings(redis_url=server.start(), model_dir=model_dir, **{**defaults, **overrides})
+    fleet = Fleet(settings, "", [WorkerProcess(settings, tmp_path / f"worker{i}.log") for i in range(workers)])
+    fleet.api = ApiServer(settings)
+    fleet.api_url = fleet.api.url
+    fleet.redis = server
+    return fleet
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    fleet.api.stop()
+    for worker in fleet.workers:
+        worker.stop()
+    fleet.redis.stop()

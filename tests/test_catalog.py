@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from tests.conftest import MINILM, SMOLLM2, TINY, user
+from tests.helpers import MINILM, SMOLLM2, TINY, user
 
 FOUNDRY_FIELDS = {
     "name",

@@ -9,7 +9,7 @@ import onnxruntime_genai as og
 import pytest
 import requests
 
-from tests.conftest import SMOLLM2, TINY, sse_data, user
+from tests.helpers import SMOLLM2, TINY, sse_data, user
 
 
 @pytest.fixture(scope="module")

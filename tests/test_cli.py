@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 from tests.stack import ROOT
 
 

@@ -9,9 +9,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from tests.conftest import SMOLLM2, TINY, sse_data
-from tests.test_errors import assert_error
-from tests.test_jobs import ASYNC, wait_for
+from tests.helpers import ASYNC, SMOLLM2, TINY, assert_error, sse_data, wait_for
 
 
 @pytest.fixture(scope="module")

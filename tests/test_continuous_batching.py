@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.conftest import SMOLLM2, TINY, user
-from tests.test_jobs import ASYNC, wait_for
-from tests.test_worker_reliability import start_fleet, stop_fleet
+from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for
+from tests.stack import start_fleet, stop_fleet
 
 LONG = {"model": TINY, "messages": user("go on"), "max_tokens": 8000, "temperature": 0}
 

@@ -22,7 +22,7 @@ import requests
 
 from cli.embedded_redis import free_port
 from contracts.settings import Settings
-from tests.conftest import TINY
+from tests.helpers import TINY
 from tests.hub_server import HubServer
 from tests.stack import ROOT, ApiServer, WorkerProcess
 

@@ -14,10 +14,8 @@ import requests
 from openai import OpenAI
 
 from contracts import keys
-from tests.conftest import MINILM, TINY
+from tests.helpers import ASYNC, MINILM, TINY, assert_error, wait_for
 from tests.stack import ApiServer
-from tests.test_errors import assert_error
-from tests.test_jobs import ASYNC, wait_for
 
 SENTENCES = [
     "The cat sits on the mat.",

@@ -6,21 +6,8 @@ import pytest
 import requests
 
 from cli.embedded_redis import free_port
-from tests.conftest import TINY, user
+from tests.helpers import TINY, assert_error, user
 from tests.stack import ApiServer
-
-
-def assert_error(response: requests.Response, status: int, param: str | None = None, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    assert "Traceback" not in response.text
-    if param is not None:
-        assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    return error
 
 
 def test_malformed_json(api_url):

@@ -8,8 +8,7 @@ import time
 import redis
 import requests
 
-from tests.conftest import TINY, user
-from tests.test_jobs import ASYNC, wait_for
+from tests.helpers import ASYNC, TINY, user, wait_for
 
 
 def drop_pubsub_connections(redis_url: str) -> int:

@@ -2,33 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import requests
 
-from tests.conftest import TINY, sse_events, user
-
-ASYNC = {"Prefer": "respond-async"}
-
-
-def submit_async(chat, **overrides) -> str:
-    response = chat({"model": TINY, "messages": user("hi"), "max_tokens": 5, **overrides}, headers=ASYNC)
-    assert response.status_code == 202
-    assert response.headers["Preference-Applied"] == "respond-async"
-    job_id = response.json()["id"]
-    assert response.headers["Location"] == f"/v1/jobs/{job_id}"
-    assert response.headers["X-Request-Id"] == job_id
-    return job_id
-
-
-def wait_for(api_url: str, job_id: str, statuses: set[str], timeout_s: float = 60) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = requests.get(f"{api_url}/v1/jobs/{job_id}", timeout=10).json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job never reached {statuses}; last seen: {job}")
+from tests.helpers import TINY, sse_events, submit_async, user, wait_for
+from tests.stack import ApiServer
 
 
 def test_async_submit_then_poll_to_the_result(chat, api_url):
@@ -99,8 +76,6 @@ def test_cancel_while_queued_never_runs(chat, api_url, settings):
 
 
 def test_sync_timeout_replies_504_carrying_the_job_id(settings, worker):
-    from tests.stack import ApiServer
-
     server = ApiServer(settings.with_overrides(sync_timeout_s=0.5))
     try:
         response = requests.post(

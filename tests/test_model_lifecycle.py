@@ -7,10 +7,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import MINILM, SMOLLM2, TINY, user
-from tests.test_errors import assert_error
-from tests.test_jobs import ASYNC, wait_for
-from tests.test_worker_reliability import start_fleet, stop_fleet
+from tests.helpers import ASYNC, MINILM, SMOLLM2, TINY, assert_error, user, wait_for
+from tests.stack import start_fleet, stop_fleet
 
 
 def get(api_url: str, path: str, **params) -> requests.Response:

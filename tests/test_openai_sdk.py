@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from openai import NotFoundError, OpenAI
 
-from tests.conftest import SMOLLM2, TINY, user
+from tests.helpers import SMOLLM2, TINY, user
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from celery import Celery
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import GENERATE_TASK, GenerationJob, JobKind, queue_for_worker
-from tests.conftest import TINY, user
-from tests.test_jobs import ASYNC, wait_for
-from tests.test_worker_reliability import start_fleet, stop_fleet
+from tests.helpers import ASYNC, TINY, user, wait_for
+from tests.stack import start_fleet, stop_fleet
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 import requests
 
 from cli.embedded_redis import free_port
-from tests.conftest import TINY, user
+from tests.helpers import TINY, user
 from tests.stack import ROOT
 
 

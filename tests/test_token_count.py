@@ -9,9 +9,7 @@ import onnxruntime_genai as og
 import pytest
 import requests
 
-from tests.conftest import MINILM, SMOLLM2, TINY
-from tests.test_errors import assert_error
-from tests.test_jobs import ASYNC, wait_for
+from tests.helpers import ASYNC, MINILM, SMOLLM2, TINY, assert_error, wait_for
 
 URL = "/v1/chat/completions/tokenizer/encode/count"
 CONVERSATIONS = [

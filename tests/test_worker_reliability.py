@@ -4,61 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-import redis
 import requests
 
-from cli.embedded_redis import EmbeddedRedis
-from contracts import keys
-from contracts.settings import Settings
-from tests.conftest import TINY, sse_events, user
-from tests.stack import ApiServer, WorkerProcess
-from tests.test_jobs import ASYNC, wait_for
-
-
-@dataclass
-class Fleet:
-    settings: Settings
-    api_url: str
-    workers: list[WorkerProcess]
-
-    def submit(self, **body) -> str:
-        request = {"model": TINY, "messages": user("hi"), "max_tokens": 6000, **body}
-        response = requests.post(f"{self.api_url}/v1/chat/completions", json=request, headers=ASYNC, timeout=30)
-        assert response.status_code == 202
-        return response.json()["id"]
-
-    def worker_named(self, name: str) -> WorkerProcess:
-        return next(w for w in self.workers if w.name == name)
-
-    def deliveries(self, job_id: str) -> int:
-        return int(redis.Redis.from_url(self.settings.redis_url).get(keys.job_deliveries_key(job_id)))
-
-
-def start_fleet(tmp_path, model_dir, workers: int, **overrides) -> Fleet:
-    server = EmbeddedRedis(tmp_path / "redis", persist=False)
-    defaults = {
-        "heartbeat_s": 0.3,
-        "visibility_timeout_s": 2,
-        "worker_concurrency": 1,
-        "intra_op_threads": 1,  # two workers share the two cores
-        "sync_timeout_s": 60,
-    }
-    settings = Settings(redis_url=server.start(), model_dir=model_dir, **{**defaults, **overrides})
-    fleet = Fleet(settings, "", [WorkerProcess(settings, tmp_path / f"worker{i}.log") for i in range(workers)])
-    fleet.api = ApiServer(settings)
-    fleet.api_url = fleet.api.url
-    fleet.redis = server
-    return fleet
-
-
-def stop_fleet(fleet: Fleet) -> None:
-    fleet.api.stop()
-    for worker in fleet.workers:
-        worker.stop()
-    fleet.redis.stop()
+from tests.helpers import sse_events, wait_for
+from tests.stack import Fleet, start_fleet, stop_fleet
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from contracts.jobs import (
 )
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
+from contracts.workers import register_home
 from worker.channel_listener import ChannelListener
 from worker.download_runner import DownloadRunner
 from worker.event_publisher import EventPublisher
@@ -41,7 +42,7 @@ from worker.heartbeat import Heartbeat
 from worker.job_runner import JobRunner, Outcome
 from worker.light_work import count_tokens, embed
 from worker.model_registry import ModelRegistry, execution_providers
-from worker.orphaned_jobs import register_home, requeue_orphaned_jobs
+from worker.orphaned_jobs import requeue_orphaned_jobs
 from worker.token_counter import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class WorkerRuntime:
         self.heartbeat.start()
 
     def describe(self) -> dict:
+        """This worker's fields of its WorkerInfo (the heartbeat adds name, pid and time)."""
         return {
             "device": self.device,
             "lane": self.lane,

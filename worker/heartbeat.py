@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -12,8 +11,9 @@ from collections.abc import Callable
 import redis
 from celery.worker import state as celery_state
 
-from contracts import keys
+from contracts import workers
 from contracts.celery_config import UNACKED_INDEX_KEY
+from contracts.workers import WorkerInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,12 @@ class Heartbeat:
         self._thread.join(timeout=5)
         # The index keeps the name (with its last beat) so jobs the broker hands back to this
         # worker's own queue after it stopped are still found and requeued (orphaned_jobs).
-        self.client.delete(keys.worker_key(self.name))
+        workers.withdraw(self.client, self.name)
 
     def beat(self) -> None:
-        info = {"name": self.name, "pid": os.getpid(), "seen_at": time.time(), **self.describe()}
+        info = WorkerInfo(name=self.name, pid=os.getpid(), seen_at=time.time(), **self.describe())
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(keys.worker_key(self.name), json.dumps(info), px=int(self.interval_s * 3000))
-        pipe.zadd(keys.WORKERS_INDEX, {self.name: info["seen_at"]})
+        workers.publish(pipe, info, ttl_s=self.interval_s * 3)
         held = {r.message.delivery_tag for r in list(celery_state.reserved_requests) if r.message is not None}
         if held:
             pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(held, time.time()), xx=True)

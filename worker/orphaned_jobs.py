@@ -1,7 +1,7 @@
 """Jobs routed to a worker's own queue (model affinity) must not die with that worker.
 
-Every compute worker records its device queue in WORKER_HOMES when it starts. On each beat,
-each worker moves whatever waits in the own queue of a worker whose heartbeat has expired back
+Every compute worker records its device queue (its home, contracts/workers.py) when it
+starts. On each beat, each worker moves whatever waits in the own queue of a worker whose heartbeat has expired back
 to that worker's device queue, where any worker of the device takes it. That includes jobs the
 broker hands back after a dead worker's lease ran out (they return to the queue they came from).
 A dead worker is forgotten once its queue is empty and it has been silent for `forget_after_s`.
@@ -14,29 +14,23 @@ import time
 
 import redis
 
-from contracts import keys
+from contracts import workers
 from contracts.jobs import queue_for_worker
 
 log = logging.getLogger(__name__)
 
 
-def register_home(client: redis.Redis, worker_name: str, device_queue: str) -> None:
-    client.hset(keys.WORKER_HOMES, worker_name, device_queue)
-
-
 def requeue_orphaned_jobs(client: redis.Redis, forget_after_s: float) -> int:
     """Move jobs out of dead workers' own queues; returns how many moved."""
     moved = 0
-    for raw_name, raw_home in client.hgetall(keys.WORKER_HOMES).items():
-        name, home = raw_name.decode(), raw_home.decode()
-        if client.exists(keys.worker_key(name)):
-            continue  # alive
+    for name, home in workers.homes(client).items():
+        if workers.is_alive(client, name):
+            continue
         own = queue_for_worker(name)
         while client.lmove(own, home, "RIGHT", "LEFT") is not None:
             moved += 1
-        last_seen = client.zscore(keys.WORKERS_INDEX, name) or 0
-        if time.time() - last_seen > forget_after_s and not client.llen(own):
-            client.hdel(keys.WORKER_HOMES, name)
+        if time.time() - workers.last_seen(client, name) > forget_after_s and not client.llen(own):
+            workers.forget_home(client, name)
     if moved:
         log.warning("requeued jobs of dead workers", extra={"jobs": moved})
     return moved
