@@ -28,6 +28,15 @@ def eventually(predicate, timeout_s: float = 10) -> bool:
     return predicate()
 
 
+def wait_for_first_token(api_url: str, job_id: str) -> None:
+    """Follow the job's events until it has generated a token: its model is then in use."""
+    with requests.get(f"{api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60) as events:
+        for line in events.iter_lines(decode_unicode=True):
+            if line == "event: delta":
+                return
+    raise AssertionError(f"job {job_id} ended without generating a token")
+
+
 def test_status_has_foundrys_fields_and_ladles_workers(api_url, settings):
     for path in ("/openai/status", "/status"):
         body = get(api_url, path).json()
@@ -70,8 +79,7 @@ def test_unload_false_keeps_the_model_and_ttl_wins_over_it(api_url):
 
 def test_unload_of_a_busy_model_needs_force(api_url, chat):
     job_id = chat({"model": TINY, "messages": user("hi"), "max_tokens": 8000}, headers=ASYNC).json()["id"]
-    wait_for(api_url, job_id, {"running"})
-    time.sleep(0.3)  # generating
+    wait_for_first_token(api_url, job_id)
     assert_error(get(api_url, f"/openai/unload/{TINY}"), 409, code="model_in_use")
     assert get(api_url, f"/openai/unload/{TINY}", force="true").status_code == 200
     assert wait_for(api_url, job_id, {"cancelled", "succeeded"})["status"] == "cancelled"
