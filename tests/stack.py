@@ -9,11 +9,11 @@ import threading
 import time
 from pathlib import Path
 
-import redis
 from werkzeug.serving import make_server
 
 from api.app import create_app
 from contracts import keys
+from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "LADLE_REDIS_URL": settings.redis_url,
+        "LADLE_REDIS_SENTINEL_MASTER": settings.redis_sentinel_master,
         "LADLE_MODEL_DIR": str(settings.model_dir),
         "LADLE_HEARTBEAT_S": str(settings.heartbeat_s),
         "LADLE_INTRA_OP_THREADS": str(settings.intra_op_threads),
@@ -58,7 +59,7 @@ class WorkerProcess:
         self.name = self._wait_for_heartbeat()
 
     def _wait_for_heartbeat(self, timeout_s: float = 60) -> str:
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = redis_client(self.settings)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name in client.zrange(keys.WORKERS_INDEX, 0, -1):

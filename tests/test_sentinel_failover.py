@@ -1,0 +1,156 @@
+"""Ladle on Redis Sentinel: the primary is SIGKILLed mid-run and a replica takes over.
+
+Real processes throughout: a primary, a replica, three Sentinels (quorum 2), a worker and the API
+all given the Sentinel URL. Jobs submitted before the failover end (succeeded, or failed with a
+visible error), never stay queued or running; requests after it succeed; cancels still reach the
+worker (its pub/sub listener resubscribed on the new master).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from cli.embedded_redis import free_port
+from contracts.settings import Settings
+from tests.conftest import TINY, sse_events, user
+from tests.sentinel_cluster import MASTER_NAME, SentinelCluster
+from tests.stack import ApiServer, WorkerProcess
+from tests.test_jobs import ASYNC
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# Jobs long enough (tiny model) to be mid-generation when the primary dies.
+LONG_TOKENS = 3000
+
+
+@dataclass
+class SentinelStack:
+    cluster: SentinelCluster
+    settings: Settings
+    worker: WorkerProcess
+    api: ApiServer
+
+    @property
+    def api_url(self) -> str:
+        return self.api.url
+
+    def submit(self, max_tokens: int = LONG_TOKENS) -> str:
+        body = {"model": TINY, "messages": user("hi"), "max_tokens": max_tokens}
+        response = requests.post(f"{self.api_url}/v1/chat/completions", json=body, headers=ASYNC, timeout=30)
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def job(self, job_id: str) -> dict | None:
+        """The job as GET shows it; None while Redis is switching (then the API must say 503, retryable)."""
+        response = requests.get(f"{self.api_url}/v1/jobs/{job_id}", timeout=30)
+        if response.status_code == 503:
+            assert response.headers["Retry-After"]
+            assert response.json()["error"]["code"] == "queue_unavailable"
+            return None
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_until(self, job_id: str, statuses: set[str], timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        seen = None
+        while time.monotonic() < deadline:
+            seen = self.job(job_id) or seen
+            if seen and seen["status"] in statuses:
+                return seen
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} never reached {statuses}; last seen: {seen}")
+
+
+@pytest.fixture
+def stack(tmp_path, model_dir) -> Iterator[SentinelStack]:
+    cluster = SentinelCluster(tmp_path / "redis")
+    try:
+        settings = Settings(
+            redis_url=cluster.start(),
+            redis_sentinel_master=MASTER_NAME,
+            model_dir=model_dir,
+            data_dir=tmp_path / "data",
+            heartbeat_s=0.5,
+            # Longer than the failover, so leases are renewed on the new master before they lapse.
+            visibility_timeout_s=30,
+            intra_op_threads=1,
+            worker_wait_s=10,
+            sync_timeout_s=120,
+        )
+        worker = WorkerProcess(settings, tmp_path / "worker.log")
+        try:
+            api = ApiServer(settings)
+            yield SentinelStack(cluster, settings, worker, api)
+            api.stop()
+        finally:
+            worker.stop()
+    finally:
+        cluster.stop()
+
+
+def test_jobs_survive_the_loss_of_the_primary(stack):
+    before = [stack.submit() for _ in range(4)]
+    stack.wait_until(before[0], {"running"}, timeout_s=60)
+    # What was accepted is on the replica (asynchronous replication could lose the last instant's
+    # writes; README says what Ladle guarantees), then the primary dies without warning.
+    assert stack.cluster.replicate_now() == 1
+    stack.cluster.kill_primary()
+    assert stack.cluster.wait_for_failover() == stack.cluster.replica_port
+
+    for job_id in before:
+        job = stack.wait_until(job_id, TERMINAL)
+        assert job["status"] in {"succeeded", "failed"}
+        if job["status"] == "failed":  # allowed, but never silently: the error says what happened
+            assert job["error"]["message"] and job["error"]["code"]
+        frames = sse_events(requests.get(f"{stack.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60))
+        ends = [frame for frame in frames if frame["event"] in {"done", "error"}]
+        assert len(ends) == 1 and frames[-1] is ends[0]
+
+    # New work after the failover: synchronous, streamed and async requests all succeed.
+    sync = requests.post(
+        f"{stack.api_url}/v1/chat/completions",
+        json={"model": TINY, "messages": user("again"), "max_tokens": 8},
+        timeout=120,
+    )
+    assert sync.status_code == 200, sync.text
+    assert sync.json()["object"] == "chat.completion"
+    streamed = requests.post(
+        f"{stack.api_url}/v1/chat/completions",
+        json={"model": TINY, "messages": user("again"), "max_tokens": 8, "stream": True},
+        stream=True,
+        timeout=120,
+    )
+    assert streamed.status_code == 200
+    assert [line for line in streamed.iter_lines(decode_unicode=True) if line][-1] == "data: [DONE]"
+    after = stack.submit(max_tokens=16)
+    assert stack.wait_until(after, TERMINAL)["status"] == "succeeded"
+
+
+def test_a_cancel_after_the_failover_reaches_the_worker(stack):
+    stack.cluster.kill_primary()
+    stack.cluster.wait_for_failover()
+    job_id = stack.submit(max_tokens=8000)
+    stack.wait_until(job_id, {"running"}, timeout_s=60)
+    assert requests.delete(f"{stack.api_url}/v1/jobs/{job_id}", timeout=30).status_code == 200
+    assert stack.wait_until(job_id, TERMINAL, timeout_s=60)["status"] == "cancelled"
+
+
+def test_unreachable_sentinels_are_a_retryable_503(tmp_path, model_dir):
+    nobody = ";".join(f"sentinel://127.0.0.1:{free_port()}" for _ in range(2))
+    settings = Settings(redis_url=nobody, redis_sentinel_master=MASTER_NAME, model_dir=model_dir, worker_wait_s=1)
+    api = ApiServer(settings)
+    try:
+        for response in (
+            requests.get(f"{api.url}/v1/jobs/0123456789abcdef", timeout=60),
+            requests.post(f"{api.url}/v1/chat/completions", json={"model": TINY, "messages": user("hi")}, timeout=60),
+        ):
+            assert response.status_code == 503
+            assert int(response.headers["Retry-After"]) > 0
+            error = response.json()["error"]
+            assert error["code"] == "queue_unavailable" and error["type"] == "service_unavailable"
+    finally:
+        api.stop()
