@@ -14,8 +14,14 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from celery import Celery
 
-from cli.embedded_redis import free_port
+from api.job_client import new_job_id
+from cli.embedded_redis import EmbeddedRedis, free_port
+from contracts.celery_config import celery_config
+from contracts.job_store import JobStore
+from contracts.jobs import GENERATE_TASK, JobKind, JobStatus, queue_for_device
+from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from tests.conftest import TINY, sse_events, user
 from tests.sentinel_cluster import MASTER_NAME, SentinelCluster
@@ -104,8 +110,8 @@ def test_jobs_survive_the_loss_of_the_primary(stack):
     for job_id in before:
         job = stack.wait_until(job_id, TERMINAL)
         assert job["status"] in {"succeeded", "failed"}
-        if job["status"] == "failed":  # allowed, but never silently: the error says what happened
-            assert job["error"]["message"] and job["error"]["code"]
+        if job["status"] == "failed":  # allowed, but never silently: a retryable error says what happened
+            assert job["error"]["code"] in {"job_lost", "queue_unavailable"} and job["error"]["message"]
         frames = sse_events(requests.get(f"{stack.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60))
         ends = [frame for frame in frames if frame["event"] in {"done", "error"}]
         assert len(ends) == 1 and frames[-1] is ends[0]
@@ -134,7 +140,11 @@ def test_a_cancel_after_the_failover_reaches_the_worker(stack):
     stack.cluster.kill_primary()
     stack.cluster.wait_for_failover()
     job_id = stack.submit(max_tokens=8000)
-    stack.wait_until(job_id, {"running"}, timeout_s=60)
+    # Once tokens flow, only the worker's pub/sub subscription (made again on the new master)
+    # can carry the cancel to the decode loop.
+    events = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60)
+    assert next(line for line in events.iter_lines(decode_unicode=True) if line == "event: delta")
+    events.close()
     assert requests.delete(f"{stack.api_url}/v1/jobs/{job_id}", timeout=30).status_code == 200
     assert stack.wait_until(job_id, TERMINAL, timeout_s=60)["status"] == "cancelled"
 
@@ -154,3 +164,30 @@ def test_unreachable_sentinels_are_a_retryable_503(tmp_path, model_dir):
             assert error["code"] == "queue_unavailable" and error["type"] == "service_unavailable"
     finally:
         api.stop()
+
+
+def test_after_the_server_changes_only_jobs_without_a_message_fail_as_lost(tmp_path, model_dir):
+    server = EmbeddedRedis(tmp_path / "redis", persist=True)
+    settings = Settings(redis_url=server.start(), model_dir=model_dir, heartbeat_s=0.3, intra_op_threads=1)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        store = JobStore(redis_client(settings), settings.job_ttl_s)
+        producer = Celery("test-producer")
+        producer.conf.update(celery_config(settings))
+        lost, waiting = new_job_id(), new_job_id()
+        store.create([lost, waiting], JobKind.CHAT, TINY)  # `lost`: recorded, its message never sent
+        payload = {"job_id": waiting, "model": TINY, "messages": user("hi")}
+        # A queue no worker consumes: the message waits there across the restart.
+        producer.send_task(GENERATE_TASK, args=[payload], queue=queue_for_device("cuda:7"), task_id=waiting)
+        server.stop()
+        server.start()  # the same data (AOF), a new server: its run ID differs
+
+        deadline = time.monotonic() + 60
+        while (record := store.get(lost)).status != JobStatus.FAILED:
+            assert time.monotonic() < deadline, f"the lost job was never failed: {record}"
+            time.sleep(0.1)
+        assert record.error["code"] == "job_lost" and record.error["status"] == 503
+        assert store.get(waiting).status == JobStatus.QUEUED  # its message is in a queue: not lost
+    finally:
+        worker.stop()
+        server.stop()
