@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -23,11 +23,24 @@ from contracts.settings import Settings
 
 SENTINEL_SCHEME = "sentinel"
 
-# Fail a command in seconds, not minutes, when the server is gone: the caller (API request,
-# publisher, heartbeat) decides whether to retry, and a dead master must not hang it.
+# A connection attempt to a host that is gone fails within this (then the retry policy below
+# asks again, by then perhaps for a new master), instead of waiting for the OS's TCP timeout.
 _CONNECT_TIMEOUT_S = 2.0
 # Sentinels answer "who is the master?" at once or not at all.
 _SENTINEL_TIMEOUT_S = 1.0
+
+
+def _sentinel_kwargs() -> dict:
+    """Options of the connections to the Sentinels: ask each once and move on to the next; the
+    master connection's own retries repeat the whole question (redis-py's default would back off
+    for seconds per Sentinel, per attempt)."""
+    return {
+        "socket_timeout": _SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": _SENTINEL_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
 # Waits between retries of a command whose connection failed: short at first (a blip), then
 # once a second while Sentinels elect a new master.
 _RETRY_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
@@ -93,7 +106,7 @@ def redis_client(settings: Settings, retry_for_s: float = WORKER_RETRY_S, **opti
     service = parse_sentinel_url(settings.redis_url, settings.redis_sentinel_master)
     sentinel = Sentinel(
         list(service.sentinels),
-        sentinel_kwargs={"socket_timeout": _SENTINEL_TIMEOUT_S, "socket_connect_timeout": _SENTINEL_TIMEOUT_S},
+        sentinel_kwargs=_sentinel_kwargs(),
     )
     return sentinel.master_for(
         service.master_name,
@@ -110,5 +123,5 @@ def broker_transport_options(settings: Settings) -> dict:
         return {}
     return {
         "master_name": settings.redis_sentinel_master,
-        "sentinel_kwargs": {"socket_timeout": _SENTINEL_TIMEOUT_S, "socket_connect_timeout": _SENTINEL_TIMEOUT_S},
+        "sentinel_kwargs": _sentinel_kwargs(),
     }
