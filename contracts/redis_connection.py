@@ -45,8 +45,8 @@ def _sentinel_kwargs() -> dict:
 # once a second while Sentinels elect a new master.
 _RETRY_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 # Workers keep retrying this long, so a failover (Sentinel's down-after-milliseconds plus the
-# election, a few seconds when tuned) never loses an event or a heartbeat.
-WORKER_RETRY_S = 30.0
+# election: a few seconds when tuned, ~35 s with Sentinel's defaults) loses no event or heartbeat.
+WORKER_RETRY_S = 60.0
 # The API retries briefly, then answers 503 with Retry-After rather than holding the request.
 API_RETRY_S = 3.0
 
