@@ -82,6 +82,7 @@ def register_error_handlers(app: Flask) -> None:
     # master answers), for Ladle's own commands or for Celery's (kombu wraps them).
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
+    @app.errorhandler(redis.exceptions.ReadOnlyError)  # a plain redis:// URL naming a demoted primary
     @app.errorhandler(kombu.exceptions.OperationalError)
     def redis_down(error: Exception):
         log.error("redis unavailable: %s", error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -19,6 +20,7 @@ from celery import Celery
 
 from api.job_client import new_job_id
 from cli.embedded_redis import EmbeddedRedis, free_port
+from contracts import keys
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import GENERATE_TASK, JobKind, JobStatus, queue_for_device
@@ -61,6 +63,13 @@ class SentinelStack:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def wait_for_jobs(self, count: int, timeout_s: float = 60) -> None:
+        """Until Redis holds `count` job records."""
+        client, deadline = redis_client(self.settings), time.monotonic() + timeout_s
+        while len(list(client.scan_iter(match=keys.job_key("*"), _type="hash"))) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} jobs recorded"
+            time.sleep(0.05)
+
     def wait_until(self, job_id: str, statuses: set[str], timeout_s: float = 120) -> dict:
         deadline = time.monotonic() + timeout_s
         seen = None
@@ -102,6 +111,13 @@ def stack(tmp_path, model_dir) -> Iterator[SentinelStack]:
 def test_jobs_survive_the_loss_of_the_primary(stack):
     before = [stack.submit() for _ in range(4)]
     stack.wait_until(before[0], {"running"}, timeout_s=60)
+    waiting = ThreadPoolExecutor(1).submit(  # a synchronous request in flight through the failover
+        requests.post,
+        f"{stack.api_url}/v1/chat/completions",
+        json={"model": TINY, "messages": user("through"), "max_tokens": LONG_TOKENS},
+        timeout=180,
+    )
+    stack.wait_for_jobs(len(before) + 1)  # its job is recorded
     # What was accepted is on the replica (asynchronous replication could lose the last instant's
     # writes; README says what Ladle guarantees), then the primary dies without warning.
     assert stack.cluster.replicate_now() == 1
@@ -116,6 +132,10 @@ def test_jobs_survive_the_loss_of_the_primary(stack):
         frames = sse_events(requests.get(f"{stack.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60))
         ends = [frame for frame in frames if frame["event"] in {"done", "error"}]
         assert len(ends) == 1 and frames[-1] is ends[0]
+
+    answer = waiting.result()
+    if answer.status_code != 200:  # its job lost with the old primary: a retryable error, never a 500
+        assert answer.status_code == 503 and answer.json()["error"]["code"] in {"job_lost", "queue_unavailable"}
 
     # New work after the failover: synchronous, streamed and async requests all succeed.
     sync = requests.post(
