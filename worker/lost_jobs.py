@@ -45,8 +45,7 @@ class LostJobSweeper:
         if run_id == self.run_id:
             return
         self.run_id = run_id
-        claim = f"{keys.PREFIX}:lost_job_sweep:{run_id}"
-        if not self.store.client.set(claim, 1, nx=True, ex=3600):
+        if not self.store.client.set(keys.lost_job_sweep_key(run_id), 1, nx=True, ex=3600):
             return  # another worker sweeps after this switch
         log.warning("redis server changed; looking for jobs whose message was lost", extra={"run_id": run_id})
         # Not on the heartbeat's thread: the sweep waits for a second look, the beat must not.
