@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import kombu.exceptions
 import pydantic
 import redis
 from flask import Flask, jsonify
@@ -77,9 +78,13 @@ def register_error_handlers(app: Flask) -> None:
     def invalid(error: pydantic.ValidationError):
         return api_error(validation_error(error))
 
+    # Redis unreachable or mid-failover (the Sentinel client raises ConnectionError until the new
+    # master answers), for Ladle's own commands or for Celery's (kombu wraps them).
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
-    def redis_down(error: redis.RedisError):
+    @app.errorhandler(redis.exceptions.ReadOnlyError)  # a plain redis:// URL naming a demoted primary
+    @app.errorhandler(kombu.exceptions.OperationalError)
+    def redis_down(error: Exception):
         log.error("redis unavailable: %s", error)
         return api_error(
             ApiError(

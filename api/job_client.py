@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
+import redis
 from celery import Celery
 
 from api.errors import ApiError
@@ -12,9 +14,11 @@ from api.job_events import JobEventFeed, JobEventHub
 from api.job_routing import JobRouter
 from contracts import workers
 from contracts.job_store import JobStore
-from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, JobKind, queue_for_device
+from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, ErrorEvent, ErrorInfo, JobKind, JobStatus, queue_for_device
 from contracts.settings import Settings
 from contracts.workers import WorkerInfo
+
+log = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -120,5 +124,20 @@ class JobClient:
             for feed in feeds:
                 if feed is not None:
                     feed.close()
+            self._fail_unsent(job_ids)
             raise
         return feeds
+
+    def _fail_unsent(self, job_ids: list[str]) -> None:
+        """Fail recorded jobs whose task could not be sent (Redis failing over), so none reads `queued` forever."""
+        info = ErrorInfo(
+            status=503,
+            type="service_unavailable",
+            code="queue_unavailable",
+            message="The job could not be queued: the job queue (Redis) was unavailable. Submit it again.",
+        )
+        try:
+            for job_id in job_ids:
+                self.store.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED, only_if=JobStatus.QUEUED)
+        except redis.RedisError:
+            log.warning("could not mark unsent jobs failed", extra={"job_ids": job_ids})

@@ -144,7 +144,11 @@ class JobEventFeed:
         except queue.Empty:
             message = RESYNC
         if message == RESYNC:
-            return self.store.events_after(self.job_id, last)
+            try:
+                return self.store.events_after(self.job_id, last)
+            except redis.ConnectionError:  # Redis failing over: the job goes on; look again next tick
+                log.warning("job events unreadable; retrying", extra={"job_id": self.job_id})
+                return []
         stream_id, _, data = message.partition("\n")
         return [(stream_id, data)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 from flask import current_app, g, request
 from pydantic import BaseModel
@@ -19,6 +18,7 @@ from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import JobKind
 from contracts.model_directory import GENERATION, ModelDirectory
+from contracts.redis_connection import API_RETRY_S, redis_client
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
 
@@ -36,7 +36,7 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         if not settings.redis_url:
             raise ValueError("the API needs REDIS_URL (or LADLE_REDIS_URL); `ladle serve` sets it")
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30)
+        client = redis_client(settings, API_RETRY_S, health_check_interval=30)
         store = JobStore(client, settings.job_ttl_s)
         producer = Celery("ladle-api")
         producer.conf.update(celery_config(settings))

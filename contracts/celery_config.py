@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contracts.jobs import DEFAULT_DEVICE, queue_for_device
+from contracts.redis_connection import broker_transport_options
 from contracts.settings import Settings
 
 # kombu's Redis transport keeps unacknowledged deliveries in this sorted set, scored by the
@@ -15,6 +16,7 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.redis_url,
         "broker_transport_options": {
+            **broker_transport_options(settings),
             "visibility_timeout": settings.visibility_timeout_s,
             # Sweep for deliveries of dead workers often enough for the timeout to mean something
             # (kombu's default sweep runs every 10 x 10 s).

@@ -51,3 +51,8 @@ WORKER_HOMES = f"{PREFIX}:worker_homes"
 def download_key(target: str) -> str:
     """The ID of the download job filling model folder `target` (two requests share one job)."""
     return f"{PREFIX}:download:{target}"
+
+
+def lost_job_sweep_key(server_run_id: str) -> str:
+    """Claimed by the one worker that looks for lost jobs after the Redis server changed to this one."""
+    return f"{PREFIX}:lost_job_sweep:{server_run_id}"

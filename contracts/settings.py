@@ -29,6 +29,9 @@ class Settings:
 
     # REDIS_URL / LADLE_REDIS_URL: Redis to use; empty means `ladle serve` starts a private one.
     redis_url: str = ""
+    # LADLE_REDIS_SENTINEL_MASTER: the master the Sentinels watch, when the Redis URL names
+    # Sentinels (`sentinel://host1:26379;sentinel://host2:26379`); ignored for a redis:// URL.
+    redis_sentinel_master: str = "mymaster"
     # LADLE_MODEL_DIR: one folder per model (genai_config.json inside).
     model_dir: Path = field(default_factory=lambda: _cache_home() / "ladle" / "models")
     # LADLE_DATA_DIR: the embedded Redis keeps its append-only file here.
@@ -133,6 +136,7 @@ def _format(value: object) -> str:
 # Field -> (variable, parser): the one table both `from_env` and `to_env` read.
 _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "redis_url": ("LADLE_REDIS_URL", str),
+    "redis_sentinel_master": ("LADLE_REDIS_SENTINEL_MASTER", str),
     "model_dir": ("LADLE_MODEL_DIR", Path),
     "data_dir": ("LADLE_DATA_DIR", Path),
     "catalog_dir": ("LADLE_CATALOG_DIR", Path),

@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from cli.embedded_redis import EmbeddedRedis
 from contracts import keys
+from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from tests.helpers import ASYNC, TINY, user
 
@@ -47,7 +48,7 @@ class WorkerProcess:
         self.name = self._wait_for_heartbeat()
 
     def _wait_for_heartbeat(self, timeout_s: float = 60) -> str:
-        client = redis.Redis.from_url(self.settings.redis_url)
+        client = redis_client(self.settings)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name in client.zrange(keys.WORKERS_INDEX, 0, -1):

@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 
-import redis
 from celery import Celery, signals
 
 from contracts import keys
@@ -31,6 +30,7 @@ from contracts.jobs import (
     queue_for_device,
     queue_for_worker,
 )
+from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
 from contracts.workers import register_home
@@ -41,6 +41,7 @@ from worker.generation_runner import GenerationRunner
 from worker.heartbeat import Heartbeat
 from worker.job_runner import JobRunner, Outcome
 from worker.light_work import count_tokens, embed
+from worker.lost_jobs import LostJobSweeper
 from worker.model_registry import ModelRegistry, execution_providers
 from worker.orphaned_jobs import requeue_orphaned_jobs
 from worker.token_counter import TokenCounter
@@ -56,7 +57,7 @@ class WorkerRuntime:
         self.device = device
         self.lane = lane
         self.name = name
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         self.store = JobStore(client, settings.job_ttl_s)
         self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
@@ -65,6 +66,7 @@ class WorkerRuntime:
         self.token_counter = TokenCounter(self.registry.directory)
         self.downloads = DownloadRunner(self.store, TokenSeal.from_settings(settings))
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
+        self.lost_jobs = LostJobSweeper(self.store)
         if lane == COMPUTE_LANE:
             register_home(client, name, queue_for_device(device, lane))
         self.commands = ChannelListener(
@@ -89,6 +91,7 @@ class WorkerRuntime:
         self.registry.unload_expired()
         forget_after_s = max(600.0, 2 * self.settings.visibility_timeout_s)
         requeue_orphaned_jobs(self.store.client, forget_after_s)
+        self.lost_jobs.check()
 
     def on_control(self, message: str) -> None:
         """A command to every worker: unload one model, or all (idle ones unless forced)."""

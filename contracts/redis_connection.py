@@ -1,0 +1,127 @@
+"""The one place Ladle makes Redis clients: a plain Redis URL, or a Redis Sentinel service.
+
+`LADLE_REDIS_URL` is either `redis://host:6379/0` (one Redis) or a list of Sentinels in kombu's
+form, `sentinel://host1:26379;sentinel://host2:26379` (optionally `sentinel://:password@host:26379/0`,
+the password and database being the monitored Redis's), watching the master named by
+`LADLE_REDIS_SENTINEL_MASTER`. The same URL serves Celery (kombu's Sentinel transport) and Ladle's
+own clients (redis-py's `Sentinel.master_for`), so both follow the master after a failover: a
+connection that breaks, or that finds its server demoted to a replica, asks the Sentinels for the
+current master on its next command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from contracts.settings import Settings
+
+SENTINEL_SCHEME = "sentinel"
+
+# A connection attempt to a host that is gone fails within this (then the retry policy below
+# asks again, by then perhaps for a new master), instead of waiting for the OS's TCP timeout.
+_CONNECT_TIMEOUT_S = 2.0
+# Sentinels answer "who is the master?" at once or not at all.
+_SENTINEL_TIMEOUT_S = 1.0
+
+
+def _sentinel_kwargs() -> dict:
+    """Options of the connections to the Sentinels: ask each once and move on to the next; the
+    master connection's own retries repeat the whole question (redis-py's default would back off
+    for seconds per Sentinel, per attempt)."""
+    return {
+        "socket_timeout": _SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": _SENTINEL_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+# Waits between retries of a command whose connection failed: short at first (a blip), then
+# once a second while Sentinels elect a new master.
+_RETRY_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+# Workers keep retrying this long, so a failover (Sentinel's down-after-milliseconds plus the
+# election: a few seconds when tuned, ~35 s with Sentinel's defaults) loses no event or heartbeat.
+WORKER_RETRY_S = 60.0
+# The API retries briefly, then answers 503 with Retry-After rather than holding the request.
+API_RETRY_S = 3.0
+
+
+@dataclass(frozen=True)
+class SentinelService:
+    """Where the Sentinels are and what they watch, parsed from a `sentinel://` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether `url` names Sentinels (kombu's `sentinel://h:p;sentinel://h2:p` form)."""
+    return url.strip().lower().startswith(f"{SENTINEL_SCHEME}://")
+
+
+def parse_sentinel_url(url: str, master_name: str) -> SentinelService:
+    """The Sentinels a `sentinel://…;sentinel://…` URL lists (26379 when no port is given)."""
+    sentinels, db, username, password = [], 0, None, None
+    for part in filter(None, (p.strip() for p in url.split(";"))):
+        parsed = urlsplit(part)
+        if parsed.scheme != SENTINEL_SCHEME or not parsed.hostname:
+            raise ValueError(f"not a Sentinel address: {part!r} (expected sentinel://host:port)")
+        sentinels.append((parsed.hostname, parsed.port or 26379))
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+        username = username or (unquote(parsed.username) if parsed.username else None)
+        password = password or (unquote(parsed.password) if parsed.password else None)
+    if not sentinels:
+        raise ValueError("the Sentinel URL lists no Sentinel")
+    return SentinelService(tuple(sentinels), master_name, db, username, password)
+
+
+def retry_within(seconds: float) -> Retry:
+    """redis-py's retry policy that keeps retrying a failed connection for about `seconds`."""
+    retries, waited = 0, 0.0
+    while waited < seconds:
+        retries += 1
+        waited += _RETRY_BACKOFF.compute(retries)
+    return Retry(_RETRY_BACKOFF, retries)
+
+
+def redis_client(settings: Settings, retry_for_s: float = WORKER_RETRY_S, **options: object) -> redis.Redis:
+    """A client of Ladle's Redis: the URL's server, or the Sentinels' current master.
+
+    A command whose connection fails (server gone, or demoted to a replica by a failover) is
+    retried on a new connection, to the current master, for about `retry_for_s` seconds before
+    the error reaches the caller. `options` are more redis-py connection options.
+    """
+    options = {"socket_connect_timeout": _CONNECT_TIMEOUT_S, "retry": retry_within(retry_for_s), **options}
+    if not is_sentinel_url(settings.redis_url):
+        return redis.Redis.from_url(settings.redis_url, **options)
+    service = parse_sentinel_url(settings.redis_url, settings.redis_sentinel_master)
+    sentinel = Sentinel(
+        list(service.sentinels),
+        sentinel_kwargs=_sentinel_kwargs(),
+    )
+    return sentinel.master_for(
+        service.master_name,
+        db=service.db,
+        username=service.username,
+        password=service.password,
+        **options,
+    )
+
+
+def broker_transport_options(settings: Settings) -> dict:
+    """What kombu needs beyond the URL to use it (the Sentinel master's name), else nothing."""
+    if not is_sentinel_url(settings.redis_url):
+        return {}
+    return {
+        "master_name": settings.redis_sentinel_master,
+        "sentinel_kwargs": _sentinel_kwargs(),
+    }

@@ -1,0 +1,122 @@
+"""Jobs whose queue message a Redis failover lost: found after the switch and failed visibly.
+
+kombu's Redis transport takes a message with BRPOP and records it as unacknowledged with a
+second command. A primary that dies between the two (or before replicating a message) leaves a
+job recorded as `queued` with no message anywhere: no worker will ever run it. Whenever the
+Redis server behind Ladle changes (its run ID differs: a Sentinel failover, or a restart), one
+worker looks for such jobs and fails them with a retryable error, so none stays queued forever.
+The search scans every key once, which is fine for an event that happens after a failover only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from contracts import keys
+from contracts.job_store import JobStore
+from contracts.jobs import ErrorEvent, ErrorInfo, JobStatus
+
+log = logging.getLogger(__name__)
+
+# kombu's Redis transport: hash of unacknowledged deliveries (tag -> [message, exchange, key]).
+UNACKED_KEY = "unacked"
+# A message in flight between a consumer's BRPOP and its unacked record, or between the API's
+# record and its send, shows up within this long; only jobs missing from two looks are lost.
+SECOND_LOOK_AFTER_S = 2.0
+_SCAN_BATCH = 1000
+
+
+class LostJobSweeper:
+    """Remembers the Redis server's run ID; when it changes, fails queued jobs whose message is gone."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.run_id = self._server_run_id()
+
+    def _server_run_id(self) -> str:
+        return self.store.client.info("server")["run_id"]
+
+    def check(self) -> None:
+        """On a new server, start the sweep in the background (one worker per server does it)."""
+        run_id = self._server_run_id()
+        if run_id == self.run_id:
+            return
+        self.run_id = run_id
+        if not self.store.client.set(keys.lost_job_sweep_key(run_id), 1, nx=True, ex=3600):
+            return  # another worker sweeps after this switch
+        log.warning("redis server changed; looking for jobs whose message was lost", extra={"run_id": run_id})
+        # Not on the heartbeat's thread: the sweep waits for a second look, the beat must not.
+        threading.Thread(target=self._sweep_logged, args=(time.time(),), name="lost-job-sweep", daemon=True).start()
+
+    def _sweep_logged(self, created_before: float) -> None:
+        try:
+            self.sweep(created_before)
+        except Exception:
+            log.exception("lost-job sweep failed")
+
+    def sweep(self, created_before: float) -> int:
+        """Fail jobs queued before `created_before` whose task is in no queue and held by no worker."""
+        suspects = self._unsent(self._queued_jobs(created_before))
+        if suspects:
+            time.sleep(SECOND_LOOK_AFTER_S)
+            suspects = self._unsent(suspects)
+        info = ErrorInfo(
+            status=503,
+            type="service_unavailable",
+            code="job_lost",
+            message="The job was lost when the job queue (Redis) failed over before a worker took it; submit it again.",
+        )
+        failed = 0
+        for job_id in suspects:
+            if self.store.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED, only_if=JobStatus.QUEUED):
+                failed += 1
+        if failed:
+            log.error("failed jobs lost in a redis failover", extra={"jobs": failed})
+        return failed
+
+    def _queued_jobs(self, created_before: float) -> dict[str, str]:
+        """Job ID -> task ID of every job still queued that was created before `created_before`."""
+        client, prefix = self.store.client, keys.job_key("")
+        names = [
+            name.decode()
+            for name in client.scan_iter(match=f"{prefix}*", count=_SCAN_BATCH, _type="hash")
+            if b":" not in name[len(prefix) :]
+        ]
+        queued = {}
+        for start in range(0, len(names), _SCAN_BATCH):
+            chunk = names[start : start + _SCAN_BATCH]
+            pipe = client.pipeline(transaction=False)
+            for name in chunk:
+                pipe.hmget(name, "status", "created_at", "task")
+            for name, (status, created_at, task) in zip(chunk, pipe.execute(), strict=True):
+                if status == JobStatus.QUEUED.value.encode() and float(created_at or 0) < created_before:
+                    queued[name.removeprefix(prefix)] = (task or name.removeprefix(prefix).encode()).decode()
+        return queued
+
+    def _unsent(self, jobs: dict[str, str]) -> dict[str, str]:
+        """The jobs among `jobs` whose task message is in no queue list and not unacknowledged."""
+        if not jobs:
+            return {}
+        present = self._task_ids_in_broker()
+        return {job_id: task for job_id, task in jobs.items() if task not in present}
+
+    def _task_ids_in_broker(self) -> set[str]:
+        client = self.store.client
+        messages = list(client.hvals(UNACKED_KEY))
+        for queue in client.scan_iter(count=_SCAN_BATCH, _type="list"):
+            messages += client.lrange(queue, 0, -1)
+        ids = set()
+        for raw in messages:
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(message, list):  # an unacked entry: [message, exchange, routing key]
+                message = message[0]
+            task_id = message.get("headers", {}).get("id") if isinstance(message, dict) else None
+            if task_id:
+                ids.add(task_id)
+        return ids
