@@ -56,13 +56,13 @@ class WorkerRuntime:
         self.lane = lane
         self.name = name
         client = redis.Redis.from_url(settings.redis_url)
-        self.store = JobStore(client, settings.job_ttl_s)
+        self.store = JobStore(client, settings.job_ttl_s, settings.events_ttl_s)
         self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
         self.jobs = JobRunner(settings, self.store, self.publisher, name)
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
         self.token_counter = TokenCounter(self.registry.directory)
-        self.downloads = DownloadRunner(self.store, TokenSeal.from_settings(settings))
+        self.downloads = DownloadRunner(self.store, self.publisher, TokenSeal.from_settings(settings))
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
         if lane == COMPUTE_LANE:
             register_home(client, name, queue_for_device(device, lane))
