@@ -16,18 +16,20 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
+from redis.commands.core import Script
 
 from contracts import keys
 from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind, JobStatus
 
-# KEYS: record, events, deliveries. ARGV: event JSON, events TTL, status, now, outcome field, its
-# document, event ID ('' = after any delivery: the API finishing a job no worker runs), channel,
-# job ID, only-if status ('' = any).
+# KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
+# event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
+# only-if status ('' = any).
 _FINISH = """
 if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'status') ~= ARGV[10] then return false end
 if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[4]) == 0 then return false end
 local id = ARGV[7]
-if id == '' then id = (tonumber(redis.call('GET', KEYS[3]) or '0') + 1) .. '-0' end
+if id == '' then id = (tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') + 1) .. '-0' end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[5], ARGV[6], 'last_event', id)
 redis.pcall('XADD', KEYS[2], id, 'events', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -35,15 +37,18 @@ redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. id .. ' ' .. ARGV[1])
 return id
 """
 
-# Start a delivered job: count the delivery; past ARGV[3] deliveries return minus the count
-# (the job keeps killing workers), 0 if the job already finished (cancelled while queued), else
-# mark it running and return the count.
+# Start a delivered job: count the delivery in its record; 0 if the job already finished
+# (cancelled while queued) or its record expired; past ARGV[3] deliveries minus the count (the
+# job keeps killing workers); else mark it running and return the count.
 _START = """
-local deliveries = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-if deliveries > tonumber(ARGV[3]) then return -deliveries end
-if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries')
+if not record[1] or record[2] then return 0 end
+local deliveries = tonumber(record[3] or '0') + 1
+if deliveries > tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'deliveries', deliveries)
+  return -deliveries
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2], 'deliveries', deliveries)
 return deliveries
 """
 
@@ -161,7 +166,7 @@ class JobStore:
 
     def create(self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None) -> None:
         """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID)."""
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=False)
         now = time.time()
         for job_id in job_ids:
             record = {
@@ -195,11 +200,7 @@ class JobStore:
         """
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            self._start(
-                keys=[keys.job_key(job_id), keys.job_deliveries_key(job_id)],
-                args=[time.time(), worker, max_deliveries, self.ttl_s],
-                client=pipe,
-            )
+            _run_script(self._start, [keys.job_key(job_id)], [time.time(), worker, max_deliveries], pipe)
         return [int(n) for n in pipe.execute()]
 
     def append_events(self, pipe, job_id: str, last_id: str, events: list[str], first: bool) -> None:
@@ -244,8 +245,8 @@ class JobStore:
             job_id,
             only_if.value if only_if is not None else "",
         ]
-        job_keys = [keys.job_key(job_id), keys.job_events_key(job_id), keys.job_deliveries_key(job_id)]
-        written = self._finish(keys=job_keys, args=args, client=client)
+        job_keys = [keys.job_key(job_id), keys.job_events_key(job_id)]
+        written = _run_script(self._finish, job_keys, args, client)
         return _text(written) if written else written
 
     def replay(self, job_id: str, after: EventId | None) -> Replay:
@@ -280,13 +281,21 @@ class JobStore:
         return Replay([*events, (terminal_id, terminal)])
 
     def request_cancel(self, job_id: str) -> None:
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.job_cancel_key(job_id), 1, ex=self.ttl_s)
         pipe.publish(keys.CANCEL_CHANNEL, job_id)
         pipe.execute()
 
     def is_cancel_requested(self, job_id: str) -> bool:
         return bool(self.client.exists(keys.job_cancel_key(job_id)))
+
+
+def _run_script(script: Script, script_keys: list[str], args: list, client=None):
+    """Run a registered script directly (EVALSHA) or queue it on a pipeline as EVAL: a pipeline
+    holding scripts would first ask Redis whether they exist (another round trip, every time)."""
+    if isinstance(client, Pipeline):
+        return client.eval(script.script, len(script_keys), *script_keys, *args)
+    return script(keys=script_keys, args=args, client=client)
 
 
 def _text(value: bytes | str) -> str:

@@ -32,11 +32,6 @@ def job_cancel_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:cancel"
 
 
-def job_deliveries_key(job_id: str) -> str:
-    """Counter of how many times the broker handed the job to a worker."""
-    return f"{PREFIX}:job:{job_id}:deliveries"
-
-
 def worker_key(worker_name: str) -> str:
     """Expiring heartbeat of one live worker (JSON: device, queues, loaded models)."""
     return f"{PREFIX}:worker:{worker_name}"
