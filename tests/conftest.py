@@ -92,18 +92,22 @@ def sse_data(response: requests.Response) -> list[str]:
     return [line[len("data: ") :] for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
 
 
-def sse_events(response: requests.Response) -> list[dict]:
-    """Frames of an SSE response as dicts with id, event and data (JSON-decoded)."""
-    frames, current = [], {}
+def sse_frames(response: requests.Response) -> Iterator[dict]:
+    """Frames of an SSE response as they arrive, as dicts with id, event and data (JSON-decoded)."""
+    current = {}
     for line in response.iter_lines(decode_unicode=True):
         if not line:
             if current:
-                frames.append(current)
+                yield current
             current = {}
             continue
         field, _, value = line.partition(": ")
         current[field] = json.loads(value) if field == "data" else value
-    return frames
+
+
+def sse_events(response: requests.Response) -> list[dict]:
+    """All frames of an SSE response (see sse_frames)."""
+    return list(sse_frames(response))
 
 
 def user(text: str) -> list[dict]:

@@ -3,8 +3,8 @@
 The decode loop never waits on Redis: it queues events here, one group per engine step (see
 `coalesced_events`). Each write announces everything queued since the last one in a single
 pub/sub message (live clients get every token at once), while the job's Stream, which only
-clients resuming with Last-Event-ID read, gets a job's events in chunks: at most every
-CHUNK_AGE_S, or CHUNK_EVENTS events, and always before its terminal event. A terminal event is
+clients resuming with Last-Event-ID read, gets a job's events in chunks: its first write at
+once, then at most every CHUNK_AGE_S or CHUNK_EVENTS events, and always before its terminal event. A terminal event is
 queued like any other, so it always follows the job's last token; `finish` returns once it is stored.
 """
 
@@ -168,8 +168,13 @@ class EventPublisher:
                 pipe.hset(keys.job_key(item.job_id), mapping=item.record)
         ending = {item.job_id for item, _ in terminals}
         for job_id, job in self._jobs.items():
+            # A job's first write (its started event) is stored at once: a rerun after this
+            # worker dies then shows where the first attempt began.
             due = job.unstored and (
-                job_id in ending or len(job.unstored) >= CHUNK_EVENTS or now - job.oldest >= CHUNK_AGE_S
+                not job.stored_any
+                or job_id in ending
+                or len(job.unstored) >= CHUNK_EVENTS
+                or now - job.oldest >= CHUNK_AGE_S
             )
             if due:
                 last_id = f"{job.delivery}-{job.sequence}"
