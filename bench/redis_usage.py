@@ -61,16 +61,16 @@ class Stream:
 
 @dataclass
 class RedisState:
-    commands: int
     used_memory: int
     keys: int
     aof_bytes: int
+    job_bytes: int  # MEMORY USAGE of every job key (record, events): what the jobs themselves hold
 
 
 def redis_state(client: redis.Redis) -> RedisState:
     info = client.info("all")
-    commands = sum(v["calls"] for k, v in info.items() if k.startswith("cmdstat_"))
-    return RedisState(commands, info["used_memory"], client.dbsize(), info.get("aof_current_size", 0))
+    job_bytes = sum(client.memory_usage(key) or 0 for key in client.scan_iter(match="ladle:job:*", count=1000))
+    return RedisState(info["used_memory"], client.dbsize(), info.get("aof_current_size", 0), job_bytes)
 
 
 def stream_one(url: str, model: str, prompt: str, max_tokens: int) -> Stream:
@@ -110,19 +110,25 @@ def generate(url: str, model: str, concurrency: int, requests_count: int, max_to
         return list(pool.map(lambda p: stream_one(url, model, p, max_tokens), prompts))
 
 
+def command_total(client: redis.Redis) -> int:
+    return sum(v["calls"] for v in client.info("commandstats").values())
+
+
 def idle_commands_per_s(client: redis.Redis, seconds: float = 5.0) -> float:
     """Commands Redis runs with no request in flight (heartbeats, polling), per second."""
-    before = redis_state(client).commands
+    before = command_total(client)
     time.sleep(seconds)
-    return (redis_state(client).commands - before - 1) / seconds  # minus this INFO
+    return (command_total(client) - before - 1) / seconds  # minus this INFO
 
 
 def measure(url: str, client: redis.Redis, args, concurrency: int) -> dict:
     background = idle_commands_per_s(client)
     before = redis_state(client)
+    commands_before = command_total(client)  # last before the run, first after: the bench's own reads stay out
     started = time.perf_counter()
     runs = generate(url, args.model, concurrency, max(1, round(args.tokens / args.max_tokens)), args.max_tokens)
     seconds = time.perf_counter() - started
+    commands = command_total(client) - commands_before - 1
     after = redis_state(client)
     time.sleep(args.events_ttl + 2)  # the events window passes
     later = redis_state(client)
@@ -133,13 +139,15 @@ def measure(url: str, client: redis.Redis, args, concurrency: int) -> dict:
         "requests": len(runs),
         "tokens": tokens,
         "tokens_per_s": tokens / seconds,
-        "commands_per_token": (after.commands - before.commands) / tokens,
+        "commands_per_token": commands / tokens,
         "background_commands_per_token": background * seconds / tokens,
         "ttft_p50_ms": statistics.median(1000 * r.ttft_s for r in runs),
         "gap_p50_ms": statistics.median(gaps) if gaps else 0.0,
         "gap_p99_ms": percentile(gaps, 0.99) if gaps else 0.0,
         "memory_bytes_per_token_after_run": (after.used_memory - before.used_memory) / tokens,
         "memory_bytes_per_token_after_window": (later.used_memory - before.used_memory) / tokens,
+        "job_bytes_per_token_after_run": (after.job_bytes - before.job_bytes) / tokens,
+        "job_bytes_per_token_after_window": (later.job_bytes - before.job_bytes) / tokens,
         "keys_added_after_run": after.keys - before.keys,
         "keys_added_after_window": later.keys - before.keys,
         "aof_bytes_per_token": (after.aof_bytes - before.aof_bytes) / tokens,
@@ -169,17 +177,19 @@ def main() -> None:
         for concurrency in (1, 8):
             results.append(measure(url, client, args, concurrency))
     print(f"Ladle at {args.ladle_root.resolve()}, model {args.model}, max_tokens={args.max_tokens}, greedy")
-    print(f"LADLE_EVENTS_TTL={args.events_ttl} s; memory, keys and AOF are deltas over the run")
+    print(f"LADLE_EVENTS_TTL={args.events_ttl} s; memory, keys and AOF are deltas over the run; B: used_memory,")
+    print("jobB: MEMORY USAGE of the ladle:job:* keys; '+ttl': once the events window passed; (idle): background")
     header = ["conc", "tokens", "tok/s", "cmd/tok", "(idle)", "TTFT p50", "gap p50", "gap p99"]
-    header += ["B/tok run", "B/tok +ttl", "keys run", "keys +ttl", "AOF B/tok"]
-    print("".join(f"{h:>11}" for h in header))
+    header += ["B/tok run", "B/tok +ttl", "jobB/tok run", "jobB/tok +ttl", "keys run", "keys +ttl", "AOF B/tok"]
+    print("".join(f"{h:>14}" for h in header))
     for r in results:
         cells = [r["concurrency"], r["tokens"], f"{r['tokens_per_s']:.1f}", f"{r['commands_per_token']:.3f}"]
         cells += [f"{r['background_commands_per_token']:.3f}", f"{r['ttft_p50_ms']:.1f}", f"{r['gap_p50_ms']:.1f}"]
         cells += [f"{r['gap_p99_ms']:.1f}", f"{r['memory_bytes_per_token_after_run']:.0f}"]
-        cells += [f"{r['memory_bytes_per_token_after_window']:.0f}", r["keys_added_after_run"]]
+        cells += [f"{r['memory_bytes_per_token_after_window']:.0f}", f"{r['job_bytes_per_token_after_run']:.0f}"]
+        cells += [f"{r['job_bytes_per_token_after_window']:.0f}", r["keys_added_after_run"]]
         cells += [r["keys_added_after_window"], f"{r['aof_bytes_per_token']:.0f}"]
-        print("".join(f"{c:>11}" for c in cells))
+        print("".join(f"{c:>14}" for c in cells))
     print(json.dumps(results))
 
 
