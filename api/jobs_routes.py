@@ -11,7 +11,7 @@ from api.embeddings import protocol as embedding_protocol
 from api.errors import ApiError
 from api.services import services
 from api.sse import sse_frame, sse_response
-from contracts.job_store import JobRecord
+from contracts.job_store import JobRecord, parse_event_id
 from contracts.jobs import (
     DownloadResult,
     EmbeddingResult,
@@ -85,12 +85,18 @@ def get_job(job_id: str):
 def job_events(job_id: str):
     _record(job_id)
     after = request.headers.get("Last-Event-ID") or request.args.get("after")
+    if after:
+        try:
+            parse_event_id(after)
+        except ValueError:
+            message = f"'{after}' is not an event ID of this job (IDs look like '1-5')."
+            raise ApiError(400, message, param="Last-Event-ID", code="invalid_event_id") from None
     feed = services().jobs.follow(job_id)
 
     def frames():
         try:
-            for stream_id, event in feed.events(after=after):
-                yield sse_frame(event.model_dump_json(), event=event.type, event_id=stream_id)
+            for event_id, event in feed.events(after=after):
+                yield sse_frame(event.model_dump_json(), event=event.type, event_id=event_id)
         finally:
             feed.close()
 

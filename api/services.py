@@ -37,7 +37,7 @@ class Services:
         if not settings.redis_url:
             raise ValueError("the API needs REDIS_URL (or LADLE_REDIS_URL); `ladle serve` sets it")
         client = redis_client(settings, API_RETRY_S, health_check_interval=30)
-        store = JobStore(client, settings.job_ttl_s)
+        store = JobStore(client, settings.job_ttl_s, settings.events_ttl_s)
         producer = Celery("ladle-api")
         producer.conf.update(celery_config(settings))
         jobs = JobClient(settings, store, producer)

@@ -22,19 +22,27 @@ from contracts.settings import Settings  # noqa: E402
 
 @contextmanager
 def ladle_serve(
-    model_dir: Path, ready: Callable[[str], object], env_overrides: dict[str, str] | None = None
+    model_dir: Path,
+    ready: Callable[[str], object],
+    env_overrides: dict[str, str] | None = None,
+    root: Path = ROOT,
+    persist: bool = False,
 ) -> Iterator[tuple[str, str]]:
-    """Yields (API URL, Redis URL) once `ready(api_url)` succeeds; then stops everything."""
+    """Yields (API URL, Redis URL) once `ready(api_url)` succeeds; then stops everything.
+
+    `root` is the Ladle checkout that serves (another one measures other code with the same bench);
+    `persist` gives the private Redis an append-only file.
+    """
     with tempfile.TemporaryDirectory() as data_dir:
-        redis_server = EmbeddedRedis(Path(data_dir) / "redis", persist=False)
+        redis_server = EmbeddedRedis(Path(data_dir) / "redis", persist=persist)
         redis_url = redis_server.start()
         port = free_port()
         settings = Settings.from_env({**os.environ, **(env_overrides or {})}).with_overrides(
             redis_url=redis_url, port=port, model_dir=model_dir
         )
-        env = {**os.environ, **(env_overrides or {}), **settings.to_env(), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **(env_overrides or {}), **settings.to_env(), "PYTHONPATH": str(root)}
         command = [sys.executable, "-m", "cli.main", "serve"]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(240):

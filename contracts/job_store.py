@@ -1,8 +1,12 @@
 """Ladle's own job records and event streams in Redis (Celery's result backend is not used).
 
-A job's events are appended to a Redis Stream and announced on a pub/sub channel by one Lua
-script, so both happen atomically. Finishing is guarded by HSETNX on `finished_at`: exactly one
-writer (worker or API) emits the terminal event.
+Every event of a job has an ID "delivery-sequence" (the job's delivery count, then 1, 2, ...
+within that delivery), which is also its SSE `id:`; IDs only grow, a rerun's events follow the
+dead delivery's. Workers announce events on one pub/sub channel for all jobs as they happen and
+append them to the job's Stream in chunks (one entry holds several events; its ID is its last
+event's ID). Finishing is guarded by HSETNX on `finished_at`: exactly one writer (worker or
+API) records the outcome and emits the terminal event, and from then on the Stream is kept only
+`events_ttl_s`; the record, with the result, stays `ttl_s`.
 """
 
 from __future__ import annotations
@@ -12,31 +16,39 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
+from redis.commands.core import Script
 
 from contracts import keys
-from contracts.jobs import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, JobKind, JobStatus, ProgressEvent
+from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind, JobStatus
 
-_EMIT = """
-if ARGV[3] == '1' then
-  if ARGV[8] and redis.call('HGET', KEYS[1], 'status') ~= ARGV[8] then return false end
-  if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[5]) == 0 then return false end
-  redis.call('HSET', KEYS[1], 'status', ARGV[4], ARGV[6], ARGV[7])
-end
-local id = redis.call('XADD', KEYS[2], '*', 'event', ARGV[1])
+# KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
+# event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
+# only-if status ('' = any).
+_FINISH = """
+if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'status') ~= ARGV[10] then return false end
+if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[4]) == 0 then return false end
+local id = ARGV[7]
+if id == '' then id = (tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') + 1) .. '-0' end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[5], ARGV[6], 'last_event', id)
+redis.pcall('XADD', KEYS[2], id, 'events', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', KEYS[3], id .. '\\n' .. ARGV[1])
+redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. id .. ' ' .. ARGV[1])
 return id
 """
 
-# Start a delivered job: count the delivery; past ARGV[3] deliveries return minus the count
-# (the job keeps killing workers), 0 if the job already finished (cancelled while queued), else
-# mark it running and return the count.
+# Start a delivered job: count the delivery in its record; 0 if the job already finished
+# (cancelled while queued) or its record expired; past ARGV[3] deliveries minus the count (the
+# job keeps killing workers); else mark it running and return the count.
 _START = """
-local deliveries = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-if deliveries > tonumber(ARGV[3]) then return -deliveries end
-if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries')
+if not record[1] or record[2] then return 0 end
+local deliveries = tonumber(record[3] or '0') + 1
+if deliveries > tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'deliveries', deliveries)
+  return -deliveries
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2], 'deliveries', deliveries)
 return deliveries
 """
 
@@ -96,25 +108,65 @@ class JobRecord:
         )
 
 
-def parse_stream_id(stream_id: str) -> tuple[int, int]:
-    """Order of a stream entry ID ("ms-seq"), for comparing IDs from replay and live feed."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+EventId = tuple[int, int]
+
+
+def parse_event_id(event_id: str) -> EventId:
+    """Order of an event ID ("delivery-sequence"); ValueError if it is not one."""
+    delivery, separator, sequence = event_id.partition("-")
+    if not separator or not delivery.isdigit() or not sequence.isdigit():
+        raise ValueError(f"not an event ID: {event_id!r}")
+    return int(delivery), int(sequence)
+
+
+def format_event_id(event_id: EventId) -> str:
+    return f"{event_id[0]}-{event_id[1]}"
+
+
+def follows(last: EventId | None, event_id: EventId) -> bool:
+    """Whether `event_id` comes right after `last`: the next in its delivery, or the first of a later one."""
+    if last is None:
+        return event_id[1] <= 1
+    return event_id == (last[0], last[1] + 1) or (event_id[0] > last[0] and event_id[1] <= 1)
+
+
+def live_lines(events: list[tuple[str, str, str]]) -> str:
+    """One pub/sub message announcing (job ID, event ID, event JSON) triples; JSON holds no newline."""
+    return "\n".join(f"{job_id} {event_id} {data}" for job_id, event_id, data in events)
+
+
+def parse_live_lines(message: str) -> list[tuple[str, str, str]]:
+    """The (job ID, event ID, event JSON) triples of a message made by `live_lines`."""
+    triples = []
+    for line in message.split("\n"):
+        job_id, _, rest = line.partition(" ")
+        event_id, _, data = rest.partition(" ")
+        triples.append((job_id, event_id, data))
+    return triples
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a job's Stream holds after a point: events in order, and whether the job ended before it."""
+
+    events: list[tuple[str, str]]
+    ended: bool = False
 
 
 class JobStore:
     """Reads and writes job records and events; shared by the API and the workers."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, events_ttl_s: int = 300) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._emit = client.register_script(_EMIT)
+        self.events_ttl_s = events_ttl_s
+        self._finish = client.register_script(_FINISH)
         self._start = client.register_script(_START)
         self._claim_shared = client.register_script(_CLAIM_SHARED)
 
     def create(self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None) -> None:
         """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID)."""
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=False)
         now = time.time()
         for job_id in job_ids:
             record = {
@@ -148,23 +200,21 @@ class JobStore:
         """
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            self._start(
-                keys=[keys.job_key(job_id), keys.job_deliveries_key(job_id)],
-                args=[time.time(), worker, max_deliveries, self.ttl_s],
-                client=pipe,
-            )
+            _run_script(self._start, [keys.job_key(job_id)], [time.time(), worker, max_deliveries], pipe)
         return [int(n) for n in pipe.execute()]
 
-    def emit(self, job_id: str, event: JobEvent, client: redis.Redis | None = None) -> None:
-        """Append a non-terminal event (pass a pipeline as `client` to batch writes)."""
-        self._emit(keys=_event_keys(job_id), args=[event.model_dump_json(), self.ttl_s, "0"], client=client)
+    def append_events(self, pipe, job_id: str, last_id: str, events: list[str], first: bool) -> None:
+        """Queue on `pipe` one Stream entry holding `events` (consecutive, the last one `last_id`).
 
-    def report_progress(self, job_id: str, progress: DownloadProgress) -> None:
-        """Keep the latest progress in the job record and emit it as an event."""
-        pipe = self.client.pipeline()
-        pipe.hset(keys.job_key(job_id), "progress", progress.model_dump_json())
-        self.emit(job_id, ProgressEvent(progress=progress), client=pipe)
-        pipe.execute()
+        The delivery's first entry also sets the Stream's expiry (a job that never finishes still goes).
+        """
+        pipe.xadd(keys.job_events_key(job_id), {"events": "\n".join(events)}, id=last_id)
+        if first:
+            pipe.expire(keys.job_events_key(job_id), self.ttl_s)
+
+    def announce(self, pipe, events: list[tuple[str, str, str]]) -> None:
+        """Queue on `pipe` one message announcing (job ID, event ID, event JSON) triples of any jobs."""
+        pipe.publish(keys.JOB_EVENTS_CHANNEL, live_lines(events))
 
     def finish(
         self,
@@ -173,26 +223,65 @@ class JobStore:
         status: JobStatus,
         client=None,
         only_if: JobStatus | None = None,
+        event_id: str = "",
     ):
         """Record the outcome and emit the terminal event unless another writer finished first
         (or, with `only_if`, unless the job has left that status: a worker started it meanwhile).
 
-        Returns the stream ID, or None when nothing was written (via a pipeline: the pipeline's
+        `event_id` is the worker's next event ID; without it the event follows any delivery.
+        Returns the event ID, or None when nothing was written (via a pipeline: the pipeline's
         result holds it).
         """
         field, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
-        args = [event.model_dump_json(), self.ttl_s, "1", status.value, time.time(), field, document.model_dump_json()]
-        if only_if is not None:
-            args.append(only_if.value)
-        return self._emit(keys=_event_keys(job_id), args=args, client=client)
+        args = [
+            event.model_dump_json(),
+            self.events_ttl_s,
+            status.value,
+            time.time(),
+            field,
+            document.model_dump_json(),
+            event_id,
+            keys.JOB_EVENTS_CHANNEL,
+            job_id,
+            only_if.value if only_if is not None else "",
+        ]
+        job_keys = [keys.job_key(job_id), keys.job_events_key(job_id)]
+        written = _run_script(self._finish, job_keys, args, client)
+        return _text(written) if written else written
 
-    def events_after(self, job_id: str, after: str | None) -> list[tuple[str, str]]:
-        """Stored events (stream ID, JSON) after `after` (exclusive), oldest first."""
-        start = f"({after}" if after else "-"
-        return [(_text(i), _text(f[b"event"])) for i, f in self.client.xrange(keys.job_events_key(job_id), start, "+")]
+    def replay(self, job_id: str, after: EventId | None) -> Replay:
+        """Stored events (event ID, JSON) after `after` (exclusive), oldest first.
+
+        Once the job finished and its Stream expired, the terminal event is rebuilt from the record
+        (with its original ID); `ended` when the job's terminal event is not after `after`.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        # The record first: a job seen finished has its terminal event stored, unless it expired.
+        pipe.hmget(keys.job_key(job_id), ["finished_at", "last_event", "result", "error"])
+        pipe.xrange(keys.job_events_key(job_id), f"({format_event_id(after)}" if after else "-", "+")
+        (finished_at, last_event, result, error), entries = pipe.execute()
+        events = []
+        for entry_id, fields in entries:
+            last = parse_event_id(_text(entry_id))
+            chunk = _text(fields[b"events"]).split("\n")
+            for offset, data in enumerate(chunk):
+                event_id = (last[0], last[1] - len(chunk) + 1 + offset)
+                if after is None or event_id > after:
+                    events.append((format_event_id(event_id), data))
+        if finished_at is None or (events and json.loads(events[-1][1])["type"] in TERMINAL_EVENT_TYPES):
+            return Replay(events)
+        terminal_id = _text(last_event) if last_event else "0-0"
+        if after is not None and last_event and parse_event_id(terminal_id) <= after:
+            return Replay([], ended=True)
+        # The same JSON as the DoneEvent / ErrorEvent the finishing writer emitted.
+        if result:
+            terminal = f'{{"type":"done","result":{_text(result)}}}'
+        else:
+            terminal = f'{{"type":"error","error":{_text(error)}}}'
+        return Replay([*events, (terminal_id, terminal)])
 
     def request_cancel(self, job_id: str) -> None:
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.job_cancel_key(job_id), 1, ex=self.ttl_s)
         pipe.publish(keys.CANCEL_CHANNEL, job_id)
         pipe.execute()
@@ -201,8 +290,12 @@ class JobStore:
         return bool(self.client.exists(keys.job_cancel_key(job_id)))
 
 
-def _event_keys(job_id: str) -> list[str]:
-    return [keys.job_key(job_id), keys.job_events_key(job_id), keys.job_channel(job_id)]
+def _run_script(script: Script, script_keys: list[str], args: list, client=None):
+    """Run a registered script directly (EVALSHA) or queue it on a pipeline as EVAL: a pipeline
+    holding scripts would first ask Redis whether they exist (another round trip, every time)."""
+    if isinstance(client, Pipeline):
+        return client.eval(script.script, len(script_keys), *script_keys, *args)
+    return script(keys=script_keys, args=args, client=client)
 
 
 def _text(value: bytes | str) -> str:

@@ -18,23 +18,18 @@ def job_key(job_id: str) -> str:
 
 
 def job_events_key(job_id: str) -> str:
-    """Stream of a job's events, kept for replay and Last-Event-ID resume."""
+    """Stream of a job's events (several per entry), kept a short while for Last-Event-ID resume."""
     return f"{PREFIX}:job:{job_id}:events"
 
 
-def job_channel(job_id: str) -> str:
-    """Pub/sub channel on which a job's events are announced as they happen."""
-    return f"{PREFIX}:job:{job_id}:live"
+# Pub/sub channel on which every job's events are announced as they happen: one message per
+# worker write carries the events of all its jobs, one line each ("job_id event_id json").
+JOB_EVENTS_CHANNEL = f"{PREFIX}:job-events"
 
 
 def job_cancel_key(job_id: str) -> str:
     """Flag set when a client asked to cancel the job."""
     return f"{PREFIX}:job:{job_id}:cancel"
-
-
-def job_deliveries_key(job_id: str) -> str:
-    """Counter of how many times the broker handed the job to a worker."""
-    return f"{PREFIX}:job:{job_id}:deliveries"
 
 
 def worker_key(worker_name: str) -> str:

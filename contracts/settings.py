@@ -42,8 +42,11 @@ class Settings:
     # LADLE_HOST / LADLE_PORT: where `ladle serve` listens (Foundry Local's default port).
     host: str = "127.0.0.1"
     port: int = 5272
-    # LADLE_JOB_TTL: seconds a job record and its event stream are kept.
+    # LADLE_JOB_TTL: seconds a job record (with its result or error) is kept.
     job_ttl_s: int = 86400
+    # LADLE_EVENTS_TTL: seconds a finished job's event stream is kept for clients that resume it
+    # with Last-Event-ID; later they get the terminal event rebuilt from the record.
+    events_ttl_s: int = 300
     # LADLE_SYNC_TIMEOUT: seconds a synchronous request waits for its job before replying 504.
     sync_timeout_s: float = 600.0
     # LADLE_WORKER_WAIT: seconds to wait for a live worker of the device before replying 503.
@@ -143,6 +146,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "host": ("LADLE_HOST", str),
     "port": ("LADLE_PORT", int),
     "job_ttl_s": ("LADLE_JOB_TTL", int),
+    "events_ttl_s": ("LADLE_EVENTS_TTL", int),
     "sync_timeout_s": ("LADLE_SYNC_TIMEOUT", float),
     "worker_wait_s": ("LADLE_WORKER_WAIT", float),
     "visibility_timeout_s": ("LADLE_VISIBILITY_TIMEOUT", int),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import requests
 
@@ -72,3 +73,16 @@ def assert_error(response, status: int, param: str | None = None, code: str | No
     if code is not None:
         assert error["code"] == code
     return error
+
+
+def sse_frames(response: requests.Response) -> Iterator[dict]:
+    """Frames of an SSE response as they arrive, as dicts with id, event and data (JSON-decoded)."""
+    current: dict = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if not line:
+            if current:
+                yield current
+            current = {}
+            continue
+        field, _, value = line.partition(": ")
+        current[field] = json.loads(value) if field == "data" else value

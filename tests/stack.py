@@ -104,7 +104,7 @@ class Fleet:
         return next(w for w in self.workers if w.name == name)
 
     def deliveries(self, job_id: str) -> int:
-        return int(redis.Redis.from_url(self.settings.redis_url).get(keys.job_deliveries_key(job_id)))
+        return int(redis.Redis.from_url(self.settings.redis_url).hget(keys.job_key(job_id), "deliveries"))
 
 
 def start_fleet(tmp_path, model_dir, workers: int, **overrides) -> Fleet:

@@ -15,15 +15,18 @@ def test_job_store_works_on_redislites_redis_server(tmp_path):
     store = JobStore(redis.Redis.from_url(server.start()), ttl_s=60)
     try:
         store.create(["j1"], JobKind.CHAT, "m")
-        store.emit("j1", DeltaEvent(index=0, text="a"))
-        second = store.client.xrange("ladle:job:j1:events")[0][0].decode()
-        store.emit("j1", DeltaEvent(index=0, text="b"))
+        store.start(["j1"], "w", max_deliveries=3)
+        a, b = (DeltaEvent(index=0, text=t).model_dump_json() for t in "ab")
+        pipe = store.client.pipeline(transaction=False)
+        store.append_events(pipe, "j1", "1-2", [a, b], first=True)
+        store.announce(pipe, [("j1", "1-1", a), ("j1", "1-2", b)])
+        pipe.execute()
         done = DoneEvent(
             result=GenerationResult(choices=[], usage=Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3))
         )
-        assert store.finish("j1", done, JobStatus.SUCCEEDED)
+        assert store.finish("j1", done, JobStatus.SUCCEEDED, event_id="1-3") == "1-3"
         assert store.finish("j1", done, JobStatus.SUCCEEDED) is None  # only one terminal event
-        assert [e for _, e in store.events_after("j1", second)][0] == DeltaEvent(index=0, text="b").model_dump_json()
+        assert store.replay("j1", (1, 1)).events == [("1-2", b), ("1-3", done.model_dump_json())]
         assert store.get("j1").status == JobStatus.SUCCEEDED
         assert (tmp_path / "appendonly.aof").exists() or (tmp_path / "appendonlydir").exists()
     finally:

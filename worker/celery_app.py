@@ -58,13 +58,13 @@ class WorkerRuntime:
         self.lane = lane
         self.name = name
         client = redis_client(settings)
-        self.store = JobStore(client, settings.job_ttl_s)
+        self.store = JobStore(client, settings.job_ttl_s, settings.events_ttl_s)
         self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
         self.jobs = JobRunner(settings, self.store, self.publisher, name)
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
         self.token_counter = TokenCounter(self.registry.directory)
-        self.downloads = DownloadRunner(self.store, TokenSeal.from_settings(settings))
+        self.downloads = DownloadRunner(self.store, self.publisher, TokenSeal.from_settings(settings))
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
         self.lost_jobs = LostJobSweeper(self.store)
         if lane == COMPUTE_LANE:

@@ -14,11 +14,13 @@ import itertools
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from worker.errors import model_unloaded
+from worker.event_publisher import coalesced_events
 from worker.generation_request import GenerationRequest, Row, complete
 from worker.onnx_decoder import OnnxDecoder
 from worker.prefix_cache import PrefixCache
@@ -79,6 +81,7 @@ class ContinuousEngine:
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
         self._order = itertools.count()
+        self._finished: list[tuple] = []  # arguments of `complete` for requests done this step
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
@@ -127,14 +130,27 @@ class ContinuousEngine:
                     return  # stopping, nothing left
                 self._admit()
             try:
-                self._leave_cancelled()
-                self._prefill_next()
-                self._step()
+                # Each part's events go out together (one Redis write for all rows of a step);
+                # the first tokens of prefilled rows do not wait for the decode step.
+                self._in_one_write(self._leave_cancelled, self._prefill_next)
+                self._in_one_write(self._step)
             except Exception as error:  # the engine outlives a failed step; its requests fail
                 log.exception("decode step failed", extra={"jobs": list(self._tracked)})
                 self._fail_all(error)
             if not any(self.slots):
                 self.decoder.reset_cache()
+
+    def _in_one_write(self, *parts: Callable[[], None]) -> None:
+        """Run `parts`, queueing their events as one group; requests they finished complete after
+        that, so a job's terminal event (queued by its runner once woken) follows its last tokens."""
+        try:
+            with coalesced_events():
+                for part in parts:
+                    part()
+        finally:
+            finished, self._finished = self._finished, []
+            for args in finished:
+                complete(*args)
 
     def _admit(self) -> None:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
@@ -231,7 +247,7 @@ class ContinuousEngine:
                 return
             del self._tracked[request.job_id]
         cached = sum(s.reused for s in tracked.rows[:: request.n])  # once per prompt, as counted
-        complete(request, [s.row for s in tracked.rows], max(tracked.peak, 1), cached)
+        self._finished.append((request, [s.row for s in tracked.rows], max(tracked.peak, 1), cached))
 
     def _drop(self, tracked: _Tracked) -> None:
         """Forget a request's rows (lock held)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from contracts.job_store import JobStore
 from contracts.jobs import DoneEvent, DownloadJob, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
 from contracts.token_seal import SealError, TokenSeal
+from worker.event_publisher import EventPublisher
 from worker.job_runner import Outcome
 from worker.model_download import DownloadCancelled, DownloadFailed, DownloadRequest, discard_staging, download_model
 
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class DownloadRunner:
-    def __init__(self, store: JobStore, seal: TokenSeal) -> None:
+    def __init__(self, store: JobStore, publisher: EventPublisher, seal: TokenSeal) -> None:
         self.store = store
+        self.publisher = publisher
         self.seal = seal
 
     def download(self, job: DownloadJob) -> Outcome:
@@ -41,7 +43,7 @@ class DownloadRunner:
         try:
             result = download_model(
                 request,
-                lambda progress: self.store.report_progress(job.job_id, progress),
+                lambda progress: self.publisher.report_progress(job.job_id, progress),
                 _CancelCheck(self.store, job.job_id),
             )
         except DownloadCancelled:

@@ -1,7 +1,11 @@
-"""Writes job events to Redis from one background thread, in order, in pipelined batches.
+"""Writes job events to Redis from one background thread, in order, one round trip per write.
 
-The decode loop never waits on Redis: it queues events here. A terminal event is queued like
-any other, so it always follows the job's last token; `finish` returns once it is stored.
+The decode loop never waits on Redis: it queues events here, one group per engine step (see
+`coalesced_events`). Each write announces everything queued since the last one in a single
+pub/sub message (live clients get every token at once), while the job's Stream, which only
+clients resuming with Last-Event-ID read, gets a job's events in chunks: its first write at
+once, then at most every CHUNK_AGE_S or CHUNK_EVENTS events, and always before its terminal event. A terminal event is
+queued like any other, so it always follows the job's last token; `finish` returns once it is stored.
 """
 
 from __future__ import annotations
@@ -10,35 +14,85 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from contracts import keys
 from contracts.job_store import JobStore
-from contracts.jobs import DoneEvent, ErrorEvent, JobEvent, JobStatus
+from contracts.jobs import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, JobStatus, ProgressEvent
 
 log = logging.getLogger(__name__)
 
+# Most queued groups one write takes (one pipeline).
 _MAX_PIPELINE = 512
+# A job's events wait at most this long (or until there are this many) before they are stored:
+# a client resuming a running job waits at most that long for the events it missed.
+CHUNK_AGE_S = 1.0
+CHUNK_EVENTS = 256
+
+_held = threading.local()
+
+
+@contextmanager
+def coalesced_events() -> Iterator[None]:
+    """Hold the events this thread emits inside the block and queue them as one group at its end.
+
+    An engine wraps each step in it: all rows' tokens of the step go out in one write.
+    """
+    if getattr(_held, "groups", None) is not None:  # nested: the outer block sends
+        yield
+        return
+    _held.groups = {}
+    try:
+        yield
+    finally:
+        groups, _held.groups = _held.groups, None
+        for publisher, items in groups.items():
+            publisher._queue.put(items)
 
 
 @dataclass
 class _Outgoing:
     job_id: str
-    event: JobEvent
+    event: JobEvent | None = None
     status: JobStatus | None = None  # set for terminal events
+    delivery: int | None = None  # set when the job starts on this worker
+    record: dict[str, str] | None = None  # record fields written with the event
     written: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class _JobLog:
+    """What the writer thread knows of a running job: its last event ID and events not yet stored."""
+
+    delivery: int
+    sequence: int = 0
+    unstored: list[str] = field(default_factory=list)
+    oldest: float = 0.0  # when the first unstored event was queued
+    stored_any: bool = False
+
+
 class EventPublisher:
-    """Queue events with `emit`/`finish`; a thread stores and announces them."""
+    """`start` a job, queue its events with `emit`, end it with `finish`; a thread writes them."""
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
-        self._queue: queue.Queue[_Outgoing | None] = queue.Queue()
+        self._queue: queue.Queue[list[_Outgoing] | None] = queue.Queue()
+        self._jobs: dict[str, _JobLog] = {}  # only the writer thread touches it
         self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
         self._thread.start()
 
-    def emit(self, job_id: str, event: JobEvent) -> None:
-        self._queue.put(_Outgoing(job_id, event))
+    def start(self, job_id: str, delivery: int) -> None:
+        """Number the job's events from here on after its delivery count (see contracts.job_store)."""
+        self._queue.put([_Outgoing(job_id, delivery=delivery)])
+
+    def emit(self, job_id: str, event: JobEvent, record: dict[str, str] | None = None) -> None:
+        self._put(_Outgoing(job_id, event, record=record))
+
+    def report_progress(self, job_id: str, progress: DownloadProgress) -> None:
+        """Keep the latest progress in the job record and emit it as an event."""
+        self.emit(job_id, ProgressEvent(progress=progress), record={"progress": progress.model_dump_json()})
 
     def finish(self, job_id: str, event: DoneEvent | ErrorEvent, status: JobStatus, timeout: float = 30) -> None:
         """Queue the terminal event and wait until it is in Redis."""
@@ -47,8 +101,7 @@ class EventPublisher:
     def finish_many(self, outcomes: list[tuple[str, DoneEvent | ErrorEvent, JobStatus]], timeout: float = 30) -> None:
         """Queue several jobs' terminal events (written in one pipeline) and wait until they are in Redis."""
         outgoing = [_Outgoing(job_id, event, status) for job_id, event, status in outcomes]
-        for item in outgoing:
-            self._queue.put(item)
+        self._queue.put(outgoing)
         deadline = time.monotonic() + timeout
         for item in outgoing:
             if not item.written.wait(max(0.0, deadline - time.monotonic())):
@@ -58,28 +111,84 @@ class EventPublisher:
         self._queue.put(None)
         self._thread.join(timeout=5)
 
+    def _put(self, item: _Outgoing) -> None:
+        groups = getattr(_held, "groups", None)
+        if groups is None:
+            self._queue.put([item])
+        else:
+            groups.setdefault(self, []).append(item)
+
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < _MAX_PIPELINE:
+            try:
+                first = self._queue.get(timeout=self._until_chunk_due())
+            except queue.Empty:
+                self._write([])  # only chunks that are due
+                continue
+            groups = [first]
+            while len(groups) < _MAX_PIPELINE:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    groups.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            closing = None in batch
-            self._write([item for item in batch if item is not None])
+            closing = None in groups
+            self._write([item for group in groups if group is not None for item in group])
             if closing:
                 return
 
+    def _until_chunk_due(self) -> float | None:
+        oldest = min((job.oldest for job in self._jobs.values() if job.unstored), default=None)
+        return None if oldest is None else max(0.0, oldest + CHUNK_AGE_S - time.monotonic())
+
     def _write(self, batch: list[_Outgoing]) -> None:
+        """One pipeline: record fields, due chunks, one announcement of every new event, terminals."""
+        pipe = self.store.client.pipeline(transaction=False)
+        announced: list[tuple[str, str, str]] = []
+        terminals: list[tuple[_Outgoing, str]] = []
+        now = time.monotonic()
+        for item in batch:
+            if item.delivery is not None:
+                self._jobs[item.job_id] = _JobLog(item.delivery)
+                continue
+            job = self._jobs.get(item.job_id)
+            if item.status is not None:
+                event_id = f"{job.delivery}-{job.sequence + 1}" if job else ""  # "": not started here
+                terminals.append((item, event_id))
+                continue
+            if job is None:  # the job ended (e.g. failed) before its engine's last step was written
+                log.debug("event of a job not running here dropped", extra={"job_id": item.job_id})
+                continue
+            job.sequence += 1
+            data = item.event.model_dump_json()
+            announced.append((item.job_id, f"{job.delivery}-{job.sequence}", data))
+            if not job.unstored:
+                job.oldest = now
+            job.unstored.append(data)
+            if item.record:
+                pipe.hset(keys.job_key(item.job_id), mapping=item.record)
+        ending = {item.job_id for item, _ in terminals}
+        for job_id, job in self._jobs.items():
+            # A job's first write (its started event) is stored at once: a rerun after this
+            # worker dies then shows where the first attempt began.
+            due = job.unstored and (
+                not job.stored_any
+                or job_id in ending
+                or len(job.unstored) >= CHUNK_EVENTS
+                or now - job.oldest >= CHUNK_AGE_S
+            )
+            if due:
+                last_id = f"{job.delivery}-{job.sequence}"
+                self.store.append_events(pipe, job_id, last_id, job.unstored, first=not job.stored_any)
+                job.unstored, job.stored_any = [], True
+        if announced:
+            self.store.announce(pipe, announced)
+        for item, event_id in terminals:
+            self.store.finish(item.job_id, item.event, item.status, client=pipe, event_id=event_id)
+            self._jobs.pop(item.job_id, None)
         try:
-            pipe = self.store.client.pipeline(transaction=False)
-            for item in batch:
-                if item.status is None:
-                    self.store.emit(item.job_id, item.event, client=pipe)
-                else:
-                    self.store.finish(item.job_id, item.event, item.status, client=pipe)
-            pipe.execute()
+            for reply in pipe.execute(raise_on_error=False):
+                if isinstance(reply, Exception):
+                    log.error("writing an event failed", extra={"error": str(reply)})
         except Exception:
             log.exception("writing events failed", extra={"events": len(batch)})
         finally:

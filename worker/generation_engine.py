@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime_genai as og
 
 from worker.errors import model_unloaded
+from worker.event_publisher import coalesced_events
 from worker.generation_request import GenerationRequest, Row, complete
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,12 @@ class GenerationEngine:
         generator.append_tokens(self._input_ids(rows))
         while not self._all_done(batch, rows):
             generator.generate_next_token()
-            for row, token in zip(rows, generator.get_next_tokens().tolist(), strict=True):
-                row.accept(token)
-            if generator.is_done():
-                for row in rows:
-                    row.finish("length")
+            with coalesced_events():  # all rows' tokens of the step in one Redis write
+                for row, token in zip(rows, generator.get_next_tokens().tolist(), strict=True):
+                    row.accept(token)
+                if generator.is_done():
+                    for row in rows:
+                        row.finish("length")
         for request in batch:
             complete(request, [row for row in rows if row.request is request], len(rows))
 

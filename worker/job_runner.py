@@ -81,6 +81,7 @@ class JobRunner:
                 message = f"The job was abandoned after {-count - 1} workers died running it."
                 self._fail(job.job_id, ErrorInfo(status=500, type="server_error", code="worker_lost", message=message))
             elif count > 0:
+                self.publisher.start(job.job_id, count)  # its events are numbered after this delivery
                 starting.append(job)
         return starting
 

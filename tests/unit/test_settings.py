@@ -7,6 +7,7 @@ from contracts.settings import _VARIABLES, Settings
 
 NON_DEFAULT = Settings(
     redis_url="redis://example:6380/2",
+    events_ttl_s=45,
     redis_sentinel_master="ladle-primary",
     model_dir=Path("/srv/models"),
     data_dir=Path("/srv/data"),
