@@ -22,6 +22,24 @@ from contracts.model_directory import GENERATION, ModelDirectory
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
 
+# Redis connections one API process opens at most. Under gevent every open stream is a greenlet
+# that reads its job's Stream on quiet ticks; a bounded pool makes a burst of them wait their turn
+# for a connection instead of opening one each (thousands of sockets on Redis).
+REDIS_CONNECTIONS = 64
+# How long a request waits for a free connection before it is a 503 (redis.ConnectionError).
+REDIS_CONNECTION_WAIT_S = 10
+
+
+def redis_pool(url: str) -> redis.BlockingConnectionPool:
+    """The API process's Redis connections: at most REDIS_CONNECTIONS, shared by all requests."""
+    return redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_CONNECTION_WAIT_S,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
+
 
 @dataclass(frozen=True)
 class Services:
@@ -36,7 +54,7 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         if not settings.redis_url:
             raise ValueError("the API needs REDIS_URL (or LADLE_REDIS_URL); `ladle serve` sets it")
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30)
+        client = redis.Redis(connection_pool=redis_pool(settings.redis_url))
         store = JobStore(client, settings.job_ttl_s)
         producer = Celery("ladle-api")
         producer.conf.update(celery_config(settings))
