@@ -51,6 +51,12 @@ class HeldStream:
         return int(self.received.split(b" ", 2)[1])
 
     @property
+    def headers(self) -> dict[str, str]:
+        """Response headers, names in lower case."""
+        lines = self.received.partition(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+        return {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+    @property
     def body(self) -> str:
         return self.received.partition(b"\r\n\r\n")[2].decode()
 

@@ -107,6 +107,10 @@ def api_env(settings: Settings) -> dict[str, str]:
         LADLE_SYNC_TIMEOUT=str(settings.sync_timeout_s),
         LADLE_JOB_TTL=str(settings.job_ttl_s),
         LADLE_DRAIN_S=str(settings.drain_s),
+        LADLE_MAX_BODY_BYTES=str(settings.max_body_bytes),
+        LADLE_EMBEDDING_WINDOW_MS=str(settings.embedding_window_ms),
+        LADLE_EMBEDDING_BATCH=str(settings.embedding_batch),
+        LADLE_MAX_EMBEDDING_INPUTS=str(settings.max_embedding_inputs),
     )
     if settings.catalog_dir is not None:
         env["LADLE_CATALOG_DIR"] = str(settings.catalog_dir)

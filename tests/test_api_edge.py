@@ -21,8 +21,9 @@ import redis
 import requests
 
 from cli.embedded_redis import EmbeddedRedis
+from contracts import keys
 from contracts.settings import Settings
-from tests.conftest import TINY, user
+from tests.conftest import MINILM, TINY, user
 from tests.held_streams import HeldStream, HeldStreams, get_request, post_request, raise_open_files_limit
 from tests.stack import GunicornApi, WorkerProcess
 
@@ -222,6 +223,27 @@ def test_streams_still_open_after_ladle_drain_s_are_closed(edge_settings, edge_a
         crowd.close()
         short_drain.stop()
     assert follower.status == 200 and event_types(follower) == []
+
+
+def test_embedding_requests_arriving_together_share_a_bundle_under_gevent(edge_settings, edge_worker, tmp_path):
+    # The bundler's leader waits on a condition for others to join: under gevent that wait must
+    # let the other requests' greenlets run, or every request would travel alone.
+    gathering = GunicornApi(edge_settings.with_overrides(embedding_window_ms=300), tmp_path / "gathering-api.log")
+    crowd = HeldStreams("127.0.0.1", gathering.port)
+    try:
+        requests_sent = [
+            crowd.open(post_request("/v1/embeddings", {"model": MINILM, "input": f"text {i}"})) for i in range(16)
+        ]
+        assert crowd.pump(lambda: all(stream.closed for stream in requests_sent), 120)
+    finally:
+        crowd.close()
+        gathering.stop()
+    assert [stream.status for stream in requests_sent] == [200] * 16
+    assert all(len(json.loads(stream.body)["data"][0]["embedding"]) == 384 for stream in requests_sent)
+    client = redis.Redis.from_url(edge_settings.redis_url)
+    job_ids = [stream.headers["x-request-id"] for stream in requests_sent]
+    tasks = {client.hget(keys.job_key(job_id), "task") for job_id in job_ids}
+    assert len(set(job_ids)) == 16 and len(tasks) < 16
 
 
 def test_health_and_ready(model_dir: Path, tmp_path: Path):
