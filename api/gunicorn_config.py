@@ -47,5 +47,7 @@ def _raise_open_files_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
-# Each connection holds a socket; Redis connections, the log and the listener need a few more.
-_raise_open_files_limit(worker_connections + 512)
+def on_starting(server) -> None:
+    """gunicorn hook, in the master before it forks: room for every connection the workers may hold."""
+    # Each connection holds a socket; Redis connections, the log and the listener need a few more.
+    _raise_open_files_limit(server.cfg.worker_connections + 512)
