@@ -67,6 +67,17 @@ class JobClient:
             time.sleep(0.2)
         self._worker_seen[(device, lane)] = time.monotonic()
 
+    def compute_worker_alive(self) -> bool:
+        """Whether any live compute worker exists; one seen within WORKER_SEEN_TTL_S is trusted."""
+        now = time.monotonic()
+        seen_compute = (seen for (_, lane), seen in self._worker_seen.items() if lane == COMPUTE_LANE)
+        if any(now - seen < self.WORKER_SEEN_TTL_S for seen in seen_compute):
+            return True
+        compute = [w for w in self.live_workers() if w.lane == COMPUTE_LANE]
+        for worker in compute:
+            self._worker_seen[(worker.device, COMPUTE_LANE)] = now
+        return bool(compute)
+
     def follow(self, job_id: str, fresh: bool = False) -> JobEventFeed:
         """The job's events; `fresh`: the job is not enqueued yet, so none are stored before now."""
         return JobEventFeed(self.store, self.hub, job_id, fresh)

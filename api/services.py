@@ -22,6 +22,13 @@ from contracts.redis_connection import API_RETRY_S, redis_client
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
 
+# Redis connections one API process opens at most. Under gevent every open stream is a greenlet
+# that reads its job's Stream on quiet ticks; a bounded pool makes a burst of them wait their turn
+# for a connection instead of opening one each (thousands of sockets on Redis).
+REDIS_CONNECTIONS = 64
+# How long a request waits for a free connection before it is a 503 (redis.ConnectionError).
+REDIS_CONNECTION_WAIT_S = 10
+
 
 @dataclass(frozen=True)
 class Services:
@@ -36,7 +43,13 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         if not settings.redis_url:
             raise ValueError("the API needs REDIS_URL (or LADLE_REDIS_URL); `ladle serve` sets it")
-        client = redis_client(settings, API_RETRY_S, health_check_interval=30)
+        client = redis_client(
+            settings,
+            API_RETRY_S,
+            max_connections=REDIS_CONNECTIONS,
+            connection_wait_s=REDIS_CONNECTION_WAIT_S,
+            health_check_interval=30,
+        )
         store = JobStore(client, settings.job_ttl_s, settings.events_ttl_s)
         producer = Celery("ladle-api")
         producer.conf.update(celery_config(settings))

@@ -25,6 +25,9 @@ def sse_response(frames: Iterable[str], headers: dict[str, str] | None = None) -
     """Stream frames to the client as text/event-stream, unbuffered."""
 
     def generate() -> Iterator[str]:
+        # An empty first chunk sends the status line and headers now: a client following a job
+        # that waits in the queue knows at once that its stream is open.
+        yield ""
         yield from frames
 
     response = Response(stream_with_context(generate()), mimetype="text/event-stream", headers=headers)

@@ -93,16 +93,30 @@ def retry_within(seconds: float) -> Retry:
     return Retry(_RETRY_BACKOFF, retries)
 
 
-def redis_client(settings: Settings, retry_for_s: float = WORKER_RETRY_S, **options: object) -> redis.Redis:
+def redis_client(
+    settings: Settings,
+    retry_for_s: float = WORKER_RETRY_S,
+    max_connections: int | None = None,
+    connection_wait_s: float = 10.0,
+    **options: object,
+) -> redis.Redis:
     """A client of Ladle's Redis: the URL's server, or the Sentinels' current master.
 
     A command whose connection fails (server gone, or demoted to a replica by a failover) is
     retried on a new connection, to the current master, for about `retry_for_s` seconds before
-    the error reaches the caller. `options` are more redis-py connection options.
+    the error reaches the caller. With `max_connections`, at most that many connections are open
+    and a caller waits up to `connection_wait_s` for a free one (the API, whose greenlets would
+    otherwise open one each). `options` are more redis-py connection options.
     """
     options = {"socket_connect_timeout": _CONNECT_TIMEOUT_S, "retry": retry_within(retry_for_s), **options}
     if not is_sentinel_url(settings.redis_url):
-        return redis.Redis.from_url(settings.redis_url, **options)
+        if max_connections is None:
+            return redis.Redis.from_url(settings.redis_url, **options)
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=max_connections, timeout=connection_wait_s, **options
+        )
+        return redis.Redis(connection_pool=pool)
+    # redis-py has no blocking Sentinel pool: behind Sentinels the API's connections are not bounded.
     service = parse_sentinel_url(settings.redis_url, settings.redis_sentinel_master)
     sentinel = Sentinel(
         list(service.sentinels),

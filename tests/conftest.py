@@ -14,7 +14,7 @@ import requests
 from cli.embedded_redis import EmbeddedRedis
 from contracts.settings import Settings
 from tests.helpers import MINILM, SMOLLM2, TINY, sse_data, sse_events, user  # noqa: F401 (also importable from here)
-from tests.stack import ApiServer, WorkerProcess
+from tests.stack import ApiServer, GunicornApi, WorkerProcess
 from worker.model_build import BUILD_RECIPE_VERSION, build_model
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per test request
@@ -68,9 +68,17 @@ def light_worker(settings: Settings, tmp_path_factory) -> Iterator[WorkerProcess
     process.stop()
 
 
+# LADLE_TEST_API_SERVER=gunicorn: the shared API runs as deployed (gunicorn + gevent, a subprocess)
+# instead of werkzeug in a thread of the test process.
+API_SERVER = os.environ.get("LADLE_TEST_API_SERVER", "werkzeug")
+
+
 @pytest.fixture(scope="session")
-def api_url(settings: Settings, worker: WorkerProcess, light_worker: WorkerProcess) -> Iterator[str]:
-    server = ApiServer(settings)
+def api_url(settings: Settings, worker: WorkerProcess, light_worker: WorkerProcess, tmp_path_factory) -> Iterator[str]:
+    if API_SERVER == "gunicorn":
+        server = GunicornApi(settings, tmp_path_factory.mktemp("logs") / "api.log")
+    else:
+        server = ApiServer(settings)
     yield server.url
     server.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import requests
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from cli.embedded_redis import EmbeddedRedis
+from cli.embedded_redis import EmbeddedRedis, free_port
 from contracts import keys
 from contracts.redis_connection import redis_client
 from contracts.settings import Settings
@@ -130,3 +131,55 @@ def stop_fleet(fleet: Fleet) -> None:
     for worker in fleet.workers:
         worker.stop()
     fleet.redis.stop()
+
+
+def api_env(settings: Settings) -> dict[str, str]:
+    """Environment that hands `settings` to an API process (the same variables a worker reads)."""
+    return settings_env(settings)
+
+
+class GunicornApi:
+    """The API as deployed: gunicorn with api/gunicorn_config.py (gevent) in a subprocess, free port."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.drain_s = settings.drain_s
+        self.log = open(log_path, "ab")
+        command = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_config"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "api.app:create_app()"]
+        env = api_env(settings)
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    def _wait_until_up(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not answer /health in time")
+
+    def worker_pid(self) -> int:
+        """The pid of gunicorn's (single) worker process, the one that serves requests."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0])
+
+    def terminate(self) -> None:
+        """SIGTERM to the master: stop accepting, drain open streams, exit."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.drain_s + 15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import yaml
+from gunicorn import util
 
 from cli.main import _parser
 from tests.stack import ROOT
@@ -19,9 +20,11 @@ def procfile() -> dict[str, list[str]]:
 
 
 def assert_gunicorn_command(argv: list[str]) -> None:
+    """gunicorn with the API's config module (gevent workers), serving the app factory."""
     assert argv[0] == "gunicorn"
-    worker_class = argv[argv.index("--worker-class") + 1]
-    importlib.import_module(f"gunicorn.workers.{worker_class}")
+    config = importlib.import_module(argv[argv.index("-c") + 1].removeprefix("python:"))
+    assert config.worker_class == "gevent"
+    assert util.load_class(config.worker_class, section="gunicorn.workers").__name__ == "GeventWorker"
     module, _, factory = argv[-1].partition(":")
     assert callable(getattr(importlib.import_module(module), factory.removesuffix("()")))
 

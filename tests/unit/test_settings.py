@@ -35,6 +35,7 @@ NON_DEFAULT = Settings(
     download_roots=(Path("/a"), Path("/b")),
     secret_key="s3cret",
     model_memory_mb=512,
+    drain_s=2.5,
 )
 
 
