@@ -40,6 +40,16 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker'
 return deliveries
 """
 
+# Hand a started job back to the queue (its worker is stopping): the delivery is not counted
+# against it (no worker died), and it shows as queued again; unless it finished meanwhile.
+_HAND_BACK = """
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'started_at', 'worker')
+return 1
+"""
+
 
 # Claim a shared job (e.g. one download per model folder): the job already holding KEYS[1] if it
 # is still unfinished, else ARGV[1] (which then holds the key).
@@ -110,6 +120,7 @@ class JobStore:
         self.ttl_s = ttl_s
         self._emit = client.register_script(_EMIT)
         self._start = client.register_script(_START)
+        self._hand_back = client.register_script(_HAND_BACK)
         self._claim_shared = client.register_script(_CLAIM_SHARED)
 
     def create(self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None) -> None:
@@ -154,6 +165,13 @@ class JobStore:
                 client=pipe,
             )
         return [int(n) for n in pipe.execute()]
+
+    def hand_back(self, job_ids: list[str]) -> None:
+        """Undo `start` for jobs going back to the queue unfinished (their worker is stopping)."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            self._hand_back(keys=[keys.job_key(job_id), keys.job_deliveries_key(job_id)], client=pipe)
+        pipe.execute()
 
     def emit(self, job_id: str, event: JobEvent, client: redis.Redis | None = None) -> None:
         """Append a non-terminal event (pass a pipeline as `client` to batch writes)."""

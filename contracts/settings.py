@@ -87,6 +87,9 @@ class Settings:
     # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none);
     # loading past it unloads the least recently used idle models first.
     model_memory_mb: int = 0
+    # LADLE_DRAIN_S: seconds a stopping worker lets running jobs finish (the rest go back to the
+    # queue at once) and a stopping API lets open streams finish.
+    drain_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -121,6 +124,7 @@ class Settings:
             "download_roots": ("LADLE_DOWNLOAD_ROOTS", _paths),
             "secret_key": ("LADLE_SECRET_KEY", str),
             "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
+            "drain_s": ("LADLE_DRAIN_S", float),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):

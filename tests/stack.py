@@ -35,6 +35,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LADLE_PREFILL_CHUNK": str(settings.prefill_chunk),
         "LADLE_PREFIX_CACHE_TOKENS": str(settings.prefix_cache_tokens),
         "LADLE_MAX_BATCH": str(settings.max_batch_rows),
+        "LADLE_DRAIN_S": str(settings.drain_s),
         "PYTHONPATH": str(ROOT),
     }
 

@@ -40,6 +40,7 @@ class Heartbeat:
         self.describe = describe
         self.on_beat = on_beat
         self._stop = threading.Event()
+        self._withdrawn = False
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -53,10 +54,22 @@ class Heartbeat:
         # worker's own queue after it stopped are still found and requeued (orphaned_jobs).
         self.client.delete(keys.worker_key(self.name))
 
+    def withdraw(self) -> None:
+        """Stop advertising this worker (it is draining) but keep renewing its leases.
+
+        Without its key, the API routes no more jobs to it, and the other workers move what
+        waits in its own queue (including jobs it hands back) to the device queue.
+        """
+        self._withdrawn = True
+        self.client.delete(keys.worker_key(self.name))
+
     def beat(self) -> None:
         info = {"name": self.name, "pid": os.getpid(), "seen_at": time.time(), **self.describe()}
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(keys.worker_key(self.name), json.dumps(info), px=int(self.interval_s * 3000))
+        if self._withdrawn:
+            pipe.delete(keys.worker_key(self.name))  # in case a beat under way as it withdrew set it again
+        else:
+            pipe.set(keys.worker_key(self.name), json.dumps(info), px=int(self.interval_s * 3000))
         pipe.zadd(keys.WORKERS_INDEX, {self.name: info["seen_at"]})
         held = {r.message.delivery_tag for r in list(celery_state.reserved_requests) if r.message is not None}
         if held:
