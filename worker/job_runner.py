@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from contracts.job_store import JobStore
 from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, JobStatus
 from contracts.settings import Settings
-from worker.drain import HandedBack
+from worker.drain import HandedBack, requeue_current_task
 from worker.errors import JobRejected
 from worker.event_publisher import EventPublisher
 
@@ -42,10 +42,11 @@ class JobRunner:
     def run_many(self, payloads: list, job_type: type[Job], work: Callable[[list[Job]], list[Outcome]]) -> None:
         """Run the jobs of one task together: `work` gets those that start and returns one outcome each.
 
-        Jobs handed back (the worker is stopping) end the task with Celery's Reject(requeue=True):
-        the message goes back to its queue at once, unacknowledged work is not lost.
+        Jobs handed back (the worker is stopping) go back to their queue at once, and the task ends
+        with Celery's Reject(requeue=True) (a no-op then; the message is already settled).
         """
         if self.draining:
+            requeue_current_task()
             raise Reject("the worker is stopping", requeue=True)
         jobs = self._start(self._parse(payloads, job_type))
         if not jobs:
@@ -58,6 +59,7 @@ class JobRunner:
             job_ids = [job.job_id for job in jobs]
             self.store.hand_back(job_ids)
             log.info("jobs handed back to the queue", extra={"job_ids": job_ids, "worker": self.worker_name})
+            requeue_current_task()
             raise Reject("the worker is stopping", requeue=True) from None
         except JobRejected as rejected:
             outcomes = [(ErrorEvent(error=rejected.info), JobStatus.FAILED)] * len(jobs)
