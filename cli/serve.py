@@ -167,14 +167,13 @@ def serve(settings: Settings) -> int:
 def _stop_all(running: list[Supervised], drain_s: float) -> None:
     """Stop the children in reverse order: the API, then the workers together (each drains), Redis last."""
     redis_child = [s for s in running if s.child.name == "redis"]
-    others = [s for s in reversed(running) if s.child.name != "redis"]
-    log.info("stopping", extra={"children": [s.child.name for s in others + redis_child]})
-    for supervised in others:
-        supervised.terminate()
-        if supervised.child.name == "api":
-            supervised.wait(STOP_GRACE_S + drain_s)  # no new jobs while the workers drain
-    for supervised in others:
-        supervised.wait(STOP_GRACE_S + drain_s)
-    for supervised in redis_child:
-        supervised.terminate()
-        supervised.wait(STOP_GRACE_S)
+    api = [s for s in running if s.child.name == "api"]
+    workers = [s for s in reversed(running) if s not in redis_child + api]
+    draining_s = STOP_GRACE_S + drain_s
+    for group, grace_s in ((api, draining_s), (workers, draining_s), (redis_child, STOP_GRACE_S)):
+        log.info("stopping", extra={"children": [s.child.name for s in group]})
+        for supervised in group:
+            supervised.terminate()
+        deadline = time.monotonic() + grace_s  # one deadline for the group: they stop side by side
+        for supervised in group:
+            supervised.wait(max(0.0, deadline - time.monotonic()))
