@@ -129,7 +129,7 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 
 
 def serve(settings: Settings) -> int:
-    """Run everything on this machine, restarting what exits, until Ctrl-C / SIGTERM."""
+    """Run everything on this machine, restarting what exits, until Ctrl-C / SIGTERM / SIGHUP."""
     stopping = threading.Event()
 
     def stop(*_: object) -> None:
@@ -137,6 +137,8 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # The children have sessions of their own: a closed terminal must stop them through us.
+    signal.signal(signal.SIGHUP, stop)
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_dir / "redis")
