@@ -48,9 +48,9 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        command = [
+    def command(self) -> list[str]:
+        """The redis-server command line; with `persist`, a restart reloads the append-only file."""
+        return [
             redis_server_binary(),
             "--port",
             str(self.port),
@@ -67,16 +67,24 @@ class EmbeddedRedis:
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self, timeout_s: float = 10) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_until_ready(timeout_s)
+        return self.url
+
+    def wait_until_ready(self, timeout_s: float = 10) -> None:
+        """Block until the server answers PING (it has loaded its data by then)."""
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 client.ping()
                 log.info("redis started", extra={"url": self.url, "dir": str(self.data_dir)})
-                return self.url
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                return
+            except redis.ConnectionError:  # also BusyLoadingError while it reads its AOF
+                if (self.process and self.process.poll() is not None) or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start; see {self.data_dir / 'redis.log'}") from None
                 time.sleep(0.05)
 

@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
         help="light: token counts, no model weights; downloads: model downloads (I/O only)",
     )
     worker.add_argument("--loglevel", default="INFO")
+    health = commands.add_parser("health", help="exit 0 when a part of the service is healthy (healthchecks)")
+    health_commands = health.add_subparsers(dest="health_command", required=True)
+    health_worker = health_commands.add_parser("worker", help="a worker on this host has a fresh heartbeat in Redis")
+    health_worker.add_argument("--lane", default=None, choices=["compute", "light", "downloads"])
     models = commands.add_parser("models", help="manage the model directory")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     model_commands.add_parser("list", help="models present in the model directory")
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run_worker(settings, args.device, args.lane, args.loglevel)
         return 0
+    if args.command == "health":
+        from cli.health import worker_health
+
+        return worker_health(settings, args.lane)
     if args.models_command == "list":
         for name in ModelDirectory(settings.model_dir).names():
             print(name)

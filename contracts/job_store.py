@@ -38,18 +38,30 @@ return id
 """
 
 # Start a delivered job: count the delivery in its record; 0 if the job already finished
-# (cancelled while queued) or its record expired; past ARGV[3] deliveries minus the count (the
-# job keeps killing workers); else mark it running and return the count.
+# (cancelled while queued) or its record expired; past ARGV[3] deliveries that count (those not
+# handed back by a stopping worker) minus the count (the job keeps killing workers); else mark it
+# running and return the count, which numbers the delivery's events.
 _START = """
-local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries')
+local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries', 'handed_back')
 if not record[1] or record[2] then return 0 end
 local deliveries = tonumber(record[3] or '0') + 1
-if deliveries > tonumber(ARGV[3]) then
+if deliveries - tonumber(record[4] or '0') > tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'deliveries', deliveries)
   return -deliveries
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2], 'deliveries', deliveries)
 return deliveries
+"""
+
+# Hand a started job back to the queue (its worker is stopping): the delivery is not counted
+# against it (no worker died; it still numbers its events), and it shows as queued again; unless
+# it finished meanwhile.
+_HAND_BACK = """
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'handed_back', 1)
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'started_at', 'worker')
+return 1
 """
 
 
@@ -163,6 +175,7 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._start = client.register_script(_START)
         self._claim_shared = client.register_script(_CLAIM_SHARED)
+        self._hand_back = client.register_script(_HAND_BACK)
 
     def create(self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None) -> None:
         """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID)."""
@@ -203,9 +216,15 @@ class JobStore:
             _run_script(self._start, [keys.job_key(job_id)], [time.time(), worker, max_deliveries], pipe)
         return [int(n) for n in pipe.execute()]
 
+    def hand_back(self, job_ids: list[str]) -> None:
+        """Undo `start` for jobs going back to the queue unfinished (their worker is stopping)."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            _run_script(self._hand_back, [keys.job_key(job_id)], [], pipe)
+        pipe.execute()
+
     def append_events(self, pipe, job_id: str, last_id: str, events: list[str], first: bool) -> None:
         """Queue on `pipe` one Stream entry holding `events` (consecutive, the last one `last_id`).
-
         The delivery's first entry also sets the Stream's expiry (a job that never finishes still goes).
         """
         pipe.xadd(keys.job_events_key(job_id), {"events": "\n".join(events)}, id=last_id)

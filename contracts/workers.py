@@ -61,7 +61,7 @@ def publish(client: redis.Redis | redis.client.Pipeline, info: WorkerInfo, ttl_s
     client.zadd(keys.WORKERS_INDEX, {info.name: info.seen_at})
 
 
-def withdraw(client: redis.Redis, name: str) -> None:
+def withdraw(client: redis.Redis | redis.client.Pipeline, name: str) -> None:
     """Stop advertising the worker (its index entry stays, so its own queue is still found)."""
     client.delete(keys.worker_key(name))
 

@@ -23,8 +23,8 @@ import requests
 from cli.embedded_redis import EmbeddedRedis
 from contracts import keys
 from contracts.settings import Settings
-from tests.conftest import MINILM, TINY, user
 from tests.held_streams import HeldStream, HeldStreams, get_request, post_request, raise_open_files_limit
+from tests.helpers import MINILM, TINY, user
 from tests.stack import GunicornApi, WorkerProcess
 
 ASYNC = {"Prefer": "respond-async"}

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import threading
 
 from celery import Celery, signals
 
@@ -102,6 +103,24 @@ class WorkerRuntime:
             self.registry.unload_all(command.get("force", False))
         self.heartbeat.beat()  # show the change at once
 
+    def drain(self) -> None:
+        """The worker is stopping: take no more jobs, hand back those not decoding yet, and the
+        ones still running after LADLE_DRAIN_S (Celery's warm shutdown waits for them to return)."""
+        if self.jobs.draining:
+            return  # a second signal: already draining
+        log.info("draining", extra={"worker": self.name, "drain_s": self.settings.drain_s})
+        self.jobs.draining = True
+        self.heartbeat.withdraw()
+        self.generation.drain()
+        timer = threading.Timer(self.settings.drain_s, self._drain_time_over)
+        timer.daemon = True  # the process exits as soon as its jobs are done, not at the deadline
+        timer.start()
+
+    def _drain_time_over(self) -> None:
+        handed_back = self.generation.hand_back_running()
+        if handed_back:
+            log.info("drain time over; handing back running jobs", extra={"job_ids": handed_back})
+
     def load(self, job: LoadJob) -> Outcome:
         self.registry.load(job.model, job.ttl_s)
         self.heartbeat.beat()
@@ -156,6 +175,13 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:
         holder["runtime"] = WorkerRuntime(settings, device, lane, name)
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def drain_runtime(**_: object) -> None:
+        # Sent from the SIGTERM/SIGINT handler (warm shutdown: Celery stops consuming and waits
+        # for the running tasks); the drain makes that wait end within LADLE_DRAIN_S.
+        if "runtime" in holder:
+            threading.Thread(target=holder["runtime"].drain, name="drain", daemon=True).start()
 
     @signals.worker_shutdown.connect(weak=False)
     def stop_runtime(**_: object) -> None:

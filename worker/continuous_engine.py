@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from worker.drain import HandedBack
 from worker.errors import model_unloaded
 from worker.event_publisher import coalesced_events
 from worker.generation_request import GenerationRequest, Row, complete
@@ -84,6 +85,7 @@ class ContinuousEngine:
         self._finished: list[tuple] = []  # arguments of `complete` for requests done this step
         self._wakeup = threading.Condition()
         self._stopping = False
+        self._draining = False
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -99,6 +101,8 @@ class ContinuousEngine:
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)
+            if self._draining:
+                raise HandedBack(request.job_id)
             self._tracked[request.job_id] = _Tracked(request, rows)
             self._pending.extend(rows)
             self._wakeup.notify()
@@ -107,6 +111,15 @@ class ContinuousEngine:
     def idle(self) -> bool:
         with self._wakeup:
             return not self._tracked
+
+    def hand_back_waiting(self) -> None:
+        """The worker is stopping: requests without a slot yet fail with HandedBack, and so do new ones."""
+        with self._wakeup:
+            self._draining = True
+            for tracked in list(self._tracked.values()):
+                if not tracked.started:
+                    self._drop(tracked)
+                    tracked.request.fail(HandedBack(tracked.request.job_id))
 
     def stop(self, cancel_running: bool = False) -> None:
         """Stop: requests not started fail (model unloaded); started ones finish, or are cancelled."""

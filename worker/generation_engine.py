@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 import onnxruntime_genai as og
 
+from worker.drain import HandedBack
 from worker.errors import model_unloaded
 from worker.event_publisher import coalesced_events
 from worker.generation_request import GenerationRequest, Row, complete
@@ -47,6 +48,7 @@ class GenerationEngine:
         self._running: list[GenerationRequest] = []
         self._wakeup = threading.Condition()
         self._stopping = False
+        self._draining = False
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -54,6 +56,8 @@ class GenerationEngine:
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)
+            if self._draining:
+                raise HandedBack(request.job_id)
             self._pending.append(request)
             self._wakeup.notify()
 
@@ -61,6 +65,14 @@ class GenerationEngine:
     def idle(self) -> bool:
         with self._wakeup:
             return not self._pending and not self._running
+
+    def hand_back_waiting(self) -> None:
+        """The worker is stopping: requests not in a batch yet fail with HandedBack, and so do new ones."""
+        with self._wakeup:
+            self._draining = True
+            while self._pending:
+                request = self._pending.popleft()
+                request.fail(HandedBack(request.job_id))
 
     def stop(self, cancel_running: bool = False) -> None:
         """Stop the loop; waiting requests fail (model unloaded), running ones finish or are cancelled."""

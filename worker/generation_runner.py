@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 
 from contracts.jobs import DoneEvent, ErrorEvent, GenerationJob, JobStatus, StartedEvent, cancelled_error
+from worker.drain import HandedBack
 from worker.event_publisher import EventPublisher
 from worker.job_runner import Outcome
 from worker.model_registry import ModelRegistry
 
 
 class GenerationRunner:
-    """Generates for jobs and stops running ones on request (cancel listener)."""
+    """Generates for jobs, stops running ones on request (cancel listener), hands them back when draining."""
 
     def __init__(self, registry: ModelRegistry, publisher: EventPublisher, worker_name: str, store) -> None:
         self.registry = registry
@@ -19,6 +20,8 @@ class GenerationRunner:
         self.worker_name = worker_name
         self.store = store
         self._running: dict[str, threading.Event] = {}
+        self._handed_back: set[str] = set()
+        self._draining = False
         self._lock = threading.Lock()
 
     def cancel(self, job_id: str) -> None:
@@ -28,6 +31,23 @@ class GenerationRunner:
         if cancelled is not None:
             cancelled.set()
 
+    def drain(self) -> None:
+        """The worker is stopping: jobs not decoding yet are handed back now; running ones go on."""
+        with self._lock:
+            self._draining = True
+        # Engines loaded before the flag was set hold every request registered before it.
+        for engine in self.registry.generation_engines():
+            engine.hand_back_waiting()
+
+    def hand_back_running(self) -> list[str]:
+        """The drain time is over: stop the running jobs at their next step and hand them back."""
+        with self._lock:
+            self._handed_back.update(self._running)
+            running = dict(self._running)
+        for stop in running.values():
+            stop.set()
+        return list(running)
+
     def generate(self, job: GenerationJob) -> Outcome:
         with self.registry.in_use(job.model):
             return self._generate(job)
@@ -35,10 +55,12 @@ class GenerationRunner:
     def _generate(self, job: GenerationJob) -> Outcome:
         loaded = self.registry.get(job.model)
         request = loaded.prepare(job, emit=lambda event: self.publisher.emit(job.job_id, event))
-        self.publisher.emit(job.job_id, StartedEvent(worker=self.worker_name))
         with self._lock:
+            if self._draining:
+                raise HandedBack(job.job_id)
             self._running[job.job_id] = request.cancelled
         try:
+            self.publisher.emit(job.job_id, StartedEvent(worker=self.worker_name))
             if self.store.is_cancel_requested(job.job_id):
                 request.cancelled.set()
             loaded.engine.submit(request)
@@ -46,8 +68,12 @@ class GenerationRunner:
         finally:
             with self._lock:
                 self._running.pop(job.job_id, None)
+                handed_back = job.job_id in self._handed_back
+                self._handed_back.discard(job.job_id)
         if request.error is not None:
             raise request.error
+        if handed_back and not self.store.is_cancel_requested(job.job_id):
+            raise HandedBack(job.job_id)
         if request.cancelled.is_set():
             return ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED
         return DoneEvent(result=request.result), JobStatus.SUCCEEDED

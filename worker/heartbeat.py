@@ -40,6 +40,7 @@ class Heartbeat:
         self.describe = describe
         self.on_beat = on_beat
         self._stop = threading.Event()
+        self._withdrawn = False
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -53,10 +54,22 @@ class Heartbeat:
         # worker's own queue after it stopped are still found and requeued (orphaned_jobs).
         workers.withdraw(self.client, self.name)
 
+    def withdraw(self) -> None:
+        """Stop advertising this worker (it is draining) but keep renewing its leases.
+
+        Without its key, the API routes no more jobs to it, and the other workers move what
+        waits in its own queue (including jobs it hands back) to the device queue.
+        """
+        self._withdrawn = True
+        workers.withdraw(self.client, self.name)
+
     def beat(self) -> None:
         info = WorkerInfo(name=self.name, pid=os.getpid(), seen_at=time.time(), **self.describe())
         pipe = self.client.pipeline(transaction=False)
-        workers.publish(pipe, info, ttl_s=self.interval_s * 3)
+        if self._withdrawn:
+            workers.withdraw(pipe, self.name)  # in case a beat under way as it withdrew set it again
+        else:
+            workers.publish(pipe, info, ttl_s=self.interval_s * 3)
         held = {r.message.delivery_tag for r in list(celery_state.reserved_requests) if r.message is not None}
         if held:
             pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(held, time.time()), xx=True)

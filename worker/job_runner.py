@@ -7,11 +7,13 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 
 from contracts.job_store import JobStore
 from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, JobStatus
 from contracts.settings import Settings
+from worker.drain import HandedBack, requeue_current_task
 from worker.errors import JobRejected
 from worker.event_publisher import EventPublisher
 
@@ -31,13 +33,21 @@ class JobRunner:
         self.publisher = publisher
         self.worker_name = worker_name
         self.active = 0  # jobs running now (the heartbeat advertises it for routing)
+        self.draining = False  # the worker is stopping: jobs still arriving go straight back
         self._lock = threading.Lock()
 
     def run(self, payload: dict, job_type: type[Job], work: Callable[[Job], Outcome]) -> None:
         self.run_many([payload], job_type, lambda jobs: [work(jobs[0])])
 
     def run_many(self, payloads: list, job_type: type[Job], work: Callable[[list[Job]], list[Outcome]]) -> None:
-        """Run the jobs of one task together: `work` gets those that start and returns one outcome each."""
+        """Run the jobs of one task together: `work` gets those that start and returns one outcome each.
+
+        Jobs handed back (the worker is stopping) go back to their queue at once, and the task ends
+        with Celery's Reject(requeue=True) (a no-op then; the message is already settled).
+        """
+        if self.draining:
+            requeue_current_task()
+            raise Reject("the worker is stopping", requeue=True)
         jobs = self._start(self._parse(payloads, job_type))
         if not jobs:
             return
@@ -45,6 +55,12 @@ class JobRunner:
             self.active += len(jobs)
         try:
             outcomes = work(jobs)
+        except HandedBack:
+            job_ids = [job.job_id for job in jobs]
+            self.store.hand_back(job_ids)
+            log.info("jobs handed back to the queue", extra={"job_ids": job_ids, "worker": self.worker_name})
+            requeue_current_task()
+            raise Reject("the worker is stopping", requeue=True) from None
         except JobRejected as rejected:
             outcomes = [(ErrorEvent(error=rejected.info), JobStatus.FAILED)] * len(jobs)
         except Exception:

@@ -233,6 +233,11 @@ class ModelRegistry:
             )
         self._touch(name)
 
+    def generation_engines(self) -> list:
+        """The decode loops of the loaded generative models."""
+        with self._lock:
+            return [model.engine for model in self._models.values()]
+
     def loaded_names(self) -> list[str]:
         return sorted([*self._models, *self._encoders])
 
