@@ -11,6 +11,7 @@ bp = Blueprint("models", __name__)
 
 @bp.get("/v1/models")
 def list_models():
+    """Models in the model directory, as OpenAI lists them."""
     models = services().models
     data = [{"id": n, "object": "model", "created": models.created_at(n), "owned_by": "ladle"} for n in models.names()]
     return jsonify({"object": "list", "data": data})
@@ -18,4 +19,5 @@ def list_models():
 
 @bp.get("/openai/models")
 def list_model_names():
+    """Names of the models in the model directory (Foundry)."""
     return jsonify(services().models.names())

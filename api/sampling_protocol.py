@@ -6,6 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from contracts.jobs import SamplingParams
 
+# Seeds are 64-bit signed integers (as vLLM accepts); each engine maps them to its own range.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
 
 class StrictModel(BaseModel):
     """Unknown fields and loosely typed values are 400s, never silently accepted."""
@@ -24,7 +27,7 @@ class SamplingFields(StrictModel):
     top_k: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=16)
     stop: list[str] = []
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
     # The engine has no presence/frequency penalty: only 0 (no effect) is accepted.
@@ -34,7 +37,7 @@ class SamplingFields(StrictModel):
     # Foundry: the execution provider to run on (cpu, cuda, ...); routes the job to such a worker.
     ep: str | None = None
 
-    @field_validator("stop", mode="before")
+    @field_validator("stop", mode="before", json_schema_input_type=str | list[str] | None)
     @classmethod
     def _stop_as_list(cls, stop: object) -> object:
         return [stop] if isinstance(stop, str) else ([] if stop is None else stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -21,6 +22,8 @@ from contracts.jobs import JobKind
 from contracts.model_directory import GENERATION, ModelDirectory
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
+
+Query = TypeVar("Query", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ class Services:
         """Execution providers live workers offer (cpu when none is known)."""
         return {p for w in self.jobs.live_workers() for p in w.get("execution_providers", [])} or {"cpu"}
 
-    def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> str:
+    def require_model(
+        self, name: str, max_tokens: int | None = None, kind: str = GENERATION, limit_param: str = "max_tokens"
+    ) -> str:
         """The resolved model name; 404 if not in the directory, 400 for the wrong kind or a limit past its context."""
         name = self.resolve_model(name)
         if not self.models.exists(name):
@@ -76,9 +81,9 @@ class Services:
         context = self.models.context_length(name)
         if max_tokens is not None and max_tokens >= context:
             raise bad_request(
-                f"max_tokens is too large: {max_tokens}. This model's context length is "
+                f"{limit_param} is too large: {max_tokens}. This model's context length is "
                 f"{context} tokens, prompt included.",
-                "max_tokens",
+                limit_param,
                 "context_length_exceeded",
             )
         return name
@@ -90,12 +95,49 @@ def services() -> Services:
 
 def json_body() -> dict:
     """The request's JSON object, or a 400 saying why it is not one."""
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # the parser's nesting limit (about 1,000 levels); not a ValueError
+        raise ApiError(
+            400, "We could not parse the JSON body of your request: it is nested too deeply.", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(
             400, "We could not parse the JSON body of your request: it must be a JSON object.", code="invalid_json"
         )
+    if _holds_lone_surrogate(body):
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request: a string holds an unpaired UTF-16 surrogate "
+            "escape (\\ud800-\\udfff), which is not a Unicode character.",
+            code="invalid_json",
+        )
     return body
+
+
+def _holds_lone_surrogate(body: dict) -> bool:
+    """Whether any key or string in the parsed body holds a lone surrogate (JSON allows the escape; no
+    tokenizer, Redis or UTF-8 encoder does). Iterative: the parser allows deeper nesting than recursion."""
+    pending: list[object] = [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
+def query_args(model: type[Query]) -> Query:
+    """The query string validated by `model`; a 400 naming the parameter otherwise."""
+    return model.model_validate(request.args.to_dict())
 
 
 def submit_request(

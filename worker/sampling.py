@@ -25,7 +25,8 @@ class RowSampler:
         self.top_p = sampling.top_p if sampling.top_p is not None else float(defaults.get("top_p", 1.0))
         self.top_k = sampling.top_k if sampling.top_k is not None else int(defaults.get("top_k", 0))
         # A seed gives a reproducible sequence per choice (`stream` tells a request's rows apart).
-        seed = None if sampling.seed is None else [sampling.seed, stream]
+        # numpy takes non-negative seeds: a negative one maps to its unsigned 64-bit value.
+        seed = None if sampling.seed is None else [sampling.seed % 2**64, stream]
         self.random = np.random.default_rng(seed)
 
     def pick(self, logits: np.ndarray) -> int:
