@@ -15,15 +15,8 @@ import pytest
 import requests
 
 from api.app import create_app
-from api.openapi import openapi_document
-from contracts.settings import Settings
 from tests.conftest import MINILM, TINY, user
-
-# The document of the app as the tests' server builds it; nothing here connects to Redis.
-DOCUMENT = openapi_document(create_app(Settings(redis_url="redis://127.0.0.1:1/0", secret_key="unused")))
-OPERATIONS = [
-    (method.upper(), path, operation) for path, item in DOCUMENT["paths"].items() for method, operation in item.items()
-]
+from tests.openapi_document import DOCUMENT, OPERATIONS
 
 # A body each JSON route accepts, cheap to serve; one hostile value at a time replaces one field.
 # The download's customDirPath lies outside the allowed roots, so nothing is ever downloaded.
@@ -33,7 +26,7 @@ VALID_BODIES = {
     "/v1/embeddings": {"model": MINILM, "input": "hi"},
     "/v1/chat/completions/tokenizer/encode/count": {"model": TINY, "messages": user("hi")},
     "/openai/download": {
-        "model": {"Uri": "https://huggingface.co/org/repo", "Name": "probe"},
+        "model": {"Uri": "https://huggingface.co/org/repo", "Name": "probe", "Path": "cpu-int4"},
         "customDirPath": "/nonexistent-root/probe",
     },
 }
@@ -294,6 +287,19 @@ def test_document_lists_every_rule_of_the_url_map(settings):
         path = rule.rule.replace("<", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (method, path) in listed
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENT["paths"]))
+def test_undeclared_method_is_405(api_url, path):
+    target = path.replace("{name}", TINY).replace("{job_id}", "0" * 32).replace("{device_id}", "0")
+    status, headers, raw = send(api_url, "PATCH", target, b"{}", {"Content-Type": "application/json"})
+    assert_rejected(status, headers, raw, {405})
+
+
+@pytest.mark.parametrize("value", HOSTILE_PATH_VALUES)
+def test_hostile_unknown_route_is_404(api_url, value):
+    status, headers, raw = send(api_url, "GET", f"/v1/{HOSTILE_PATH_VALUES[value]}/x")
+    assert_rejected(status, headers, raw, {404})
 
 
 def test_served_document_matches(api_url):
