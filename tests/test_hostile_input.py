@@ -304,3 +304,32 @@ def test_hostile_unknown_route_is_404(api_url, value):
 
 def test_served_document_matches(api_url):
     assert requests.get(f"{api_url}/openapi.json", timeout=10).json() == json.loads(json.dumps(DOCUMENT))
+
+
+EXTREME_SAMPLING = {
+    "smallest_temperature": {"temperature": 5e-324},
+    "smallest_top_p": {"top_p": 5e-324, "temperature": 2},
+    "huge_top_k": {"top_k": 2**62, "temperature": 1},
+    "lowest_seed": {"seed": -(2**63), "temperature": 1},
+    "highest_seed": {"seed": 2**63 - 1, "temperature": 1},
+    "most_copies": {"n": 16, "temperature": 1},
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("case", EXTREME_SAMPLING)
+def test_extreme_valid_sampling_values_are_served(api_url, path, case):
+    """Values at the edges of what the schema allows reach the sampler and are served."""
+    body = {**VALID_BODIES[path], **EXTREME_SAMPLING[case]}
+    response = requests.post(f"{api_url}{path}", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == body.get("n", 1)
+
+
+@pytest.mark.parametrize("below", ["", "/sub", "/sub/deeper"])
+def test_download_into_a_file_is_400(api_url, settings, below):
+    target = f"{settings.model_dir / TINY / 'genai_config.json'}{below}"
+    body = {**VALID_BODIES["/openai/download"], "customDirPath": target}
+    response = requests.post(f"{api_url}/openai/download", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "customDirPath"

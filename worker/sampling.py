@@ -34,10 +34,12 @@ class RowSampler:
             return int(np.argmax(logits))
         k = self.top_k if 0 < self.top_k < len(logits) else len(logits)
         candidates = np.argpartition(logits, -k)[-k:] if k < len(logits) else np.arange(len(logits))
-        scores = logits[candidates].astype(np.float64) / self.temperature
-        order = np.argsort(-scores)
-        candidates, scores = candidates[order], scores[order]
-        probabilities = np.exp(scores - scores[0])
+        raw = logits[candidates].astype(np.float64)
+        order = np.argsort(-raw)
+        candidates, raw = candidates[order], raw[order]
+        # Shift before scaling: with a tiny temperature the scores reach -inf (probability 0), where
+        # scaling first would overflow to inf and inf - inf is NaN.
+        probabilities = np.exp((raw - raw[0]) / self.temperature)
         probabilities /= probabilities.sum()
         if self.top_p < 1.0:
             keep = max(1, int(np.searchsorted(np.cumsum(probabilities), self.top_p) + 1))

@@ -164,4 +164,9 @@ def download_root(custom_dir: str | None, settings: Settings) -> Path:
             "customDirPath",
             "path_not_allowed",
         )
+    existing = next(path for path in (resolved, *resolved.parents) if path.exists())
+    if not existing.is_dir():  # the folder could never be made there
+        raise bad_request(
+            f"customDirPath '{custom_dir}' is inside a file, not a folder.", "customDirPath", "invalid_path"
+        )
     return resolved
