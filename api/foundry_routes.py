@@ -78,6 +78,7 @@ def status():
 
 @bp.get("/openai/loadedmodels")
 @bp.get("/models/loaded")
+@documented(response=list[str])
 def loaded_models():
     """Names of models loaded on any live worker."""
     return jsonify(loaded_model_names(services().jobs.live_workers()))
@@ -122,6 +123,7 @@ def unload_all():
 
 
 @bp.get("/openai/getgpudevice")
+@documented(response=int)
 def get_gpu_device():
     """The GPU device new CUDA loads prefer."""
     return jsonify(preferred_gpu() or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from api.openapi import documented
 from api.services import services
 
 bp = Blueprint("models", __name__)
@@ -18,6 +19,7 @@ def list_models():
 
 
 @bp.get("/openai/models")
+@documented(response=list[str])
 def list_model_names():
     """Names of the models in the model directory (Foundry)."""
     return jsonify(services().models.names())
