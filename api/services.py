@@ -10,6 +10,7 @@ import redis
 from celery import Celery
 from flask import current_app, g, request
 from pydantic import BaseModel
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.catalog.catalog import best_variant, load_catalog
 from api.embeddings.bundler import EmbeddingBundler
@@ -94,7 +95,12 @@ def services() -> Services:
 
 
 def json_body() -> dict:
-    """The request's JSON object, or a 400 saying why it is not one."""
+    """The request's JSON object, or a 400 saying why it is not one (413 past the size limit)."""
+    limit = request.max_content_length
+    # A chunked body has no Content-Length to check up front: werkzeug stops reading at the limit,
+    # so a body that fills it was cut short; it is too large, not malformed.
+    if request.content_length is None and limit is not None and len(request.get_data()) >= limit:
+        raise RequestEntityTooLarge()
     try:
         body = request.get_json(force=True, silent=True)
     except RecursionError:  # the parser's nesting limit (about 1,000 levels); not a ValueError

@@ -236,6 +236,27 @@ def test_oversized_body_is_413(api_url, path, settings):
     assert_rejected(status, headers, raw, {413})
 
 
+@pytest.mark.parametrize("path", JSON_ROUTES)
+@pytest.mark.parametrize("size", ["small", "oversized"])
+def test_chunked_body_is_read_and_limited(api_url, path, settings, size):
+    """A body without Content-Length (chunked) is parsed like any other, and past the limit is a 413."""
+    body = dict(VALID_BODIES[path], model="no-such-model")
+    if size == "oversized":
+        body["padding"] = "x" * settings.max_body_bytes
+    raw = json.dumps(body).encode()
+    address = urlsplit(api_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    try:
+        pieces = (raw[i : i + 65536] for i in range(0, len(raw), 65536))
+        headers = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        connection.request("POST", path, body=pieces, headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        status, response_headers, content = response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+    assert_rejected(status, response_headers, content, {413} if size == "oversized" else {404})
+
+
 @pytest.mark.parametrize(("method", "path"), PATH_PARAM_OPERATIONS)
 @pytest.mark.parametrize("value", HOSTILE_PATH_VALUES)
 def test_hostile_path_parameter(api_url, method, path, value):
