@@ -41,25 +41,20 @@ bp = Blueprint("openapi", __name__)
 
 @dataclass(frozen=True)
 class Operation:
-    """What a route declares beyond its path: JSON body, query parameters, success response."""
+    """What a route declares beyond its path: JSON body, query parameters, JSON success response."""
 
     body: Any = None
     query: type[BaseModel] | None = None
     response: Any = None
-    response_media_type: str = "application/json"
 
 
 def documented(
-    *,
-    body: Any = None,
-    query: type[BaseModel] | None = None,
-    response: Any = None,
-    response_media_type: str = "application/json",
+    *, body: Any = None, query: type[BaseModel] | None = None, response: Any = None
 ) -> Callable[[View], View]:
     """Attach the route's request and response types (pydantic models or types) to its view."""
 
     def mark(view: View) -> View:
-        view.openapi_operation = Operation(body, query, response, response_media_type)
+        view.openapi_operation = Operation(body, query, response)
         return view
 
     return mark
@@ -87,6 +82,7 @@ def openapi_document(app: Flask) -> dict:
         for method in sorted((rule.methods or set()) - IMPLICIT_METHODS):
             paths.setdefault(path, {})[method.lower()] = _operation_object(
                 rule,
+                path,
                 method,
                 view,
                 operation,
@@ -136,7 +132,7 @@ def _path_and_parameters(rule: Rule) -> tuple[str, list[dict]]:
 
 
 def _operation_object(
-    rule: Rule, method: str, view: Callable, operation: Operation, parameters: list[dict], schemas: dict
+    rule: Rule, path: str, method: str, view: Callable, operation: Operation, parameters: list[dict], schemas: dict
 ) -> dict:
     error = {
         "description": "OpenAI's error envelope.",
@@ -145,9 +141,9 @@ def _operation_object(
     success: dict[str, Any] = {"description": "Success."}
     if operation.response is not None:
         media = {"schema": schemas[(operation.response, "serialization")]}
-        success["content"] = {operation.response_media_type: media}
+        success["content"] = {"application/json": media}
     result: dict[str, Any] = {
-        "operationId": f"{method.lower()}_{rule.rule.strip('/').replace('/', '_').replace('<', '').replace('>', '')}",
+        "operationId": method.lower() + re.sub(r"[^A-Za-z0-9]+", "_", path).rstrip("_"),
         "summary": (view.__doc__ or rule.endpoint).strip().splitlines()[0],
         "tags": [rule.endpoint.partition(".")[0]],
         "parameters": parameters,
