@@ -354,3 +354,24 @@ def test_download_into_a_file_is_400(api_url, settings, below):
     response = requests.post(f"{api_url}/openai/download", json=body, timeout=30)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "customDirPath"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "org/a--b",
+        "org/a..b",
+        "org/repo.git",
+        "org/-repo",
+        "org/" + "x" * 97,
+        "https://huggingface.co/org/r%C3%A9po",
+        "hf://org/repo\u0000",
+        "https://huggingface.co/" + "x" * 5000,
+    ],
+)
+def test_repository_id_the_hub_would_refuse_is_400(api_url, uri):
+    body = {**VALID_BODIES["/openai/download"], "model": {"Uri": uri, "Name": "probe"}}
+    response = requests.post(f"{api_url}/openai/download", json=body, timeout=30)
+    error = response.json()["error"]
+    assert response.status_code == 400, response.text
+    assert (error["param"], error["code"]) == ("model.Uri", "invalid_uri")
