@@ -18,9 +18,9 @@ from tests.conftest import MINILM, TINY
 from tests.openapi_document import DOCUMENT
 from tests.test_errors import assert_error
 
-# Few examples per operation: the point is the shapes of input (coverage phase: boundaries, wrong
+# Few generated examples per operation: the point is the shapes of input (coverage phase: boundaries, wrong
 # types, missing fields), not volume; the whole module stays around a minute on two cores.
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 30
 # Operations whose valid input costs too much or changes what other tests see.
 NEGATIVE_ONLY = ["/openai/download", "/openai/unloadall"]
 

@@ -29,7 +29,7 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     random_seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)  # Foundry Local's name for seed
-    logprobs: bool | None = None
+    logprobs: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
     # No effect on output:
     metadata: dict[str, str] | None = None
     store: bool | None = None
