@@ -41,20 +41,25 @@ bp = Blueprint("openapi", __name__)
 
 @dataclass(frozen=True)
 class Operation:
-    """What a route declares beyond its path: JSON body, query parameters, JSON success response."""
+    """What a route declares beyond its path: JSON body, query and header parameters, JSON response."""
 
     body: Any = None
     query: type[BaseModel] | None = None
+    headers: type[BaseModel] | None = None
     response: Any = None
 
 
 def documented(
-    *, body: Any = None, query: type[BaseModel] | None = None, response: Any = None
+    *,
+    body: Any = None,
+    query: type[BaseModel] | None = None,
+    headers: type[BaseModel] | None = None,
+    response: Any = None,
 ) -> Callable[[View], View]:
     """Attach the route's request and response types (pydantic models or types) to its view."""
 
     def mark(view: View) -> View:
-        view.openapi_operation = Operation(body, query, response)
+        view.openapi_operation = Operation(body, query, headers, response)
         return view
 
     return mark
@@ -86,7 +91,9 @@ def openapi_document(app: Flask) -> dict:
                 method,
                 view,
                 operation,
-                parameters + _query_parameters(operation.query, schemas, components),
+                parameters
+                + _parameters("query", operation.query, schemas, components)
+                + _parameters("header", operation.headers, schemas, components),
                 schemas,
             )
     return {
@@ -105,9 +112,9 @@ def _schemas(operations) -> tuple[dict, dict]:
     """JSON schemas of every declared type, keyed (type, mode), and the shared definitions."""
     inputs: dict[tuple[Any, str], TypeAdapter] = {(ErrorEnvelope, "serialization"): TypeAdapter(ErrorEnvelope)}
     for operation in operations:
-        for kind, mode in ((operation.body, "validation"), (operation.query, "validation")):
+        for kind in (operation.body, operation.query, operation.headers):
             if kind is not None:
-                inputs[(kind, mode)] = TypeAdapter(kind)
+                inputs[(kind, "validation")] = TypeAdapter(kind)
         if operation.response is not None:
             inputs[(operation.response, "serialization")] = TypeAdapter(operation.response)
     keyed, definitions = TypeAdapter.json_schemas(
@@ -155,19 +162,20 @@ def _operation_object(
     return result
 
 
-def _query_parameters(query: type[BaseModel] | None, schemas: dict, components: dict) -> list[dict]:
-    if query is None:
+def _parameters(location: str, model: type[BaseModel] | None, schemas: dict, components: dict) -> list[dict]:
+    """One parameter per field of `model`, in the query string or the headers."""
+    if model is None:
         return []
-    schema = _resolved(schemas[(query, "validation")], components)
+    schema = _resolved(schemas[(model, "validation")], components)
     required = set(schema.get("required", []))
     return [
-        {"name": name, "in": "query", "required": name in required, "schema": _not_null(field)}
+        {"name": name, "in": location, "required": name in required, "schema": _not_null(field)}
         for name, field in schema["properties"].items()
     ]
 
 
 def _not_null(schema: dict) -> dict:
-    """A query value is a string or absent, never null: `X | None` is documented as X."""
+    """A query or header value is a string or absent, never null: `X | None` is documented as X."""
     options = [option for option in schema.get("anyOf", []) if option != {"type": "null"}]
     if len(options) != 1:
         return schema

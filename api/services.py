@@ -9,7 +9,7 @@ from typing import TypeVar
 import redis
 from celery import Celery
 from flask import current_app, g, request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.catalog.catalog import best_variant, load_catalog
@@ -153,6 +153,12 @@ def submit_request(
     g.request_id = job_id = new_job_id()
     feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
     return job_id, feed
+
+
+class AsyncPreference(BaseModel):
+    """The request headers a job route reads: `Prefer: respond-async` for 202 and the job."""
+
+    Prefer: str | None = Field(None, json_schema_extra={"examples": ["respond-async"]})
 
 
 def prefers_async() -> bool:

@@ -152,6 +152,16 @@ PATH_PARAM_OPERATIONS = [
 QUERY_PARAMS = [
     (method, path, p["name"]) for method, path, op in OPERATIONS for p in op["parameters"] if p["in"] == "query"
 ]
+HEADER_PARAMS = [
+    (method, path, p["name"]) for method, path, op in OPERATIONS for p in op["parameters"] if p["in"] == "header"
+]
+HOSTILE_HEADER_VALUES = {
+    "long": "x" * 5000,
+    "repeated": "respond-async," * 400,
+    "control": "\x01\x1b\x7f",
+    "latin1": "respond-async\xff",
+    "empty": "",
+}
 
 
 def test_every_json_route_has_a_valid_body_to_attack():
@@ -278,6 +288,16 @@ def test_hostile_query_parameter(api_url, job_id, method, path, parameter, value
         return
     error = assert_rejected(status, headers, raw, {400})
     assert error["param"] == parameter
+
+
+@pytest.mark.parametrize(("method", "path", "header"), HEADER_PARAMS)
+@pytest.mark.parametrize("value", HOSTILE_HEADER_VALUES)
+def test_hostile_header_parameter(api_url, method, path, header, value):
+    body = json.dumps(VALID_BODIES[path]).encode()
+    headers = {"Content-Type": "application/json", header: HOSTILE_HEADER_VALUES[value]}
+    status, response_headers, raw = send(api_url, method, path, body, headers)
+    assert status < 500, raw[:500]
+    assert_not_a_server_error(status, response_headers, raw)
 
 
 @pytest.mark.parametrize(

@@ -41,8 +41,12 @@ def _config(mode: str) -> schemathesis.Config:
             "generation": {"mode": mode, "max-examples": MAX_EXAMPLES, "no-shrink": True},
             "phases": {"stateful": {"enabled": False}},
             "request-timeout": 120,
-            "dictionaries": {"models": {"values": MODEL_NAMES}},
+            "dictionaries": {
+                "models": {"values": MODEL_NAMES},
+                "preferences": {"values": ["respond-async", "wait=5, respond-async", "handling=lenient"]},
+            },
             "parameters": {
+                "header.Prefer": {"dictionary": "preferences", "probability": 0.5},
                 "body.model": {"dictionary": "models", "probability": 0.7},
                 "path.name": {"dictionary": "models", "probability": 0.7},
             },

@@ -13,7 +13,7 @@ from api.job_client import new_job_id
 from api.job_responses import wait_for_result
 from api.jobs_routes import accepted
 from api.openapi import documented
-from api.services import json_body, prefers_async, services
+from api.services import AsyncPreference, json_body, prefers_async, services
 from contracts.jobs import DEFAULT_DEVICE
 from contracts.model_directory import EMBEDDING
 
@@ -21,7 +21,7 @@ bp = Blueprint("embeddings", __name__)
 
 
 @bp.post("/v1/embeddings")
-@documented(body=EmbeddingRequest)
+@documented(body=EmbeddingRequest, headers=AsyncPreference)
 def create_embeddings():
     """Embeddings of one or more texts."""
     request = EmbeddingRequest.model_validate(json_body())
