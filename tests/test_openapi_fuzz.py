@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 
 import schemathesis
+from flask import Blueprint, Flask
 from openapi_spec_validator import validate
+from pydantic import BaseModel, Field
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
+from api.openapi import documented, openapi_document
 from tests.conftest import MINILM, TINY
 from tests.openapi_document import DOCUMENT
 from tests.test_errors import assert_error
@@ -127,3 +130,32 @@ def test_served_document_is_valid_openapi(api_url):
         ("unload", "query"),
         ("ep", "query"),
     ]
+
+
+def test_a_new_route_is_documented_by_itself():
+    """Any rule in the URL map is listed; what it declares with @documented fills in its schemas."""
+    app = Flask("probe")
+    blueprint = Blueprint("probe", __name__)
+
+    class Probe(BaseModel):
+        name: str = Field(min_length=1)
+
+    @blueprint.post("/v1/probes/<probe_id>")
+    @documented(body=Probe, response=list[Probe])
+    def create_probe(probe_id: str):
+        """Make a probe."""
+
+    @blueprint.get("/v1/plain")
+    def plain():
+        """Nothing declared."""
+
+    app.register_blueprint(blueprint)
+    document = openapi_document(app)
+    validate(document)
+    created = document["paths"]["/v1/probes/{probe_id}"]["post"]
+    assert created["summary"] == "Make a probe."
+    assert created["parameters"][0]["name"] == "probe_id" and created["parameters"][0]["in"] == "path"
+    assert created["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Probe"}
+    assert created["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
+    assert document["components"]["schemas"]["Probe"]["properties"]["name"]["minLength"] == 1
+    assert set(document["paths"]["/v1/plain"]["get"]["responses"]) == {"200", "4XX", "5XX"}
