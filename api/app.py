@@ -6,7 +6,7 @@ import uuid
 
 from flask import Flask, g
 
-from api import foundry_routes, health_routes, jobs_routes, models_routes, token_count_routes
+from api import foundry_routes, health_routes, jobs_routes, models_routes, openapi, token_count_routes
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
 from api.downloads import routes as download_routes
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         foundry_routes.bp,
         download_routes.bp,
         health_routes.bp,
+        openapi.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -22,6 +22,21 @@ _HTTP_TYPES = {
 }
 
 
+class ErrorDetail(pydantic.BaseModel):
+    """OpenAI's error fields."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(pydantic.BaseModel):
+    """The body of every 4xx and 5xx response."""
+
+    error: ErrorDetail
+
+
 class ApiError(Exception):
     """A failure the client should see, with status and OpenAI's error fields."""
 
@@ -44,7 +59,8 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorEnvelope(error=detail).model_dump()
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:

@@ -6,21 +6,45 @@ Served at both generations of Foundry's paths (/openai/... and /models/..., /sta
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.catalog.catalog import load_catalog
+from api.catalog.catalog import CatalogEntry, load_catalog
 from api.devices import device_for_provider, gpu_ids, preferred_gpu
 from api.errors import ApiError, bad_request, model_not_found
 from api.job_client import new_job_id
 from api.job_responses import wait_for_result
-from api.services import services
+from api.openapi import documented
+from api.services import query_args, services
 from contracts import keys
 from contracts.jobs import LOAD_TASK, JobKind, LoadJob
 from contracts.workers import WorkerInfo
 
 bp = Blueprint("foundry", __name__)
+
+# Longest TTL a load may ask for (a year); more is a 400, not a float overflow later.
+MAX_TTL_S = 365 * 24 * 3600
+
+
+class LoadOptions(BaseModel):
+    """Foundry's load query: `ttl` > 0 wins, else `unload=false` keeps the model, else the default TTL."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ttl: int | None = Field(None, ge=0, le=MAX_TTL_S)
+    unload: bool = True
+    ep: str | None = None
+
+
+class UnloadOptions(BaseModel):
+    """`force=true` unloads a model even while jobs use it (cancelling them)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    force: bool = False
 
 
 def loaded_model_names(workers: list[WorkerInfo]) -> list[str]:
@@ -28,6 +52,7 @@ def loaded_model_names(workers: list[WorkerInfo]) -> list[str]:
 
 
 @bp.get("/foundry/list")
+@documented(response=list[CatalogEntry])
 def catalog():
     """Every catalog entry, in Foundry's shape."""
     return jsonify([entry.model_dump() for entry in load_catalog(services().settings.user_catalog_dir)])
@@ -36,6 +61,7 @@ def catalog():
 @bp.get("/openai/status")
 @bp.get("/status")
 def status():
+    """Foundry's service status plus live workers and queue depths."""
     ctx = services()
     workers = ctx.jobs.live_workers()
     queues = sorted({queue for w in workers for queue in w.queues})
@@ -53,17 +79,22 @@ def status():
 
 @bp.get("/openai/loadedmodels")
 @bp.get("/models/loaded")
+@documented(response=list[str])
 def loaded_models():
+    """Names of models loaded on any live worker."""
     return jsonify(loaded_model_names(services().jobs.live_workers()))
 
 
 @bp.get("/openai/load/<name>")
 @bp.get("/models/load/<name>")
+@documented(query=LoadOptions)
 def load_model(name: str):
+    """Load a model on a worker serving `ep`, with Foundry's TTL rules."""
     ctx = services()
+    options = query_args(LoadOptions)
     name = _local_model(name)
-    ttl_s = _ttl(request.args.get("ttl"), _flag("unload", default=True), ctx.settings.model_ttl_s)
-    device = device_for_provider(request.args.get("ep"), ctx.jobs.live_workers(), preferred_gpu())
+    ttl_s = _ttl(options, ctx.settings.model_ttl_s)
+    device = device_for_provider(options.ep, ctx.jobs.live_workers(), preferred_gpu())
     g.request_id = job_id = new_job_id()
     payload = LoadJob(job_id=job_id, model=name, ttl_s=ttl_s).model_dump()
     feed = ctx.jobs.submit(LOAD_TASK, JobKind.LOAD, name, payload, device, True)
@@ -73,9 +104,11 @@ def load_model(name: str):
 
 @bp.get("/openai/unload/<name>")
 @bp.get("/models/unload/<name>")
+@documented(query=UnloadOptions)
 def unload_model(name: str):
+    """Unload a model from every worker."""
+    force = query_args(UnloadOptions).force
     name = _local_model(name)
-    force = _flag("force", default=False)
     still_loaded = _command_workers({"command": "unload", "model": name, "force": force}, name)
     if still_loaded:
         raise ApiError(409, f"The model '{name}' is in use; retry later or pass force=true.", code="model_in_use")
@@ -83,20 +116,26 @@ def unload_model(name: str):
 
 
 @bp.get("/openai/unloadall")
+@documented(query=UnloadOptions)
 def unload_all():
-    still_loaded = _command_workers({"command": "unload_all", "force": _flag("force", default=False)}, None)
+    """Unload every model from every worker."""
+    still_loaded = _command_workers({"command": "unload_all", "force": query_args(UnloadOptions).force}, None)
     return jsonify({"unloaded": not still_loaded, "stillLoaded": still_loaded})
 
 
 @bp.get("/openai/getgpudevice")
+@documented(response=int)
 def get_gpu_device():
+    """The GPU device new CUDA loads prefer."""
     return jsonify(preferred_gpu() or 0)
 
 
 @bp.get("/openai/setgpudevice/<device_id>")
 def set_gpu_device(device_id: str):
+    """Set the GPU device new CUDA loads prefer."""
     available = gpu_ids(services().jobs.live_workers())
-    if not device_id.isdigit() or int(device_id) not in available:
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,9}", device_id) or int(device_id) not in available:
         raise bad_request(f"Unknown GPU device '{device_id}'; live workers have: {available or 'no GPUs'}.", "deviceId")
     services().store.client.set(keys.GPU_DEVICE_KEY, int(device_id))
     return jsonify({"gpuDevice": int(device_id)})
@@ -127,20 +166,8 @@ def _local_model(name: str) -> str:
     return resolved
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = request.args.get(name)
-    if value is None:
-        return default
-    if value.lower() not in ("true", "false", "1", "0"):
-        raise bad_request(f"'{name}' must be true or false, not '{value}'.", name)
-    return value.lower() in ("true", "1")
-
-
-def _ttl(raw: str | None, unload: bool, default_s: float) -> float | None:
+def _ttl(options: LoadOptions, default_s: float) -> float | None:
     """Foundry's rules: a ttl > 0 wins; else unload=false keeps the model; else the default TTL."""
-    if raw is not None:
-        if not raw.isdigit():
-            raise bad_request(f"'ttl' must be a whole number of seconds, not '{raw}'.", "ttl")
-        if int(raw) > 0:
-            return float(raw)
-    return default_s if unload else None
+    if options.ttl:
+        return float(options.ttl)
+    return default_s if options.unload else None

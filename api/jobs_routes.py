@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, g, jsonify, request, url_for
+from pydantic import BaseModel, ConfigDict, Field
 
 from api import token_count_routes
 from api.chat import serving as chat_serving
 from api.completions import serving as completion_serving
 from api.embeddings import protocol as embedding_protocol
 from api.errors import ApiError
+from api.openapi import documented
 from api.services import services
 from api.sse import sse_frame, sse_response
 from contracts.job_store import JobRecord, parse_event_id
@@ -24,6 +28,21 @@ from contracts.jobs import (
 )
 
 bp = Blueprint("jobs", __name__)
+
+# What a job ID can look like (ours are uuid4 hex); anything else cannot name a job, and is never
+# echoed into a header or used in a Redis key.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# A Redis Stream entry ID, "ms-seq" or "ms", each part below 2**64 as Redis requires.
+EVENT_ID = r"^[0-9]{1,19}-[0-9]{1,19}$"
+
+
+class EventsQuery(BaseModel):
+    """Where a replay resumes: after this event ID (the `Last-Event-ID` header, if sent, wins)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    after: str | None = Field(None, pattern=EVENT_ID)
+
 
 # How a finished job's result is shown, by job kind: in the shape its endpoint returns.
 RESULT_RENDERERS = {
@@ -69,28 +88,32 @@ def accepted(job_id: str):
 
 
 def _record(job_id: str) -> JobRecord:
-    g.request_id = job_id
-    record = services().store.get(job_id)
+    record = services().store.get(job_id) if JOB_ID.fullmatch(job_id) else None
     if record is None:
         raise ApiError(404, f"No job with ID '{job_id}' (it may have expired).", param="job_id", code="job_not_found")
+    g.request_id = job_id
     return record
 
 
 @bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str):
+    """A job's status, timestamps, worker, and result in its endpoint's shape."""
     return jsonify(job_body(_record(job_id)))
 
 
 @bp.get("/v1/jobs/<job_id>/events")
+@documented(query=EventsQuery)
 def job_events(job_id: str):
+    """The job's events as SSE, replayed from the start or after `Last-Event-ID` / `after`."""
     _record(job_id)
-    after = request.headers.get("Last-Event-ID") or request.args.get("after")
+    header = request.headers.get("Last-Event-ID")
+    after, param = (header, "Last-Event-ID") if header else (request.args.get("after"), "after")
     if after:
         try:
             parse_event_id(after)
         except ValueError:
-            message = f"'{after}' is not an event ID of this job (IDs look like '1-5')."
-            raise ApiError(400, message, param="Last-Event-ID", code="invalid_event_id") from None
+            message = f"'{after[:100]}' is not an event ID of this job (IDs look like '1-5')."
+            raise ApiError(400, message, param=param, code="invalid_event_id") from None
     feed = services().jobs.follow(job_id)
 
     def frames():
@@ -105,6 +128,7 @@ def job_events(job_id: str):
 
 @bp.delete("/v1/jobs/<job_id>")
 def cancel_job(job_id: str):
+    """Cancel a job: a queued one never runs, a running one stops at its next step."""
     record = _record(job_id)
     store = services().store
     if not record.status.is_terminal:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from celery import Celery
 from flask import current_app, g, request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.catalog.catalog import best_variant, load_catalog
 from api.embeddings.bundler import EmbeddingBundler
@@ -28,6 +30,7 @@ from contracts.token_seal import TokenSeal
 REDIS_CONNECTIONS = 64
 # How long a request waits for a free connection before it is a 503 (redis.ConnectionError).
 REDIS_CONNECTION_WAIT_S = 10
+Query = TypeVar("Query", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,9 @@ class Services:
         """Execution providers live workers offer (cpu when none is known)."""
         return {p for w in self.jobs.live_workers() for p in w.execution_providers} or {"cpu"}
 
-    def require_model(self, name: str, max_tokens: int | None = None, kind: str = GENERATION) -> str:
+    def require_model(
+        self, name: str, max_tokens: int | None = None, kind: str = GENERATION, limit_param: str = "max_tokens"
+    ) -> str:
         """The resolved model name; 404 if not in the directory, 400 for the wrong kind or a limit past its context."""
         name = self.resolve_model(name)
         if not self.models.exists(name):
@@ -89,9 +94,9 @@ class Services:
         context = self.models.context_length(name)
         if max_tokens is not None and max_tokens >= context:
             raise bad_request(
-                f"max_tokens is too large: {max_tokens}. This model's context length is "
+                f"{limit_param} is too large: {max_tokens}. This model's context length is "
                 f"{context} tokens, prompt included.",
-                "max_tokens",
+                limit_param,
                 "context_length_exceeded",
             )
         return name
@@ -102,13 +107,55 @@ def services() -> Services:
 
 
 def json_body() -> dict:
-    """The request's JSON object, or a 400 saying why it is not one."""
-    body = request.get_json(force=True, silent=True)
+    """The request's JSON object, or a 400 saying why it is not one (413 past the size limit)."""
+    limit = request.max_content_length
+    # A chunked body has no Content-Length to check up front: werkzeug stops reading at the limit,
+    # so a body that fills it was cut short; it is too large, not malformed.
+    if request.content_length is None and limit is not None and len(request.get_data()) >= limit:
+        raise RequestEntityTooLarge()
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # the parser's nesting limit (about 1,000 levels); not a ValueError
+        raise ApiError(
+            400, "We could not parse the JSON body of your request: it is nested too deeply.", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(
             400, "We could not parse the JSON body of your request: it must be a JSON object.", code="invalid_json"
         )
+    if _holds_lone_surrogate(body):
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request: a string holds an unpaired UTF-16 surrogate "
+            "escape (\\ud800-\\udfff), which is not a Unicode character.",
+            code="invalid_json",
+        )
     return body
+
+
+def _holds_lone_surrogate(body: dict) -> bool:
+    """Whether any key or string in the parsed body holds a lone surrogate (JSON allows the escape; no
+    tokenizer, Redis or UTF-8 encoder does). Iterative: the parser allows deeper nesting than recursion."""
+    pending: list[object] = [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
+def query_args(model: type[Query]) -> Query:
+    """The query string validated by `model`; a 400 naming the parameter otherwise."""
+    return model.model_validate(request.args.to_dict())
 
 
 def submit_request(
@@ -118,6 +165,12 @@ def submit_request(
     g.request_id = job_id = new_job_id()
     feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
     return job_id, feed
+
+
+class AsyncPreference(BaseModel):
+    """The request headers a job route reads: `Prefer: respond-async` for 202 and the job."""
+
+    Prefer: str | None = Field(None, json_schema_extra={"examples": ["respond-async"]})
 
 
 def prefers_async() -> bool:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.chat.protocol import ChatMessage
 from api.job_client import new_job_id
 from api.job_responses import wait_for_result
+from api.openapi import documented
 from api.services import json_body, services
 from contracts.jobs import COUNT_TOKENS_TASK, DEFAULT_DEVICE, LIGHT_LANE, JobKind, TokenCountJob, TokenCountResult
 
@@ -30,7 +31,9 @@ def count_body(job_id: str, model: str, created: int, result: TokenCountResult) 
 
 
 @bp.post("/v1/chat/completions/tokenizer/encode/count")
+@documented(body=TokenCountRequest)
 def count_tokens():
+    """The length in tokens of the templated prompt the model would see."""
     request = TokenCountRequest.model_validate(json_body())
     ctx = services()
     request.model = ctx.require_model(request.model)

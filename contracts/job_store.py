@@ -123,11 +123,16 @@ class JobRecord:
 EventId = tuple[int, int]
 
 
+def _is_stream_number(part: str) -> bool:
+    """ASCII digits that fit a Stream ID's 64-bit part."""
+    return part.isascii() and part.isdigit() and len(part) <= 19
+
+
 def parse_event_id(event_id: str) -> EventId:
     """Order of an event ID ("delivery-sequence"); ValueError if it is not one."""
     delivery, separator, sequence = event_id.partition("-")
-    if not separator or not delivery.isdigit() or not sequence.isdigit():
-        raise ValueError(f"not an event ID: {event_id!r}")
+    if not separator or not _is_stream_number(delivery) or not _is_stream_number(sequence):
+        raise ValueError(f"not an event ID: {event_id[:100]!r}")
     return int(delivery), int(sequence)
 
 

@@ -17,6 +17,22 @@ INCOMPLETE_MARKER = "download.tmp"
 GENERATION = "generation"
 EMBEDDING = "embedding"
 
+# Longest folder name common filesystems allow (NAME_MAX, in bytes).
+MAX_NAME_BYTES = 255
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether `name` can name a model folder: one visible path part of printable characters
+    within NAME_MAX, so a client's name never reaches the filesystem as anything else."""
+    return (
+        bool(name)
+        and name.isprintable()  # no NUL, control characters or lone surrogates
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    )
+
 
 class ModelDirectory:
     """Lists models in a folder and reads what the API needs from their configuration."""
@@ -31,13 +47,12 @@ class ModelDirectory:
         return self.root / name
 
     def exists(self, name: str) -> bool:
-        if not name or "/" in name or name.startswith("."):
-            return False
-        folder = self.path(name)
-        return self.kind(name) is not None and not (folder / INCOMPLETE_MARKER).exists()
+        return self.kind(name) is not None and not (self.path(name) / INCOMPLETE_MARKER).exists()
 
     def kind(self, name: str) -> str | None:
-        """GENERATION or EMBEDDING, by the configuration file the folder holds."""
+        """GENERATION or EMBEDDING, by the configuration file the folder holds (None if it cannot be a folder)."""
+        if not is_folder_name(name):
+            return None
         folder = self.path(name)
         if (folder / CONFIG_FILE).is_file():
             return GENERATION

@@ -146,7 +146,8 @@ class GenerationEngine:
             if value is not None and not (name == "temperature" and value == 0):
                 options[name] = value
         if sampling.seed is not None:
-            options["random_seed"] = sampling.seed
+            # onnxruntime-genai takes a 32-bit seed; wider ones wrap (int32 seeds pass unchanged).
+            options["random_seed"] = (sampling.seed + 2**31) % 2**32 - 2**31
         params = og.GeneratorParams(self.model)
         params.set_search_options(**options)
         return params

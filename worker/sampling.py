@@ -25,7 +25,8 @@ class RowSampler:
         self.top_p = sampling.top_p if sampling.top_p is not None else float(defaults.get("top_p", 1.0))
         self.top_k = sampling.top_k if sampling.top_k is not None else int(defaults.get("top_k", 0))
         # A seed gives a reproducible sequence per choice (`stream` tells a request's rows apart).
-        seed = None if sampling.seed is None else [sampling.seed, stream]
+        # numpy takes non-negative seeds: a negative one maps to its unsigned 64-bit value.
+        seed = None if sampling.seed is None else [sampling.seed % 2**64, stream]
         self.random = np.random.default_rng(seed)
 
     def pick(self, logits: np.ndarray) -> int:
@@ -33,10 +34,12 @@ class RowSampler:
             return int(np.argmax(logits))
         k = self.top_k if 0 < self.top_k < len(logits) else len(logits)
         candidates = np.argpartition(logits, -k)[-k:] if k < len(logits) else np.arange(len(logits))
-        scores = logits[candidates].astype(np.float64) / self.temperature
-        order = np.argsort(-scores)
-        candidates, scores = candidates[order], scores[order]
-        probabilities = np.exp(scores - scores[0])
+        raw = logits[candidates].astype(np.float64)
+        order = np.argsort(-raw)
+        candidates, raw = candidates[order], raw[order]
+        # Shift before scaling: with a tiny temperature the scores reach -inf (probability 0), where
+        # scaling first would overflow to inf and inf - inf is NaN.
+        probabilities = np.exp((raw - raw[0]) / self.temperature)
         probabilities /= probabilities.sum()
         if self.top_p < 1.0:
             keep = max(1, int(np.searchsorted(np.cumsum(probabilities), self.top_p) + 1))

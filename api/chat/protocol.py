@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from api.sampling_protocol import SamplingFields, StrictModel
+from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
 
 
@@ -28,8 +28,8 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    random_seed: int | None = None  # Foundry Local's name for seed
-    logprobs: bool | None = None
+    random_seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)  # Foundry Local's name for seed
+    logprobs: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
     # No effect on output:
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -50,6 +50,11 @@ class ChatCompletionRequest(SamplingFields):
     @property
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def output_limit_param(self) -> str:
+        """The field `output_limit` comes from, for errors naming it."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def to_job(self, job_id: str) -> GenerationJob:
         return GenerationJob(

@@ -11,17 +11,20 @@ from api.chat.serving import chunk_frames, completion_body
 from api.devices import device_for_request
 from api.job_responses import stream_job, wait_for_result
 from api.jobs_routes import accepted
-from api.services import json_body, services, submit_request
+from api.openapi import documented
+from api.services import AsyncPreference, json_body, services, submit_request
 from contracts.jobs import GENERATE_TASK, JobKind
 
 bp = Blueprint("chat", __name__)
 
 
 @bp.post("/v1/chat/completions")
+@documented(body=ChatCompletionRequest, headers=AsyncPreference)
 def create_chat_completion():
+    """A chat completion: answered whole, streamed as SSE, or as a job (`Prefer: respond-async`)."""
     chat = ChatCompletionRequest.model_validate(json_body())
     ctx = services()
-    chat.model = ctx.require_model(chat.model, chat.output_limit)
+    chat.model = ctx.require_model(chat.model, chat.output_limit, limit_param=chat.output_limit_param)
     device = device_for_request(chat.ep)
     job_id, feed = submit_request(GENERATE_TASK, JobKind.CHAT, chat.model, chat.to_job, device)
     if feed is None:

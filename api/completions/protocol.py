@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from api.sampling_protocol import SamplingFields
+from api.sampling_protocol import NON_EMPTY_TEXTS, ONLY_ZERO, SamplingFields
 from contracts.jobs import GenerationJob
 
 # Most prompts one request may batch (documented in the README).
@@ -16,11 +16,11 @@ DEFAULT_MAX_TOKENS = 16
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(json_schema_extra={**NON_EMPTY_TEXTS, "maxItems": MAX_PROMPTS})
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
     echo: bool = False
-    suffix: str | None = None
-    logprobs: int | None = None
+    suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})
+    logprobs: int | None = Field(None, json_schema_extra=ONLY_ZERO)
     use_raw_prompt: bool = True
     error_behavior: Literal["error", "truncate"] = "error"
 

@@ -11,14 +11,17 @@ from api.completions.serving import chunk_frames, completion_body
 from api.devices import device_for_request
 from api.job_responses import stream_job, wait_for_result
 from api.jobs_routes import accepted
-from api.services import json_body, services, submit_request
+from api.openapi import documented
+from api.services import AsyncPreference, json_body, services, submit_request
 from contracts.jobs import GENERATE_TASK, JobKind
 
 bp = Blueprint("completions", __name__)
 
 
 @bp.post("/v1/completions")
+@documented(body=CompletionRequest, headers=AsyncPreference)
 def create_completion():
+    """Text completions for one or more prompts, decoded together as one job."""
     request = CompletionRequest.model_validate(json_body())
     ctx = services()
     request.model = ctx.require_model(request.model, request.max_tokens)

@@ -13,7 +13,8 @@ from api.downloads.sources import download_root, plan_download
 from api.job_client import new_job_id
 from api.job_events import JobEventFeed
 from api.jobs_routes import accepted
-from api.services import json_body, prefers_async, services
+from api.openapi import documented
+from api.services import AsyncPreference, json_body, prefers_async, services
 from contracts import keys
 from contracts.jobs import DOWNLOAD_TASK, DOWNLOADS_LANE, DownloadJob, JobKind
 
@@ -21,7 +22,9 @@ bp = Blueprint("downloads", __name__)
 
 
 @bp.post("/openai/download")
+@documented(body=DownloadRequest, headers=AsyncPreference)
 def download():
+    """Download a model into the model directory, streaming Foundry's progress lines."""
     ctx = services()
     request = DownloadRequest.parse(json_body())
     plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())

@@ -20,7 +20,10 @@ from contracts.settings import Settings
 
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 _AZUREML = re.compile(r"^azureml://registries/[^/]+/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$")
-_REPO_PART = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+# The hub's rule for each part of a repository ID (as huggingface_hub's validate_repo_id checks it,
+# in ASCII): letters, digits, '_', '-', '.', ending in a letter, digit or '_', no '--' or '..', at
+# most 96; a name the hub would refuse is a 400 here, not a failed job.
+_REPO_PART = re.compile(r"^(?!.*(?:--|\.\.))[A-Za-z0-9](?:[\w.-]{0,94}\w)?$", re.ASCII)
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -58,7 +61,7 @@ def parse_hub_uri(uri: str) -> HubSource | None:
 
 
 def _source(repo: list[str], revision: str, folder: list[str]) -> HubSource | None:
-    if len(repo) != 2 or not all(_REPO_PART.match(part) for part in repo):
+    if len(repo) != 2 or not all(_REPO_PART.match(part) for part in repo) or repo[1].endswith(".git"):
         return None
     return HubSource("/".join(repo), revision, "/".join(folder))
 
@@ -163,5 +166,10 @@ def download_root(custom_dir: str | None, settings: Settings) -> Path:
             f"customDirPath '{custom_dir}' is outside the allowed download roots ({allowed}; LADLE_DOWNLOAD_ROOTS).",
             "customDirPath",
             "path_not_allowed",
+        )
+    existing = next(path for path in (resolved, *resolved.parents) if path.exists())
+    if not existing.is_dir():  # the folder could never be made there
+        raise bad_request(
+            f"customDirPath '{custom_dir}' is inside a file, not a folder.", "customDirPath", "invalid_path"
         )
     return resolved

@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from api.sampling_protocol import StrictModel
+from api.sampling_protocol import NON_EMPTY_TEXTS, StrictModel
 from contracts.jobs import EmbeddingJob, EmbeddingResult
 
 
 class EmbeddingRequest(StrictModel):
     model: str = Field(min_length=1)
-    input: str | list[str]
+    input: str | list[str] = Field(json_schema_extra=NON_EMPTY_TEXTS)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     instruction: str | None = None

@@ -12,7 +12,8 @@ from api.errors import bad_request
 from api.job_client import new_job_id
 from api.job_responses import wait_for_result
 from api.jobs_routes import accepted
-from api.services import json_body, prefers_async, services
+from api.openapi import documented
+from api.services import AsyncPreference, json_body, prefers_async, services
 from contracts.jobs import DEFAULT_DEVICE
 from contracts.model_directory import EMBEDDING
 
@@ -20,7 +21,9 @@ bp = Blueprint("embeddings", __name__)
 
 
 @bp.post("/v1/embeddings")
+@documented(body=EmbeddingRequest, headers=AsyncPreference)
 def create_embeddings():
+    """Embeddings of one or more texts."""
     request = EmbeddingRequest.model_validate(json_body())
     ctx = services()
     limit = ctx.settings.max_embedding_inputs
