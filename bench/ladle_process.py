@@ -35,19 +35,25 @@ def ladle_serve(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(240):
-                try:
-                    ready(url)
-                    break
-                except (requests.RequestException, ValueError, KeyError):
-                    time.sleep(0.5)
-            else:
+            if not wait_until(lambda: ready(url), process):
                 raise SystemExit("ladle serve did not come up")
             yield url, redis_url
         finally:
             process.send_signal(2)
             process.wait(timeout=60)
             redis_server.stop()
+
+
+def wait_until(ready: Callable[[], object], process: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """Whether `ready()` succeeded (retried every half second) before `process` exited or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            ready()
+            return True
+        except (requests.RequestException, ValueError, KeyError):
+            time.sleep(0.5)
+    return False
 
 
 def percentile(values: list[float], fraction: float) -> float:
