@@ -13,6 +13,7 @@ if [ ! -x "$BINARY" ]; then
   # optimum needs torch: a CPU build first (TORCH_SPEC, e.g. a local wheel), or pip resolves the
   # multi-GB CUDA build as infinity-emb's dependency.
   "$VENV/bin/python" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}" >&2
+  # Tested with optimum 2.1, onnxruntime 1.32, transformers 4.57 (what this pin resolves to).
   "$VENV/bin/python" -m pip install --quiet "infinity-emb[server,optimum]==0.0.78" >&2
 fi
 echo "$BINARY"
