@@ -32,6 +32,6 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-def broker_transport(broker_url: str) -> str | None:
+def broker_transport(broker_url: str | None) -> str | None:
     """The transport for `broker_url`: this one for plain redis:// URLs, else kombu's choice."""
-    return f"{__name__}:Transport" if broker_url.startswith("redis://") else None
+    return f"{__name__}:Transport" if broker_url and broker_url.startswith("redis://") else None
