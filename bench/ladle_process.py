@@ -21,9 +21,15 @@ from cli.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 
 @contextmanager
 def ladle_serve(
-    model_dir: Path, ready: Callable[[str], object], env_overrides: dict[str, str] | None = None
+    model_dir: Path,
+    ready: Callable[[str], object],
+    env_overrides: dict[str, str] | None = None,
+    pids: list[int] | None = None,
 ) -> Iterator[tuple[str, str]]:
-    """Yields (API URL, Redis URL) once `ready(api_url)` succeeds; then stops everything."""
+    """Yields (API URL, Redis URL) once `ready(api_url)` succeeds; then stops everything.
+
+    `pids`, if given, receives the process IDs of `ladle serve` and of its Redis (for `tree_cpu_s`).
+    """
     with tempfile.TemporaryDirectory() as data_dir:
         redis_server = EmbeddedRedis(Path(data_dir) / "redis", persist=False)
         redis_url = redis_server.start()
@@ -34,6 +40,8 @@ def ladle_serve(
         command = [sys.executable, "-m", "cli.main", "serve"]
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
+        if pids is not None:
+            pids.extend([process.pid, redis_server.process.pid])
         try:
             if not wait_until(lambda: ready(url), process):
                 raise SystemExit("ladle serve did not come up")
@@ -54,6 +62,32 @@ def wait_until(ready: Callable[[], object], process: subprocess.Popen, timeout_s
         except (requests.RequestException, ValueError, KeyError):
             time.sleep(0.5)
     return False
+
+
+def tree_cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the live processes `roots` and their descendants.
+
+    Read from Linux's /proc; 0.0 where there is none. Unlike throughput, this hardly moves when
+    other work shares the machine: it is what each request cost, not how fast it went.
+    """
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(entry.parent.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    wanted, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in wanted]
+        wanted.update(children)
+        frontier.extend(children)
+    return sum(used.get(pid, 0.0) for pid in wanted)
 
 
 def percentile(values: list[float], fraction: float) -> float:
