@@ -12,6 +12,7 @@ from celery import Celery
 from api.errors import ApiError
 from api.job_events import JobEventFeed, JobEventHub
 from api.job_routing import JobRouter
+from api.task_messages import TaskMessages
 from contracts import workers
 from contracts.job_store import JobStore
 from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, ErrorEvent, ErrorInfo, JobKind, JobStatus, queue_for_device
@@ -36,6 +37,7 @@ class JobClient:
         self.settings = settings
         self.store = store
         self.celery = celery
+        self.messages = TaskMessages(celery)
         self.hub = JobEventHub(store.client)
         self.router = JobRouter(self.live_workers)
         self._worker_seen: dict[tuple[str, str], float] = {}
@@ -87,9 +89,9 @@ class JobClient:
     ) -> JobEventFeed | None:
         """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
         self.require_worker(device, lane)
-        self.store.create([payload["job_id"]], kind, model)
+        job_id = payload["job_id"]
         queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
-        return self._enqueue(task, payload, [payload["job_id"]], [follow], queue, payload["job_id"])[0]
+        return self._enqueue(task, payload, [job_id], [follow], queue, job_id, (kind, model))[0]
 
     def submit_bundle(
         self, task: str, kind: JobKind, model: str, payloads: list[dict], device: str, follow: list[bool]
@@ -100,9 +102,8 @@ class JobClient:
         """
         self.require_worker(device)
         task_id, job_ids = new_job_id(), [payload["job_id"] for payload in payloads]
-        self.store.create(job_ids, kind, model, task_id)
         queue = self.router.queue_for(model, device)
-        return self._enqueue(task, payloads, job_ids, follow, queue, task_id)
+        return self._enqueue(task, payloads, job_ids, follow, queue, task_id, (kind, model))
 
     def submit_shared(
         self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
@@ -121,16 +122,31 @@ class JobClient:
         return job_id, self._enqueue(task, payload, [job_id], [follow], queue_for_device("cpu", lane), job_id)[0]
 
     def _enqueue(
-        self, task: str, argument: dict | list[dict], job_ids: list[str], follow: list[bool], queue: str, task_id: str
+        self,
+        task: str,
+        argument: dict | list[dict],
+        job_ids: list[str],
+        follow: list[bool],
+        queue: str,
+        task_id: str,
+        record: tuple[JobKind, str] | None = None,
     ) -> list[JobEventFeed | None]:
-        """Send the task carrying the recorded jobs `job_ids`, following those asked for before it is
-        sent, so no event is missed; a feed (or None) per job."""
+        """Send the task carrying the jobs `job_ids`, following those asked for before it is sent,
+        so no event is missed; a feed (or None) per job.
+
+        With `record` (kind, model), the jobs are recorded in the same round trip (a MULTI: the
+        task is never visible without its records); otherwise they are recorded already.
+        """
         wanted = zip(job_ids, follow, strict=True)
         feeds = [self.follow(job_id, fresh=True) if follows else None for job_id, follows in wanted]
         try:
             # A short argsrepr: Celery's own repr of long payloads costs more than sending them.
-            summary = "jobs " + " ".join(job_ids)
-            self.celery.send_task(task, args=[argument], queue=queue, task_id=task_id, argsrepr=summary)
+            message = self.messages.build(task, argument, queue, task_id, "jobs " + " ".join(job_ids))
+            pipe = self.store.client.pipeline(transaction=record is not None)
+            if record is not None:
+                self.store.create(job_ids, *record, task_id=task_id, pipe=pipe)
+            pipe.lpush(message.queue, message.payload)
+            pipe.execute()
         except Exception:
             for feed in feeds:
                 if feed is not None:

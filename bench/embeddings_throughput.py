@@ -1,9 +1,15 @@
-"""Embeddings through Ladle with 32 concurrent single-text clients vs raw onnxruntime at batch 32.
+"""Embeddings through Ladle with 32 concurrent single-text clients vs infinity-emb and raw onnxruntime.
 
+    bash bench/install_infinity.sh            # once: the peer's own virtualenv
     python bench/embeddings_throughput.py [--seconds 10]
 
-Both sides embed the same ~20-word sentences with all-MiniLM-L6-v2 (int8 ONNX) in one run; the
-ratio shows how close micro-batching of single-text requests gets to the raw batch ceiling.
+All embed the same ~20-word sentences with all-MiniLM-L6-v2 (int8 ONNX, the folder Ladle serves)
+in one run, one after the other: raw onnxruntime at batch 32 (the ceiling), infinity-emb (a
+Python embedding server with dynamic batching, `--engine optimum` on the same ONNX file), then
+Ladle started as `ladle serve` runs it. The infinity-emb column is skipped, saying why, when its
+virtualenv (INFINITY_VENV, default ~/.cache/ladle-bench/infinity) is missing. Each server's CPU
+per sentence (its processes and their children, Redis included) is printed too: on a machine
+shared with other work it moves far less than sentences/s.
 """
 
 from __future__ import annotations
@@ -11,17 +17,24 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import onnxruntime as ort
 import requests
-from ladle_process import ladle_serve
+from ladle_process import ladle_serve, tree_cpu_s, wait_until
 from tokenizers import Tokenizer
 
+from cli.embedded_redis import free_port
 from contracts.settings import Settings
 from worker.model_build import MINILM, build_model
 
@@ -49,7 +62,24 @@ def raw_sentences_per_s(folder, batch: int, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
-def ladle_sentences_per_s(url: str, clients: int, seconds: float, texts: int = 1) -> float:
+@dataclass(frozen=True)
+class Load:
+    """What a load run measured: sentences/s, and the server's CPU ms per sentence (0 if unknown)."""
+
+    sentences_per_s: float
+    cpu_ms_per_sentence: float = 0.0
+
+
+def measured(url: str, server_pids: list[int], clients: int, seconds: float, **options) -> Load:
+    """`sentences_per_s` of the server at `url`, with the CPU its processes (`server_pids` and their
+    children) used meanwhile."""
+    cpu_before, started = tree_cpu_s(server_pids), time.perf_counter()
+    rate = sentences_per_s(url, clients, seconds, **options)
+    sentences = rate * (time.perf_counter() - started)
+    return Load(rate, 1000 * (tree_cpu_s(server_pids) - cpu_before) / max(sentences, 1))
+
+
+def sentences_per_s(url: str, clients: int, seconds: float, texts: int = 1, path: str = "/v1/embeddings") -> float:
     """Sentences/s with `clients` sending requests of `texts` sentences each, one after another.
 
     Each client is a keep-alive `http.client` connection: the load generator shares the 2 cores
@@ -65,11 +95,11 @@ def ladle_sentences_per_s(url: str, clients: int, seconds: float, texts: int = 1
             # load generator from taking the CPU the server needs.
             inputs = [sentence(c * 100000 + count + k) for k in range(texts)]
             body = {"model": MINILM, "input": inputs[0] if texts == 1 else inputs, "encoding_format": "base64"}
-            connection.request("POST", "/v1/embeddings", json.dumps(body), {"Content-Type": "application/json"})
+            connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             response = connection.getresponse()
             response.read()
             if response.status != 200:
-                raise SystemExit(f"embeddings request failed: HTTP {response.status}")
+                raise SystemExit(f"embeddings request to {url} failed: HTTP {response.status}")
             count += texts
         connection.close()
         return count
@@ -80,6 +110,59 @@ def ladle_sentences_per_s(url: str, clients: int, seconds: float, texts: int = 1
     return total / (time.perf_counter() - started)
 
 
+def infinity_venv() -> Path:
+    return Path(os.environ.get("INFINITY_VENV", Path.home() / ".cache" / "ladle-bench" / "infinity"))
+
+
+@contextmanager
+def infinity_serve(folder: Path) -> Iterator[tuple[str, int]]:
+    """infinity-emb serving `folder`'s ONNX model; yields (URL, process ID) once it answers, then stops it."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    with tempfile.TemporaryDirectory() as logs:
+        log_path = Path(logs) / "infinity.log"
+        # `--model-id .` from inside the folder: optimum matches the ONNX file by its name relative
+        # to the model path, and infinity-emb passes it on as found. No graph optimisation: the same
+        # int8 graph as Ladle's (infinity's optimiser also fails on this optimum release).
+        command = [
+            str(infinity_venv() / "bin" / "infinity_emb"),
+            "v2",
+            "--model-id",
+            ".",
+            "--served-model-name",
+            MINILM,
+            "--engine",
+            "optimum",
+            "--device",
+            "cpu",
+            "--pooling-method",
+            "mean",
+            "--batch-size",
+            "32",
+            "--onnx-disable-optimize",
+            "--no-model-warmup",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        with log_path.open("w") as log:
+            process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            if not wait_until(lambda: warm_up(url, "/embeddings"), process):
+                raise SystemExit(f"infinity-emb did not come up:\n{log_path.read_text()[-3000:]}")
+            yield url, process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def warm_up(url: str, path: str = "/v1/embeddings") -> None:
+    body = {"model": MINILM, "input": "warm up"}
+    requests.post(f"{url}{path}", json=body, timeout=30).raise_for_status()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
@@ -88,21 +171,42 @@ def main() -> None:
     folder = build_model(MINILM, args.model_dir)
     raw32 = raw_sentences_per_s(folder, 32, args.seconds)
     raw1 = raw_sentences_per_s(folder, 1, args.seconds)
-
-    def ready(url: str) -> None:
-        requests.post(f"{url}/v1/embeddings", json={"model": MINILM, "input": "warm up"}, timeout=30).raise_for_status()
-
-    with ladle_serve(args.model_dir, ready) as (url, _):
-        ladle32 = ladle_sentences_per_s(url, 32, args.seconds)
+    infinity32 = None
+    if (infinity_venv() / "bin" / "infinity_emb").exists():
+        with infinity_serve(folder) as (url, pid):
+            infinity32 = measured(url, [pid], 32, args.seconds, path="/embeddings")
+    else:
+        skipped = f"skipped: no infinity-emb in {infinity_venv()} (run bash bench/install_infinity.sh)"
+    pids: list[int] = []
+    with ladle_serve(args.model_dir, warm_up, pids=pids) as (url, _):
+        ladle32 = measured(url, pids, 32, args.seconds)
         # The same texts in fewer, larger requests: what the per-request cost is.
-        ladle4x8 = ladle_sentences_per_s(url, 4, args.seconds, texts=8)
-    print("all-MiniLM-L6-v2 int8, ~20-word sentences")
-    print(f"raw onnxruntime, batch 32         {raw32:8.1f} sentences/s")
-    print(f"raw onnxruntime, batch 1          {raw1:8.1f} sentences/s")
-    print(f"Ladle, 32 single-text clients     {ladle32:8.1f} sentences/s")
-    print(f"Ladle, 4 clients x 8 texts        {ladle4x8:8.1f} sentences/s")
-    print(f"Ladle/raw batch 32: x{ladle32 / raw32:.2f}   Ladle/raw batch 1: x{ladle32 / raw1:.2f}")
-    print(f"Ladle 4 clients x 8 texts/raw batch 32: x{ladle4x8 / raw32:.2f}")
+        ladle4x8 = measured(url, pids, 4, args.seconds, texts=8)
+
+    def row(name: str, load: Load) -> str:
+        cpu = f"   {load.cpu_ms_per_sentence:5.2f} ms CPU/sentence" if load.cpu_ms_per_sentence else ""
+        return f"{name:37}{load.sentences_per_s:8.1f} sentences/s{cpu}"
+
+    print("all-MiniLM-L6-v2 int8, ~20-word sentences (CPU: the server's processes, Redis included)")
+    print(f"{'raw onnxruntime, batch 32':37}{raw32:8.1f} sentences/s")
+    print(f"{'raw onnxruntime, batch 1':37}{raw1:8.1f} sentences/s")
+    if infinity32 is None:
+        print(f"{'infinity-emb, 32 single-text clients':37}  {skipped}")
+    else:
+        print(row("infinity-emb, 32 single-text clients", infinity32))
+    print(row("Ladle, 32 single-text clients", ladle32))
+    print(row("Ladle, 4 clients x 8 texts", ladle4x8))
+    rate32 = ladle32.sentences_per_s
+    print(f"Ladle/raw batch 32: x{rate32 / raw32:.2f}   Ladle/raw batch 1: x{rate32 / raw1:.2f}")
+    if infinity32 is not None:
+        cpu_ratio = (
+            ladle32.cpu_ms_per_sentence / infinity32.cpu_ms_per_sentence if infinity32.cpu_ms_per_sentence else 0
+        )
+        print(
+            f"Ladle/infinity-emb, 32 single-text clients: x{rate32 / infinity32.sentences_per_s:.2f} sentences/s, "
+            f"x{cpu_ratio:.2f} CPU per sentence"
+        )
+    print(f"Ladle 4 clients x 8 texts/raw batch 32: x{ladle4x8.sentences_per_s / raw32:.2f}")
 
 
 if __name__ == "__main__":

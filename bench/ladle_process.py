@@ -27,11 +27,13 @@ def ladle_serve(
     env_overrides: dict[str, str] | None = None,
     root: Path = ROOT,
     persist: bool = False,
+    pids: list[int] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Yields (API URL, Redis URL) once `ready(api_url)` succeeds; then stops everything.
 
     `root` is the Ladle checkout that serves (another one measures other code with the same bench);
-    `persist` gives the private Redis an append-only file.
+    `persist` gives the private Redis an append-only file; `pids`, if given, receives the process
+    IDs of `ladle serve` and of its Redis (for `tree_cpu_s`).
     """
     with tempfile.TemporaryDirectory() as data_dir:
         redis_server = EmbeddedRedis(Path(data_dir) / "redis", persist=persist)
@@ -44,20 +46,54 @@ def ladle_serve(
         command = [sys.executable, "-m", "cli.main", "serve"]
         process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
+        if pids is not None:
+            pids.extend([process.pid, redis_server.process.pid])
         try:
-            for _ in range(240):
-                try:
-                    ready(url)
-                    break
-                except (requests.RequestException, ValueError, KeyError):
-                    time.sleep(0.5)
-            else:
+            if not wait_until(lambda: ready(url), process):
                 raise SystemExit("ladle serve did not come up")
             yield url, redis_url
         finally:
             process.send_signal(2)
             process.wait(timeout=60)
             redis_server.stop()
+
+
+def wait_until(ready: Callable[[], object], process: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """Whether `ready()` succeeded (retried every half second) before `process` exited or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            ready()
+            return True
+        except (requests.RequestException, ValueError, KeyError):
+            time.sleep(0.5)
+    return False
+
+
+def tree_cpu_s(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the live processes `roots` and their descendants.
+
+    Read from Linux's /proc; 0.0 where there is none. Unlike throughput, this hardly moves when
+    other work shares the machine: it is what each request cost, not how fast it went.
+    """
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(entry.parent.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    wanted, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in wanted]
+        wanted.update(children)
+        frontier.extend(children)
+    return sum(used.get(pid, 0.0) for pid in wanted)
 
 
 def percentile(values: list[float], fraction: float) -> float:

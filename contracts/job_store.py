@@ -182,9 +182,15 @@ class JobStore:
         self._claim_shared = client.register_script(_CLAIM_SHARED)
         self._hand_back = client.register_script(_HAND_BACK)
 
-    def create(self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None) -> None:
-        """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID)."""
-        pipe = self.client.pipeline(transaction=False)
+    def create(
+        self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None, pipe: Pipeline | None = None
+    ) -> None:
+        """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID).
+
+        Given a pipeline `pipe`, the writes join it and its owner executes it.
+        """
+        own = pipe is None
+        pipe = self.client.pipeline(transaction=False) if own else pipe
         now = time.time()
         for job_id in job_ids:
             record = {
@@ -196,7 +202,8 @@ class JobStore:
             }
             pipe.hset(keys.job_key(job_id), mapping=record)
             pipe.expire(keys.job_key(job_id), self.ttl_s)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def claim_shared(self, share_key: str, job_id: str) -> str:
         """The unfinished job holding `share_key`, or `job_id` after it took the key."""

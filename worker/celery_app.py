@@ -45,6 +45,7 @@ from worker.light_work import count_tokens, embed
 from worker.lost_jobs import LostJobSweeper
 from worker.model_registry import ModelRegistry, execution_providers
 from worker.orphaned_jobs import requeue_orphaned_jobs
+from worker.redis_transport import broker_transport
 from worker.token_counter import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
     """A Celery app whose worker serves `device` (one lane); the runtime starts with the worker."""
     app = Celery("ladle-worker")
     app.conf.update(celery_config(settings))
+    app.conf.broker_transport = broker_transport(settings.redis_url)
     lane_part = "" if lane == COMPUTE_LANE else f"-{lane}"
     name = f"ladle-{device.replace(':', '')}{lane_part}-{os.getpid()}@{socket.gethostname()}"
     holder: dict[str, WorkerRuntime] = {}

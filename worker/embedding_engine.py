@@ -31,6 +31,9 @@ class EmbeddingEngine:
         self.window_s = window_s
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # Idle intra-op threads sleep instead of spinning: between batches the cores go to the
+        # API, Redis and the tokenizer of the next batch, which share the host with this worker.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(folder / config["model_file"]), options, providers=["CPUExecutionProvider"]
         )
