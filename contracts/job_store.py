@@ -126,12 +126,27 @@ class JobStore:
             }
             pipe.hset(keys.job_key(job_id), mapping=record)
             pipe.expire(keys.job_key(job_id), self.ttl_s)
+        pipe.zadd(keys.RECENT_JOBS, dict.fromkeys(job_ids, now))
+        pipe.zremrangebyrank(keys.RECENT_JOBS, 0, -keys.RECENT_JOBS_LIMIT - 1)  # keep the newest only
         pipe.execute()
 
     def claim_shared(self, share_key: str, job_id: str) -> str:
         """The unfinished job holding `share_key`, or `job_id` after it took the key."""
         owner = self._claim_shared(keys=[share_key], args=[job_id, self.ttl_s, keys.job_key("")])
         return _text(owner)
+
+    def recent(self, limit: int) -> list[JobRecord]:
+        """The newest `limit` jobs still on record, newest first (two round trips)."""
+        ids = [_text(i) for i in self.client.zrevrange(keys.RECENT_JOBS, 0, limit - 1)]
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.job_key(job_id), *_LISTED_FIELDS)
+        records = []
+        for job_id, values in zip(ids, pipe.execute(), strict=True):
+            fields = {name: _text(v) for name, v in zip(_LISTED_FIELDS, values, strict=True) if v is not None}
+            if fields:
+                records.append(JobRecord.from_hash(job_id, fields))
+        return records
 
     def delete(self, job_id: str) -> None:
         self.client.delete(keys.job_key(job_id))
@@ -199,6 +214,10 @@ class JobStore:
 
     def is_cancel_requested(self, job_id: str) -> bool:
         return bool(self.client.exists(keys.job_cancel_key(job_id)))
+
+
+# What a listing of jobs shows (results stay out: they can be large).
+_LISTED_FIELDS = ("kind", "model", "status", "created_at", "started_at", "finished_at", "worker", "progress", "error")
 
 
 def _event_keys(job_id: str) -> list[str]:

@@ -51,3 +51,13 @@ WORKER_HOMES = f"{PREFIX}:worker_homes"
 def download_key(target: str) -> str:
     """The ID of the download job filling model folder `target` (two requests share one job)."""
     return f"{PREFIX}:download:{target}"
+
+
+# Sorted set of recent job IDs scored by creation time, capped (the status page lists it).
+RECENT_JOBS = f"{PREFIX}:jobs:recent"
+RECENT_JOBS_LIMIT = 200
+
+
+def metric_key(name: str) -> str:
+    """Hash holding a fleet-wide metric's values recorded by workers (fields: labels and bucket)."""
+    return f"{PREFIX}:metrics:{name}"

@@ -22,6 +22,10 @@ def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(part) for part in value.split(os.pathsep) if part)
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration shared by the API, the workers and the launcher."""
@@ -87,6 +91,12 @@ class Settings:
     # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none);
     # loading past it unloads the least recently used idle models first.
     model_memory_mb: int = 0
+    # LADLE_METRICS: 1 records Prometheus metrics (API requests, job latencies, tokens) and serves
+    # GET /metrics; 0 turns both off (the overhead benchmark compares the two).
+    metrics: bool = True
+    # LADLE_LOG_FORMAT: "text" (human-readable lines) or "json" (one JSON object per line, with
+    # the request and job IDs as fields) for `ladle serve`, `ladle worker` and the API.
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -121,6 +131,8 @@ class Settings:
             "download_roots": ("LADLE_DOWNLOAD_ROOTS", _paths),
             "secret_key": ("LADLE_SECRET_KEY", str),
             "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
+            "metrics": ("LADLE_METRICS", _flag),
+            "log_format": ("LADLE_LOG_FORMAT", str.lower),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):

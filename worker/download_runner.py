@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from contracts.job_store import JobStore
-from contracts.jobs import DoneEvent, DownloadJob, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
+from contracts.jobs import DoneEvent, DownloadJob, DownloadProgress, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
 from contracts.token_seal import SealError, TokenSeal
 from worker.job_runner import Outcome
 from worker.model_download import DownloadCancelled, DownloadFailed, DownloadRequest, discard_staging, download_model
@@ -19,6 +19,7 @@ class DownloadRunner:
     def __init__(self, store: JobStore, seal: TokenSeal) -> None:
         self.store = store
         self.seal = seal
+        self.bytes_fetched = 0  # by this worker since it started (the heartbeat advertises it)
 
     def download(self, job: DownloadJob) -> Outcome:
         try:
@@ -39,11 +40,7 @@ class DownloadRunner:
         )
         log.info("download started", extra={"job_id": job.job_id, "model": job.model, "repo_id": job.repo_id})
         try:
-            result = download_model(
-                request,
-                lambda progress: self.store.report_progress(job.job_id, progress),
-                _CancelCheck(self.store, job.job_id),
-            )
+            result = download_model(request, self._reporter(job.job_id), _CancelCheck(self.store, job.job_id))
         except DownloadCancelled:
             discard_staging(request.target_root, request.model)
             log.info("download cancelled", extra={"job_id": job.job_id, "model": job.model})
@@ -52,6 +49,19 @@ class DownloadRunner:
             log.warning("download failed", extra={"job_id": job.job_id, "code": failed.code, "error": str(failed)})
             return _failed(failed.status, failed.code, str(failed))
         return DoneEvent(result=result), JobStatus.SUCCEEDED
+
+    def _reporter(self, job_id: str):
+        """Stores each progress report and counts the bytes fetched since the previous one."""
+        done = None
+
+        def report(progress: DownloadProgress) -> None:
+            nonlocal done
+            if done is not None and progress.bytes_done > done:
+                self.bytes_fetched += progress.bytes_done - done
+            done = progress.bytes_done
+            self.store.report_progress(job_id, progress)
+
+        return report
 
 
 class _CancelCheck:

@@ -14,6 +14,7 @@ from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, JobStatus
 from contracts.settings import Settings
 from worker.errors import JobRejected
 from worker.event_publisher import EventPublisher
+from worker.job_metrics import JobMetrics
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,19 @@ Outcome = tuple[DoneEvent | ErrorEvent, JobStatus]
 class JobRunner:
     """Parses a task payload and runs the work for it, ending the job with exactly one outcome."""
 
-    def __init__(self, settings: Settings, store: JobStore, publisher: EventPublisher, worker_name: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        publisher: EventPublisher,
+        worker_name: str,
+        metrics: JobMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.publisher = publisher
         self.worker_name = worker_name
+        self.metrics = metrics or JobMetrics(store.client, enabled=False)
         self.active = 0  # jobs running now (the heartbeat advertises it for routing)
         self._lock = threading.Lock()
 
@@ -55,6 +64,7 @@ class JobRunner:
                 self.active -= len(jobs)
         ends = [(job.job_id, event, status) for job, (event, status) in zip(jobs, outcomes, strict=True)]
         self.publisher.finish_many(ends)
+        self.metrics.job_ended(ends)
 
     def _parse(self, payloads: list, job_type: type[Job]) -> list[Job]:
         """The payloads as jobs; one that does not parse fails its job (never hangs it)."""
@@ -86,6 +96,7 @@ class JobRunner:
 
     def _fail(self, job_id: str, info: ErrorInfo) -> None:
         self.publisher.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED)
+        self.metrics.job_ended([(job_id, ErrorEvent(error=info), JobStatus.FAILED)])
 
 
 def _internal_error(job_id: str) -> Outcome:
