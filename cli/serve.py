@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,15 @@ def _settings_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, "LADLE_REDIS_URL": settings.redis_url, "LADLE_MODEL_DIR": str(settings.model_dir)}
 
 
+def _metrics_dir(settings: Settings) -> str:
+    """An empty folder for the API processes' metrics (prometheus-client multiprocess mode); the
+    files of an earlier run would count as this run's."""
+    folder = settings.data_dir / "api-metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder)
+
+
 def serve(settings: Settings, api_threads: int = 64) -> int:
     """Run everything on this machine until Ctrl-C; children are stopped in reverse order."""
     embedded = None
@@ -30,6 +40,7 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
     if settings.cpu_workers > 1 and settings.intra_op_threads == 0:
         # Several CPU workers on one host: each gets its share of the cores, not all of them.
         env["LADLE_INTRA_OP_THREADS"] = str(max(1, (os.cpu_count() or 1) // settings.cpu_workers))
+    api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR") or _metrics_dir(settings)}
     compute = [sys.executable, "-m", "cli.main", "worker", "--device", "cpu"]
     children = [
         *(subprocess.Popen(compute, env=env) for _ in range(settings.cpu_workers)),
@@ -48,9 +59,11 @@ def serve(settings: Settings, api_threads: int = 64) -> int:
                 f"{settings.host}:{settings.port}",
                 "--timeout",
                 "0",
+                "--config",
+                "python:api.gunicorn_hooks",
                 "api.app:create_app()",
             ],
-            env=env,
+            env=api_env,
         ),
     ]
     log.info("ladle is serving", extra={"url": f"http://{settings.host}:{settings.port}", "redis": settings.redis_url})

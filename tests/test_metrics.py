@@ -120,6 +120,23 @@ def test_histograms_and_token_counters_fill_after_jobs(api_url: str, chat):
     assert delta("ladle_cached_prompt_tokens_total", **labels) == cached
 
 
+def test_prefix_cache_hits_show_up_per_worker_and_model(api_url: str, worker: WorkerProcess, chat):
+    hits = {"worker": worker.name, "model": TINY}
+    before = scrape(api_url)
+    prompt = "A long shared instruction that many requests repeat word for word. " * 8
+    answers = [
+        chat({"model": TINY, "messages": user(prompt), "max_tokens": 2, "temperature": 0}).json() for _ in range(2)
+    ]
+    assert answers[1]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    wait_for(
+        lambda: (
+            value(scrape(api_url), "ladle_prefix_cache_hits_total", **hits)
+            > value(before, "ladle_prefix_cache_hits_total", **hits)
+        ),
+        what="the prefix-cache hit in the heartbeat",
+    )
+
+
 def test_cancelled_jobs_are_counted_by_status(api_url: str):
     before = scrape(api_url)
     cancelled = {"model": TINY, "kind": "chat", "status": "cancelled"}

@@ -21,6 +21,7 @@ from contracts.settings import Settings
 from tests.conftest import TINY, user
 from tests.download_stack import DATA_FILE, REPO, VARIANT, DownloadStack, source
 from tests.hub_server import HubServer
+from tests.metrics_scrape import scrape, value
 from tests.stack import WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -156,3 +157,10 @@ def test_download_progress_bar_moves(download_stack, browser, tmp_path):
         )
         assert percent(browser) == 100
     hub.faults.bytes_per_s.clear()
+    # The downloads worker's heartbeat counts the bytes it fetched.
+    size = (stack.settings.model_dir / "tiny-on-page" / "model.onnx.data").stat().st_size
+    until(
+        browser,
+        lambda _: value(scrape(stack.url), "ladle_download_bytes_total", worker=stack.worker.name) >= size,
+        what="the downloaded bytes in /metrics",
+    )
