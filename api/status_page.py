@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 from flask import Blueprint, jsonify, request
 
+from api.errors import bad_request
 from api.fleet_view import snapshot
 from api.services import services
-from api.sse import sse_frame, sse_response
+from api.sse import KEEPALIVE_FRAME, sse_frame, sse_response
 
 bp = Blueprint("status_page", __name__, static_folder="static", static_url_path="/ui/static")
 
@@ -40,7 +41,7 @@ def fleet():
 def fleet_events():
     """SSE: a `snapshot` event at once and whenever the fleet changes (checked every second)."""
     ladle = services()
-    poll_s = min(max(request.args.get("interval", POLL_S, type=float), 0.2), 10.0)
+    poll_s = _interval(request.args.get("interval"))
 
     def frames() -> Iterator[str]:
         last, last_sent = None, 0.0
@@ -54,10 +55,23 @@ def fleet_events():
                 yield sse_frame(json.dumps({**current, "time": stamp}), event="snapshot")
             elif time.monotonic() - last_sent >= KEEPALIVE_S:
                 last_sent = time.monotonic()
-                yield ": keepalive\n\n"
+                yield KEEPALIVE_FRAME
             time.sleep(poll_s)
 
     return sse_response(frames())
+
+
+def _interval(text: str | None) -> float:
+    """`?interval=` seconds between checks for changes: 0.2 to 10 (default 1)."""
+    if text is None:
+        return POLL_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.2 <= seconds <= 10:
+        raise bad_request(f"interval must be a number of seconds from 0.2 to 10, not {text!r}.", "interval")
+    return seconds
 
 
 def _steady(worker: dict) -> dict:

@@ -26,6 +26,12 @@ def _flag(value: str) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off")
 
 
+def _log_format(value: str) -> str:
+    if value.strip().lower() not in ("text", "json"):
+        raise ValueError(f"LADLE_LOG_FORMAT must be text or json, not {value!r}")
+    return value.strip().lower()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration shared by the API, the workers and the launcher."""
@@ -132,7 +138,7 @@ class Settings:
             "secret_key": ("LADLE_SECRET_KEY", str),
             "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
             "metrics": ("LADLE_METRICS", _flag),
-            "log_format": ("LADLE_LOG_FORMAT", str.lower),
+            "log_format": ("LADLE_LOG_FORMAT", _log_format),
         }
         values = {name: convert(env[var]) for name, (var, convert) in conversions.items() if env.get(var)}
         if "redis_url" not in values and env.get("REDIS_URL"):

@@ -267,3 +267,11 @@ def test_metrics_off_serves_no_metrics_page(settings: Settings):
         assert response.json()["error"]["type"] == "not_found_error"
     finally:
         server.stop()
+
+
+def test_metrics_and_log_format_settings_are_read_from_the_environment():
+    assert Settings.from_env({}).metrics is True
+    assert Settings.from_env({"LADLE_METRICS": "0"}).metrics is False
+    assert Settings.from_env({"LADLE_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ValueError, match="LADLE_LOG_FORMAT"):
+        Settings.from_env({"LADLE_LOG_FORMAT": "xml"})
