@@ -86,16 +86,7 @@ def test_histograms_and_token_counters_fill_after_jobs(api_url: str, chat):
         assert response.status_code == 200
         usages.append(response.json()["usage"])
 
-    def grown():
-        s = scrape(api_url)
-        return (
-            s
-            if value(s, "ladle_jobs_total", status="succeeded", **job)
-            >= value(before, "ladle_jobs_total", status="succeeded", **job) + 2
-            else None
-        )
-
-    after = wait_for(grown, what="job metrics")  # recorded just after the job's last event
+    after = scrape(api_url)  # a job's figures are recorded before its answer is sent
 
     def delta(name: str, **match: str) -> float:
         return value(after, name, **match) - value(before, name, **match)
@@ -207,8 +198,8 @@ def gunicorn_api(settings: Settings, tmp_path_factory):
 
     def answers() -> bool:
         try:
-            return requests.get(f"{url}/v1/models", timeout=5).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{url}/v1/models", timeout=10).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):  # still starting (a loaded machine is slow)
             assert process.poll() is None, log_path.read_text()
             return False
 

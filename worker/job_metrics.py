@@ -1,8 +1,9 @@
 """Records each finished job's latencies, tokens and status into the fleet metrics in Redis.
 
 The decode loop only notes, in memory, when a job's first token came (`first_token`); all of a
-task's observations go to Redis in one pipeline after its jobs end, so the cost is two round
-trips per task (read the jobs' recorded times, write the observations), never one per token.
+task's observations go to Redis in one pipeline as its jobs end, just before their terminal
+events are written (so a client that has its answer finds it counted), at a cost of two round
+trips per task (read the jobs' records, write the observations), never one per token.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class JobMetrics:
                 self._first_tokens.setdefault(job_id, time.time())
 
     def job_ended(self, ends: list[tuple[str, DoneEvent | ErrorEvent, JobStatus]]) -> None:
-        """Observe jobs that ended: (job ID, terminal event, status) each; kind, model and times
-        come from the job records."""
+        """Observe jobs ending now: (job ID, terminal event, status) each; kind, model, creation
+        and start come from the job records."""
         with self._lock:
             first_tokens = {job_id: self._first_tokens.pop(job_id, None) for job_id, *_ in ends}
         if not self.enabled or not ends:
@@ -44,8 +45,8 @@ class JobMetrics:
         try:
             records = self._records([job_id for job_id, *_ in ends])
             pipe = self.client.pipeline(transaction=False)
-            for (job_id, event, status), (kind, model, created, started, finished) in zip(ends, records, strict=True):
-                finished = finished or time.time()
+            finished = time.time()
+            for (job_id, event, status), (kind, model, created, started) in zip(ends, records, strict=True):
                 fleet_metrics.observe(pipe, fleet_metrics.JOBS, (model, kind, status.value), 1)
                 if created is None:
                     continue
@@ -60,10 +61,10 @@ class JobMetrics:
             log.warning("recording job metrics failed", exc_info=True, extra={"jobs": len(ends)})
 
     def _records(self, job_ids: list[str]) -> list[tuple]:
-        """(kind, model, created, started, finished) of each job, as recorded."""
+        """(kind, model, created, started) of each job, as recorded."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hmget(keys.job_key(job_id), "kind", "model", "created_at", "started_at", "finished_at")
+            pipe.hmget(keys.job_key(job_id), "kind", "model", "created_at", "started_at")
         return [
             (kind.decode() if kind else "", model.decode() if model else "", *(float(t) if t else None for t in times))
             for kind, model, *times in pipe.execute()

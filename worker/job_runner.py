@@ -63,8 +63,8 @@ class JobRunner:
             with self._lock:
                 self.active -= len(jobs)
         ends = [(job.job_id, event, status) for job, (event, status) in zip(jobs, outcomes, strict=True)]
-        self.publisher.finish_many(ends)
         self.metrics.job_ended(ends)
+        self.publisher.finish_many(ends)
 
     def _parse(self, payloads: list, job_type: type[Job]) -> list[Job]:
         """The payloads as jobs; one that does not parse fails its job (never hangs it)."""
@@ -95,8 +95,8 @@ class JobRunner:
         return starting
 
     def _fail(self, job_id: str, info: ErrorInfo) -> None:
-        self.publisher.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED)
         self.metrics.job_ended([(job_id, ErrorEvent(error=info), JobStatus.FAILED)])
+        self.publisher.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED)
 
 
 def _internal_error(job_id: str) -> Outcome:
