@@ -18,17 +18,20 @@ PROMPT_TEMPLATE = {"assistant": "{Content}", "prompt": "<user>{Content}</user>"}
 class DownloadStack:
     """The hub, a downloads worker (replaceable: tests kill it) and an API, on one model dir."""
 
-    def __init__(self, settings: Settings, hub: HubServer, logs: Path) -> None:
+    def __init__(
+        self, settings: Settings, hub: HubServer, logs: Path, worker_env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.logs = logs
+        self.worker_env = worker_env or {}
         self.worker = self.start_worker()
         self.api = ApiServer(settings)
         self.url = self.api.url
 
     def start_worker(self) -> WorkerProcess:
         log = self.logs / f"downloads-{time.monotonic_ns()}.log"
-        env = {"HF_ENDPOINT": self.hub.url, "HF_HUB_OFFLINE": "0"}
+        env = {"HF_ENDPOINT": self.hub.url, "HF_HUB_OFFLINE": "0", **self.worker_env}
         return WorkerProcess(self.settings, log, lane="downloads", env=env)
 
     def stop(self) -> None:

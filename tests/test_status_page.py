@@ -5,6 +5,7 @@ chat box streaming an answer. A failing test leaves a screenshot in its temporar
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -124,7 +125,7 @@ def download_stack(settings: Settings, model_dir: Path, tmp_path_factory) -> Ite
     hub.add_repo(REPO, model_dir / TINY, prefix=VARIANT)
     base = tmp_path_factory.mktemp("status-downloads")
     own = settings.with_overrides(model_dir=base / "models", catalog_dir=base / "catalog")
-    stack = DownloadStack(own, hub, tmp_path_factory.mktemp("logs"))
+    stack = DownloadStack(own, hub, tmp_path_factory.mktemp("logs"), worker_env={"LADLE_LOG_FORMAT": "json"})
     yield stack, hub
     stack.stop()
     hub.stop()
@@ -164,3 +165,7 @@ def test_download_progress_bar_moves(download_stack, browser, tmp_path):
         lambda _: value(scrape(stack.url), "ladle_download_bytes_total", worker=stack.worker.name) >= size,
         what="the downloaded bytes in /metrics",
     )
+    # The worker logs in JSON (LADLE_LOG_FORMAT=json), one object per line, with the job's ID.
+    records = [json.loads(line) for line in stack.worker.log_path.read_text().splitlines() if line.startswith("{")]
+    started = [r for r in records if r.get("job_id") == job_id and r["message"] == "download started"]
+    assert started and started[0]["level"] == "INFO" and started[0]["model"] == "tiny-on-page"
