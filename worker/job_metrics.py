@@ -57,7 +57,7 @@ class JobMetrics:
                 if isinstance(result, GenerationResult):
                     self._generation(pipe, model, result, created, first_tokens[job_id], finished)
             pipe.execute()
-        except redis.RedisError:
+        except Exception:  # figures must never keep a job from ending
             log.warning("recording job metrics failed", exc_info=True, extra={"jobs": len(ends)})
 
     def _records(self, job_ids: list[str]) -> list[tuple]:
