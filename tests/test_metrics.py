@@ -203,10 +203,12 @@ def gunicorn_api(settings: Settings, tmp_path_factory):
             assert process.poll() is None, log_path.read_text()
             return False
 
-    wait_for(answers, 60, "the second API")
-    yield url, log_path
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        wait_for(answers, 60, "the second API")
+        yield url, log_path
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_second_api_process_shows_the_fleet_and_sums_its_processes(
