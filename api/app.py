@@ -6,19 +6,31 @@ import uuid
 
 from flask import Flask, g
 
-from api import foundry_routes, health_routes, jobs_routes, models_routes, openapi, token_count_routes
+from api import (
+    foundry_routes,
+    health_routes,
+    jobs_routes,
+    metrics,
+    models_routes,
+    openapi,
+    status_page,
+    token_count_routes,
+)
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
 from api.downloads import routes as download_routes
 from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
+from api.request_logging import RequestIdFilter, log_request
 from api.services import Services
+from contracts.log_setup import configure_logging
 from contracts.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API; settings default to the environment (LADLE_*, REDIS_URL)."""
     settings = settings or Settings.from_env()
+    configure_logging(settings, record_filter=RequestIdFilter())
     app = Flask("ladle")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -35,9 +47,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         download_routes.bp,
         health_routes.bp,
         openapi.bp,
+        status_page.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    metrics.install(app, app.extensions["ladle"])
 
     @app.before_request
     def assign_request_id() -> None:
@@ -47,5 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def tag_response(response):
         response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
         return response
+
+    app.after_request(log_request)
 
     return app

@@ -15,6 +15,7 @@ Options given on the command line (or in GUNICORN_CMD_ARGS) override these.
 from __future__ import annotations
 
 import math
+import os
 import resource
 
 from contracts.settings import Settings
@@ -51,3 +52,11 @@ def on_starting(server) -> None:
     """gunicorn hook, in the master before it forks: room for every connection the workers may hold."""
     # Each connection holds a socket; Redis connections, the log and the listener need a few more.
     _raise_open_files_limit(server.cfg.worker_connections + 512)
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead API process's live gauges (open streams) from the summed metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

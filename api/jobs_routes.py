@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.openapi import documented
 from api.services import services
 from api.sse import sse_frame, sse_response
+from contracts import fleet_metrics
 from contracts.job_store import JobRecord, parse_event_id
 from contracts.jobs import (
     DownloadResult,
@@ -134,5 +135,9 @@ def cancel_job(job_id: str):
     if not record.status.is_terminal:
         store.request_cancel(job_id)
         if record.status == JobStatus.QUEUED:  # a worker that starts it first cancels it at its next step
-            store.finish(job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED)
+            ended = store.finish(
+                job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED
+            )
+            if ended and services().settings.metrics:  # no worker will count this job's end
+                fleet_metrics.count_job_end(store.client, record.model, record.kind, JobStatus.CANCELLED.value)
     return jsonify(job_body(_record(job_id)))

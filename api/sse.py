@@ -19,6 +19,8 @@ def sse_frame(data: str, *, event: str | None = None, event_id: str | None = Non
 
 
 DONE_FRAME = sse_frame("[DONE]")
+# A comment frame: clients ignore it; it keeps proxies from closing a quiet stream.
+KEEPALIVE_FRAME = ": keepalive\n\n"
 
 
 def sse_response(frames: Iterable[str], headers: dict[str, str] | None = None) -> Response:

@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 
+from contracts.log_setup import configure_logging
 from contracts.model_directory import ModelDirectory
 from contracts.settings import Settings
 
@@ -49,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    configure_logging(settings, logging.INFO)
     if args.command == "serve":
         from cli.serve import serve
 

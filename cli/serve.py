@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cli.embedded_redis import EmbeddedRedis
 from contracts.settings import Settings
@@ -38,6 +39,7 @@ class Child:
     name: str
     command: list[str]
     quiet: bool = False  # its output goes to its own log file, not the terminal
+    env: dict[str, str] = field(default_factory=dict)  # beyond the environment all children share
 
 
 def api_command(settings: Settings) -> list[str]:
@@ -54,7 +56,7 @@ def api_command(settings: Settings) -> list[str]:
     ]
 
 
-def children(settings: Settings, embedded: EmbeddedRedis | None) -> list[Child]:
+def children(settings: Settings, embedded: EmbeddedRedis | None, api_env: dict[str, str]) -> list[Child]:
     """What `ladle serve` runs, in start order (stopped in reverse)."""
     worker = [sys.executable, "-m", "cli.main", "worker"]
     return [
@@ -62,7 +64,7 @@ def children(settings: Settings, embedded: EmbeddedRedis | None) -> list[Child]:
         *(Child(f"worker-cpu-{i}", [*worker, "--device", "cpu"]) for i in range(settings.cpu_workers)),
         Child("worker-light", [*worker, "--device", "cpu", "--lane", "light"]),
         Child("worker-downloads", [*worker, "--lane", "downloads"]),
-        Child("api", api_command(settings)),
+        Child("api", api_command(settings), env=api_env),
     ]
 
 
@@ -82,7 +84,7 @@ class Supervised:
         # Its own session: Ctrl-C reaches the launcher only, which stops the children in
         # order (Redis must outlive the workers that hand their jobs back to it).
         self.process = subprocess.Popen(
-            self.child.command, env=self.env, stdout=output, stderr=output, start_new_session=True
+            self.child.command, env={**self.env, **self.child.env}, stdout=output, stderr=output, start_new_session=True
         )
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -125,6 +127,15 @@ def _settings_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.to_env()}
 
 
+def _metrics_dir(settings: Settings) -> str:
+    """An empty folder for the API processes' metrics (prometheus-client multiprocess mode); the
+    files of an earlier run would count as this run's."""
+    folder = settings.data_dir / "api-metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder)
+
+
 def serve(settings: Settings) -> int:
     """Run everything on this machine, restarting what exits, until Ctrl-C / SIGTERM / SIGHUP."""
     stopping = threading.Event()
@@ -145,7 +156,9 @@ def serve(settings: Settings) -> int:
     if settings.cpu_workers > 1 and settings.intra_op_threads == 0:
         # Several CPU workers on one host: each gets its share of the cores, not all of them.
         env["LADLE_INTRA_OP_THREADS"] = str(max(1, (os.cpu_count() or 1) // settings.cpu_workers))
-    running = [Supervised(child, env) for child in children(settings, embedded)]
+    # The API processes share one folder of metrics files (prometheus-client's multiprocess mode).
+    api_env = {"PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR") or _metrics_dir(settings)}
+    running = [Supervised(child, env) for child in children(settings, embedded, api_env)]
     try:
         for supervised in running:
             supervised.start()

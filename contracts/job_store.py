@@ -202,6 +202,8 @@ class JobStore:
             }
             pipe.hset(keys.job_key(job_id), mapping=record)
             pipe.expire(keys.job_key(job_id), self.ttl_s)
+        pipe.zadd(keys.RECENT_JOBS, dict.fromkeys(job_ids, now))
+        pipe.zremrangebyrank(keys.RECENT_JOBS, 0, -keys.RECENT_JOBS_LIMIT - 1)  # keep the newest only
         if own:
             pipe.execute()
 
@@ -209,6 +211,19 @@ class JobStore:
         """The unfinished job holding `share_key`, or `job_id` after it took the key."""
         owner = self._claim_shared(keys=[share_key], args=[job_id, self.ttl_s, keys.job_key("")])
         return _text(owner)
+
+    def recent(self, limit: int) -> list[JobRecord]:
+        """The newest `limit` jobs still on record, newest first (two round trips)."""
+        ids = [_text(i) for i in self.client.zrevrange(keys.RECENT_JOBS, 0, limit - 1)]
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.job_key(job_id), *_LISTED_FIELDS)
+        records = []
+        for job_id, values in zip(ids, pipe.execute(), strict=True):
+            fields = {name: _text(v) for name, v in zip(_LISTED_FIELDS, values, strict=True) if v is not None}
+            if fields:
+                records.append(JobRecord.from_hash(job_id, fields))
+        return records
 
     def delete(self, job_id: str) -> None:
         self.client.delete(keys.job_key(job_id))
@@ -327,6 +342,10 @@ def _run_script(script: Script, script_keys: list[str], args: list, client=None)
     if isinstance(client, Pipeline):
         return client.eval(script.script, len(script_keys), *script_keys, *args)
     return script(keys=script_keys, args=args, client=client)
+
+
+# What a listing of jobs shows (results stay out: they can be large).
+_LISTED_FIELDS = ("kind", "model", "status", "created_at", "started_at", "finished_at", "worker", "progress", "error")
 
 
 def _text(value: bytes | str) -> str:

@@ -51,3 +51,13 @@ def download_key(target: str) -> str:
 def lost_job_sweep_key(server_run_id: str) -> str:
     """Claimed by the one worker that looks for lost jobs after the Redis server changed to this one."""
     return f"{PREFIX}:lost_job_sweep:{server_run_id}"
+
+
+# Sorted set of recent job IDs scored by creation time, capped (the status page lists it).
+RECENT_JOBS = f"{PREFIX}:jobs:recent"
+RECENT_JOBS_LIMIT = 200
+
+
+def metric_key(name: str) -> str:
+    """Hash holding a fleet-wide metric's values recorded by workers (fields: labels and bucket)."""
+    return f"{PREFIX}:metrics:{name}"

@@ -23,6 +23,16 @@ def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(part) for part in value.split(os.pathsep) if part)
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _log_format(value: str) -> str:
+    if value.strip().lower() not in ("text", "json"):
+        raise ValueError(f"LADLE_LOG_FORMAT must be text or json, not {value!r}")
+    return value.strip().lower()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration shared by the API, the workers and the launcher."""
@@ -97,6 +107,12 @@ class Settings:
     # LADLE_DRAIN_S: seconds a stopping worker lets running jobs finish (the rest go back to the
     # queue at once) and a stopping API lets open streams finish.
     drain_s: float = 30.0
+    # LADLE_METRICS: 1 records Prometheus metrics (API requests, job latencies, tokens) and serves
+    # GET /metrics; 0 turns both off (the overhead benchmark compares the two).
+    metrics: bool = True
+    # LADLE_LOG_FORMAT: "text" (human-readable lines) or "json" (one JSON object per line, with
+    # the request and job IDs as fields) for `ladle serve`, `ladle worker` and the API.
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -171,4 +187,6 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "secret_key": ("LADLE_SECRET_KEY", str),
     "model_memory_mb": ("LADLE_MODEL_MEMORY_MB", int),
     "drain_s": ("LADLE_DRAIN_S", float),
+    "metrics": ("LADLE_METRICS", _flag),
+    "log_format": ("LADLE_LOG_FORMAT", _log_format),
 }

@@ -31,6 +31,14 @@ class LoadedModelInfo(BaseModel):
     name: str
     ttl_s: float | None = None
     footprint_mb: float = 0.0
+    # A decoder's engine figures (None for embedding models, whose engine has none): rows decoding
+    # now, key/value cache slots and bytes, prefix-cache hits since the model loaded.
+    rows_in_use: int | None = None
+    kv_slots: int | None = None
+    kv_slots_in_use: int | None = None
+    kv_bytes: int | None = None
+    prefix_cache_hits: int | None = None
+    prefix_cache_hit_tokens: int | None = None
 
 
 class WorkerInfo(BaseModel):
@@ -49,6 +57,8 @@ class WorkerInfo(BaseModel):
     active_jobs: int = 0
     # Sequences one model's decode loop steps together (LADLE_MAX_BATCH).
     batch_rows: int = 1
+    # Bytes a downloads worker has fetched since it started.
+    downloaded_bytes: int = 0
 
     @property
     def loaded_model_names(self) -> set[str]:

@@ -22,38 +22,14 @@ import requests
 
 from cli.embedded_redis import free_port
 from contracts.settings import Settings
+from tests.download_stack import DATA_FILE, PROMPT_TEMPLATE, REPO, VARIANT, DownloadStack, source
 from tests.helpers import TINY
 from tests.hub_server import HubServer
-from tests.stack import ROOT, ApiServer, WorkerProcess
+from tests.stack import ROOT
 
-REPO = "acme/tiny-onnx"
 PRIVATE_REPO = "acme/private-onnx"
-VARIANT = "cpu-int4"
-DATA_FILE = f"{VARIANT}/model.onnx.data"
 TOKEN = "hf_ladleTestSecret0123456789"
-PROMPT_TEMPLATE = {"assistant": "{Content}", "prompt": "<user>{Content}</user>"}
 PROGRESS_LINE = re.compile(r'^\("(?P<file>[^"]*)", (?P<fraction>[0-9.]+)\) (?P<percent>\d+\.\d)%$')
-
-
-class DownloadStack:
-    """The hub, a downloads worker (replaceable: tests kill it) and an API, on one model dir."""
-
-    def __init__(self, settings: Settings, hub: HubServer, logs: Path) -> None:
-        self.settings = settings
-        self.hub = hub
-        self.logs = logs
-        self.worker = self.start_worker()
-        self.api = ApiServer(settings)
-        self.url = self.api.url
-
-    def start_worker(self) -> WorkerProcess:
-        log = self.logs / f"downloads-{time.monotonic_ns()}.log"
-        env = {"HF_ENDPOINT": self.hub.url, "HF_HUB_OFFLINE": "0"}
-        return WorkerProcess(self.settings, log, lane="downloads", env=env)
-
-    def stop(self) -> None:
-        self.api.stop()
-        self.worker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +80,6 @@ def clear_faults(hub: HubServer):
     hub.faults.drop_after.clear()
     hub.faults.corrupt.clear()
     hub.faults.bytes_per_s.clear()
-
-
-def source(name: str, repo: str = REPO, **extra) -> dict:
-    model = {
-        "Uri": f"https://huggingface.co/{repo}/tree/main/{VARIANT}",
-        "Name": name,
-        "ProviderType": "HuggingFace",
-        "Publisher": "acme",
-        "PromptTemplate": PROMPT_TEMPLATE,
-    }
-    return {"model": model, "IgnorePipeReport": True, **extra}
 
 
 def post(stack: DownloadStack, body: dict, asynchronous: bool = False, **kwargs) -> requests.Response:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from api.app import create_app
-from tests.conftest import MINILM, TINY, user
+from tests.helpers import MINILM, TINY, user
 from tests.openapi_document import DOCUMENT, OPERATIONS
 
 # A body each JSON route accepts, cheap to serve; one hostile value at a time replaces one field.

@@ -17,9 +17,8 @@ from pydantic import BaseModel, Field
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from api.openapi import documented, openapi_document
-from tests.conftest import MINILM, TINY
+from tests.helpers import MINILM, TINY, assert_error
 from tests.openapi_document import DOCUMENT
-from tests.test_errors import assert_error
 
 # Few generated examples per operation: the point is the shapes of input (coverage phase: boundaries, wrong
 # types, missing fields), not volume; the whole module stays around a minute on two cores.

@@ -40,6 +40,7 @@ from worker.download_runner import DownloadRunner
 from worker.event_publisher import EventPublisher
 from worker.generation_runner import GenerationRunner
 from worker.heartbeat import Heartbeat
+from worker.job_metrics import JobMetrics
 from worker.job_runner import JobRunner, Outcome
 from worker.light_work import count_tokens, embed
 from worker.lost_jobs import LostJobSweeper
@@ -63,8 +64,9 @@ class WorkerRuntime:
         self.store = JobStore(client, settings.job_ttl_s, settings.events_ttl_s)
         self.registry = ModelRegistry(settings, device)
         self.publisher = EventPublisher(self.store)
-        self.jobs = JobRunner(settings, self.store, self.publisher, name)
-        self.generation = GenerationRunner(self.registry, self.publisher, name, self.store)
+        self.metrics = JobMetrics(client, settings.metrics)
+        self.jobs = JobRunner(settings, self.store, self.publisher, name, self.metrics)
+        self.generation = GenerationRunner(self.registry, self.publisher, name, self.store, self.metrics)
         self.token_counter = TokenCounter(self.registry.directory)
         self.downloads = DownloadRunner(self.store, self.publisher, TokenSeal.from_settings(settings))
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
@@ -87,6 +89,7 @@ class WorkerRuntime:
             "capacity": self.settings.worker_concurrency,
             "active_jobs": self.jobs.active,
             "batch_rows": self.settings.max_batch_rows,
+            "downloaded_bytes": self.downloads.bytes_fetched,
         }
 
     def on_beat(self) -> None:

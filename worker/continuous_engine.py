@@ -121,6 +121,18 @@ class ContinuousEngine:
                     self._drop(tracked)
                     tracked.request.fail(HandedBack(tracked.request.job_id))
 
+    def stats(self) -> dict:
+        """Rows decoding now and the key/value cache's use, for the heartbeat (read without the lock)."""
+        in_use = sum(slot is not None for slot in list(self.slots))
+        return {
+            "rows_in_use": in_use,
+            "kv_slots": self.decoder.cache.slots,
+            "kv_slots_in_use": in_use,
+            "kv_bytes": sum(buffer.nbytes for buffer in list(self.decoder.cache.buffers.values())),
+            "prefix_cache_hits": self.prefixes.hits if self.prefixes else 0,
+            "prefix_cache_hit_tokens": self.prefixes.hit_tokens if self.prefixes else 0,
+        }
+
     def stop(self, cancel_running: bool = False) -> None:
         """Stop: requests not started fail (model unloaded); started ones finish, or are cancelled."""
         with self._wakeup:

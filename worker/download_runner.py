@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from contracts.job_store import JobStore
-from contracts.jobs import DoneEvent, DownloadJob, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
+from contracts.jobs import DoneEvent, DownloadJob, DownloadProgress, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
 from contracts.token_seal import SealError, TokenSeal
 from worker.event_publisher import EventPublisher
 from worker.job_runner import Outcome
@@ -21,6 +21,7 @@ class DownloadRunner:
         self.store = store
         self.publisher = publisher
         self.seal = seal
+        self.bytes_fetched = 0  # by this worker since it started (the heartbeat advertises it)
 
     def download(self, job: DownloadJob) -> Outcome:
         try:
@@ -41,11 +42,7 @@ class DownloadRunner:
         )
         log.info("download started", extra={"job_id": job.job_id, "model": job.model, "repo_id": job.repo_id})
         try:
-            result = download_model(
-                request,
-                lambda progress: self.publisher.report_progress(job.job_id, progress),
-                _CancelCheck(self.store, job.job_id),
-            )
+            result = download_model(request, self._reporter(job.job_id), _CancelCheck(self.store, job.job_id))
         except DownloadCancelled:
             discard_staging(request.target_root, request.model)
             log.info("download cancelled", extra={"job_id": job.job_id, "model": job.model})
@@ -54,6 +51,19 @@ class DownloadRunner:
             log.warning("download failed", extra={"job_id": job.job_id, "code": failed.code, "error": str(failed)})
             return _failed(failed.status, failed.code, str(failed))
         return DoneEvent(result=result), JobStatus.SUCCEEDED
+
+    def _reporter(self, job_id: str):
+        """Stores each progress report and counts the bytes fetched since the previous one."""
+        done = None
+
+        def report(progress: DownloadProgress) -> None:
+            nonlocal done
+            if done is not None and progress.bytes_done > done:
+                self.bytes_fetched += progress.bytes_done - done
+            done = progress.bytes_done
+            self.publisher.report_progress(job_id, progress)
+
+        return report
 
 
 class _CancelCheck:

@@ -74,6 +74,11 @@ class GenerationEngine:
                 request = self._pending.popleft()
                 request.fail(HandedBack(request.job_id))
 
+    def stats(self) -> dict:
+        """Rows decoding now (onnxruntime-genai owns this engine's key/value cache), for the heartbeat."""
+        rows = sum(request.rows for request in list(self._running))
+        return {"rows_in_use": rows, "kv_slots": self.max_batch_rows, "kv_slots_in_use": rows}
+
     def stop(self, cancel_running: bool = False) -> None:
         """Stop the loop; waiting requests fail (model unloaded), running ones finish or are cancelled."""
         with self._wakeup:

@@ -7,6 +7,7 @@ import threading
 from contracts.jobs import DoneEvent, ErrorEvent, GenerationJob, JobStatus, StartedEvent, cancelled_error
 from worker.drain import HandedBack
 from worker.event_publisher import EventPublisher
+from worker.job_metrics import JobMetrics
 from worker.job_runner import Outcome
 from worker.model_registry import ModelRegistry
 
@@ -14,11 +15,19 @@ from worker.model_registry import ModelRegistry
 class GenerationRunner:
     """Generates for jobs, stops running ones on request (cancel listener), hands them back when draining."""
 
-    def __init__(self, registry: ModelRegistry, publisher: EventPublisher, worker_name: str, store) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        publisher: EventPublisher,
+        worker_name: str,
+        store,
+        metrics: JobMetrics | None = None,
+    ) -> None:
         self.registry = registry
         self.publisher = publisher
         self.worker_name = worker_name
         self.store = store
+        self.metrics = metrics
         self._running: dict[str, threading.Event] = {}
         self._handed_back: set[str] = set()
         self._draining = False
@@ -48,13 +57,25 @@ class GenerationRunner:
             stop.set()
         return list(running)
 
+    def _emitter(self, job_id: str):
+        """What the decode loop calls with each event: publish it (and note the first token's time)."""
+        if self.metrics is None or not self.metrics.enabled:
+            return lambda event: self.publisher.emit(job_id, event)
+        first_token = self.metrics.first_token
+
+        def emit(event) -> None:
+            first_token(job_id)
+            self.publisher.emit(job_id, event)
+
+        return emit
+
     def generate(self, job: GenerationJob) -> Outcome:
         with self.registry.in_use(job.model):
             return self._generate(job)
 
     def _generate(self, job: GenerationJob) -> Outcome:
         loaded = self.registry.get(job.model)
-        request = loaded.prepare(job, emit=lambda event: self.publisher.emit(job.job_id, event))
+        request = loaded.prepare(job, emit=self._emitter(job.job_id))
         with self._lock:
             if self._draining:
                 raise HandedBack(job.job_id)

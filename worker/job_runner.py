@@ -16,6 +16,7 @@ from contracts.settings import Settings
 from worker.drain import HandedBack, requeue_current_task
 from worker.errors import JobRejected
 from worker.event_publisher import EventPublisher
+from worker.job_metrics import JobMetrics
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,19 @@ Outcome = tuple[DoneEvent | ErrorEvent, JobStatus]
 class JobRunner:
     """Parses a task payload and runs the work for it, ending the job with exactly one outcome."""
 
-    def __init__(self, settings: Settings, store: JobStore, publisher: EventPublisher, worker_name: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        publisher: EventPublisher,
+        worker_name: str,
+        metrics: JobMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.publisher = publisher
         self.worker_name = worker_name
+        self.metrics = metrics or JobMetrics(store.client, enabled=False)
         self.active = 0  # jobs running now (the heartbeat advertises it for routing)
         self.draining = False  # the worker is stopping: jobs still arriving go straight back
         self._lock = threading.Lock()
@@ -70,6 +79,7 @@ class JobRunner:
             with self._lock:
                 self.active -= len(jobs)
         ends = [(job.job_id, event, status) for job, (event, status) in zip(jobs, outcomes, strict=True)]
+        self.metrics.job_ended(ends)
         self.publisher.finish_many(ends)
 
     def _parse(self, payloads: list, job_type: type[Job]) -> list[Job]:
@@ -102,6 +112,7 @@ class JobRunner:
         return starting
 
     def _fail(self, job_id: str, info: ErrorInfo) -> None:
+        self.metrics.job_ended([(job_id, ErrorEvent(error=info), JobStatus.FAILED)])
         self.publisher.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED)
 
 

@@ -180,6 +180,8 @@ class ModelRegistry:
                     "name": n,
                     "ttl_s": self._lifetimes[n].ttl_s,
                     "footprint_mb": round(self._footprints.get(n, 0) / 2**20, 1),
+                    # Rows and key/value cache in use (decoders; embedding models have none).
+                    **(self._models[n].engine.stats() if n in self._models else {}),
                 }
                 for n in sorted(self._lifetimes)
             ]

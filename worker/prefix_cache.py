@@ -25,6 +25,9 @@ class PrefixCache:
         self.block = block
         self._entries: OrderedDict[tuple[int, ...], dict[str, np.ndarray]] = OrderedDict()
         self._tokens = 0
+        # Prompts that found a cached prefix, and the positions copied (the heartbeat shows both).
+        self.hits = 0
+        self.hit_tokens = 0
 
     def restore(self, prompt: list[int], cache: KvCache, row: int) -> int:
         """Copy the longest cached prefix of `prompt` in whole blocks, short of its last token (read
@@ -37,6 +40,8 @@ class PrefixCache:
         for name, entries in self._entries[key].items():
             cache.buffers[name][row, :, :length] = entries[:, :length]
         self._entries.move_to_end(key)
+        self.hits += 1
+        self.hit_tokens += length
         return length
 
     def remember(self, prompt: list[int], cache: KvCache, row: int) -> None:

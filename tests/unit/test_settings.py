@@ -36,6 +36,8 @@ NON_DEFAULT = Settings(
     secret_key="s3cret",
     model_memory_mb=512,
     drain_s=2.5,
+    metrics=False,
+    log_format="json",
 )
 
 
