@@ -74,9 +74,14 @@ def openapi_json():
     return jsonify(document)
 
 
+def is_static_files(endpoint: str) -> bool:
+    """Flask's (or a blueprint's) route for its static folder: files, not an API operation."""
+    return endpoint == "static" or endpoint.endswith(".static")
+
+
 def openapi_document(app: Flask) -> dict:
     """The OpenAPI document of every rule in `app.url_map` (static files excepted)."""
-    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
+    rules = [rule for rule in app.url_map.iter_rules() if not is_static_files(rule.endpoint)]
     declared = {rule.endpoint: _operation(app, rule) for rule in rules}
     schemas, components = _schemas(declared.values())
     paths: dict[str, dict] = {}
