@@ -1,7 +1,7 @@
 """How much of a fleet one Redis carries: the job-event writes Ladle's workers send, against a private redis-server.
 
     python bench/redis_capacity.py [--jobs 96] [--tokens 200] [--rows 1 8] [--subscribers 1] [--requests 200000]
-        [--no-aof]
+        [--memory-tokens 1000] [--no-aof]
 
 Starts a private redis-server (AOF `everysec`, as `ladle serve` runs it; `--no-aof` for none) and:
 1. Server ceiling, from redis-benchmark (so the client is never the limit): PING, a plain XADD,
@@ -20,9 +20,10 @@ Starts a private redis-server (AOF `everysec`, as `ladle serve` runs it; `--no-a
    per token (INFO cpu: socket I/O and the append-only file included), whose inverse is the
    tokens/s one Redis core carries on this path.
    Then `_START` and `_FINISH` alone, pipelined as a worker sends them (EVAL): ops/s and µs each.
-3. Memory (MEMORY USAGE of a job's keys): per job and per token while the job's events are kept
-   (LADLE_EVENTS_TTL after it ends), and after that window (the Stream expired: only the record,
-   with the result, remains for LADLE_JOB_TTL).
+3. Memory (MEMORY USAGE of a job's keys, a `--memory-tokens` job against one without tokens; a
+   Stream's first node takes a few KB whatever it holds, so a short job's cost is per job): per
+   job and per token while the job's events are kept (LADLE_EVENTS_TTL after it ends), and after
+   that window (the Stream expired: only the record, with the result, remains for LADLE_JOB_TTL).
 Needs redis-server (and redis-benchmark for part 1) on PATH. Figures vary with load: run it on a
 quiet machine for figures to plan with.
 """
@@ -217,13 +218,13 @@ def memory(client: redis.Redis, args: argparse.Namespace) -> None:
     store = JobStore(client, ttl_s=86400, events_ttl_s=300)
     publisher = EventPublisher(store)
     run_group(store, publisher, ["bench-mem-empty"], 0)
-    run_group(store, publisher, ["bench-mem-full"], args.tokens)
+    run_group(store, publisher, ["bench-mem-full"], args.memory_tokens)
     publisher.close()
     empty_record, empty_stream = job_bytes(client, "bench-mem-empty")
     full_record, full_stream = job_bytes(client, "bench-mem-full")
-    during = (full_record + full_stream - empty_record - empty_stream) / args.tokens
-    after = (full_record - empty_record) / args.tokens
-    print(f"memory (MEMORY USAGE of a job's keys; {args.tokens}-token job against a job without tokens):")
+    during = (full_record + full_stream - empty_record - empty_stream) / args.memory_tokens
+    after = (full_record - empty_record) / args.memory_tokens
+    print(f"memory (MEMORY USAGE of a job's keys; {args.memory_tokens}-token job against a job without tokens):")
     print(
         f"  per job, events window   {empty_record + empty_stream:>12,} B"
         "   (record + Stream with started and done events)"
@@ -239,6 +240,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=96, help="jobs per rows-per-step value")
     parser.add_argument("--tokens", type=int, default=200, help="delta events per job")
+    # A Stream's first node holds a few KB whatever it holds: a short job's slope would be ~0.
+    parser.add_argument("--memory-tokens", type=int, default=1000, help="delta events of the job measured for memory")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8], help="rows decoded together per engine step")
     parser.add_argument("--subscribers", type=int, default=1, help="subscribers to the job-events channel")
     parser.add_argument("--requests", type=int, default=200_000, help="requests per redis-benchmark run")
