@@ -38,7 +38,7 @@ class JobTimeout(Exception):
 
 
 class JobEventHub:
-    """One PSUBSCRIBE per process; `register(job_id)` returns a queue that receives the job's messages."""
+    """One SUBSCRIBE per process; `register(job_id)` returns a queue that receives the job's messages."""
 
     def __init__(self, client: redis.Redis, subscribe_timeout_s: float = 5.0) -> None:
         self.client = client

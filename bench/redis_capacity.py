@@ -1,23 +1,36 @@
-"""How much of a fleet one Redis carries: Ladle's own Lua scripts against a private redis-server.
+"""How much of a fleet one Redis carries: the job-event writes Ladle's workers send, against a private redis-server.
 
-    python bench/redis_capacity.py [--jobs 400] [--tokens 200] [--clients 4] [--pipeline 32] [--no-aof]
+    python bench/redis_capacity.py [--jobs 96] [--tokens 200] [--rows 1 8] [--subscribers 1] [--requests 200000]
+        [--memory-tokens 1000] [--no-aof]
 
 Starts a private redis-server (AOF `everysec`, as `ladle serve` runs it; `--no-aof` for none) and:
-1. Baseline: redis-benchmark's PING and a plain XADD, then EVALSHA of the job store's `_EMIT`
-   (one token's delta event: XADD + EXPIRE + PUBLISH) and `_START`, all from redis-benchmark so
-   the client is never the limit. Prints each script's ops/s and its ratio to PING and XADD.
-2. Ladle's client path: `--clients` processes play workers, each running `--jobs` jobs through
-   `contracts.job_store.JobStore` exactly as a worker does (create, start, `--tokens` delta
-   events in pipelines of `--pipeline` like the event publisher, finish). Prints tokens/s, Redis
-   commands per token (from INFO commandstats: round trips, and every command scripts run), and
-   memory per job and per retained token (INFO used_memory; kept for LADLE_JOB_TTL).
-Needs redis-server (and redis-benchmark for part 1) on PATH; run it on a quiet machine.
+1. Server ceiling, from redis-benchmark (so the client is never the limit): PING, a plain XADD,
+   one engine step's PUBLISH on the job-events channel (1 and 8 rows' delta events in one
+   message, `--subscribers` redis-cli processes subscribed to it as API processes are), and
+   EVALSHA of the job store's `_FINISH` on a new job each time (the whole script: HSETNX, HSET,
+   XADD, EXPIRE, PUBLISH).
+2. The worker's write path, for each `--rows` (rows decoded together per engine step): `--jobs`
+   jobs of `--tokens` delta events each, in groups of `rows`, written by the real `JobStore`
+   (create, `start`) and `EventPublisher` (one write per engine step: one PUBLISH for all rows,
+   the job's Stream chunks, then the terminal event through `_FINISH`). Steps are written back to
+   back, so a chunk closes at CHUNK_EVENTS events or before the terminal event; an engine slower
+   than one step per CHUNK_AGE_S / CHUNK_EVENTS adds one XADD per job per CHUNK_AGE_S. Prints
+   tokens/s and step writes/s from this one client (round-trip bound), Redis commands per token
+   (INFO commandstats: every command, those inside scripts too), and Redis's main-thread CPU time
+   per token (INFO cpu: socket I/O and the append-only file included), whose inverse is the
+   tokens/s one Redis core carries on this path.
+   Then `_START` and `_FINISH` alone, pipelined as a worker sends them (EVAL): ops/s and µs each.
+3. Memory (MEMORY USAGE of a job's keys, a `--memory-tokens` job against one without tokens; a
+   Stream's first node takes a few KB whatever it holds, so a short job's cost is per job): per
+   job and per token while the job's events are kept (LADLE_EVENTS_TTL after it ends), and after
+   that window (the Stream expired: only the record, with the result, remains for LADLE_JOB_TTL).
+Needs redis-server (and redis-benchmark for part 1) on PATH. Figures vary with load: run it on a
+quiet machine for figures to plan with.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import re
 import shutil
 import subprocess
@@ -32,30 +45,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cli.embedded_redis import EmbeddedRedis  # noqa: E402
 from contracts import keys  # noqa: E402
-from contracts.job_store import _EMIT, _START, JobStore  # noqa: E402
-from contracts.jobs import Choice, DeltaEvent, DoneEvent, GenerationResult, JobKind, JobStatus, Usage  # noqa: E402
+from contracts.job_store import _FINISH, JobStore, live_lines  # noqa: E402
+from contracts.jobs import (  # noqa: E402
+    Choice,
+    DeltaEvent,
+    DoneEvent,
+    GenerationResult,
+    JobKind,
+    JobStatus,
+    StartedEvent,
+    Usage,
+)
+from worker.event_publisher import EventPublisher, _Outgoing  # noqa: E402
 
-DELTA = DeltaEvent(index=0, text=" the").model_dump_json()
+TOKEN = " the"
+DELTA = DeltaEvent(index=0, text=TOKEN).model_dump_json()
+# How many scripts one pipelined round trip carries in the `_START` / `_FINISH` runs.
+SCRIPT_PIPELINE = 64
 
 
 def benchmark_ops(port: int, requests: int, *command: str) -> float:
     """redis-benchmark's requests/s for one command (8 connections, pipelines of 16, random keys)."""
     output = subprocess.run(
-        [
-            "redis-benchmark",
-            "-p",
-            str(port),
-            "-n",
-            str(requests),
-            "-c",
-            "8",
-            "-P",
-            "16",
-            "-r",
-            "100000",
-            "-q",
-            *command,
-        ],
+        ["redis-benchmark", "-p", str(port), "-n", str(requests), "-c", "8", "-P", "16"]
+        + ["-r", "100000000", "-q", *command],
         capture_output=True,
         text=True,
         check=True,
@@ -64,106 +77,201 @@ def benchmark_ops(port: int, requests: int, *command: str) -> float:
     return float(found[-1]) if found else float("nan")
 
 
+def step_message(rows: int) -> str:
+    """One engine step's announcement: a delta event for each of `rows` jobs."""
+    return live_lines([(f"bench-job-{row}", f"1-{100 + row}", DELTA) for row in range(rows)])
+
+
 def server_ceiling(port: int, requests: int) -> None:
     client = redis.Redis(port=port)
-    emit_sha, start_sha = client.script_load(_EMIT), client.script_load(_START)
-    job = "ladle:job:__rand_int__"
+    finish_sha = client.script_load(_FINISH)
+    result = GenerationResult(choices=[Choice(index=0, text=TOKEN * 100, finish_reason="length")], usage=_usage(100))
+    done = DoneEvent(result=result)
+    job = f"{keys.PREFIX}:job:bench-__rand_int__"
     ping = benchmark_ops(port, requests, "PING")
-    xadd = benchmark_ops(port, requests, "XADD", "bench:stream:__rand_int__", "*", "event", DELTA)
-    emit = benchmark_ops(
-        port, requests, "EVALSHA", emit_sha, "3", job, f"{job}:events", f"{job}:live", DELTA, "86400", "0"
-    )
-    start = benchmark_ops(
-        port, requests, "EVALSHA", start_sha, "2", job, f"{job}:deliveries", str(time.time()), "w", "3", "86400"
-    )
-    print("server ceiling (redis-benchmark, 8 connections, pipeline 16):")
-    print(f"  PING           {ping:>12,.0f} ops/s")
-    print(f"  XADD           {xadd:>12,.0f} ops/s")
-    print(f"  _EMIT (delta)  {emit:>12,.0f} ops/s   {emit / ping:.2f} x PING, {emit / xadd:.2f} x XADD")
-    print(f"  _START         {start:>12,.0f} ops/s   {start / ping:.2f} x PING")
-    client.flushall()
+    xadd = benchmark_ops(port, requests, "XADD", "bench:stream:__rand_int__", "*", "events", DELTA)
+    publish_1 = benchmark_ops(port, requests, "PUBLISH", keys.JOB_EVENTS_CHANNEL, step_message(1))
+    publish_8 = benchmark_ops(port, requests, "PUBLISH", keys.JOB_EVENTS_CHANNEL, step_message(8))
+    finish_args = [done.model_dump_json(), "300", "succeeded", str(time.time()), "result"]
+    finish_args += [result.model_dump_json(), "1-101", keys.JOB_EVENTS_CHANNEL, "bench-job", ""]
+    finish = benchmark_ops(port, requests, "EVALSHA", finish_sha, "2", job, f"{job}:events", *finish_args)
+    print("server ceiling (redis-benchmark, 8 connections, pipelines of 16):")
+    print(f"  PING                     {ping:>12,.0f} ops/s")
+    print(f"  XADD                     {xadd:>12,.0f} ops/s")
+    print(f"  PUBLISH, step of 1 row   {publish_1:>12,.0f} ops/s   {publish_1 / ping:.2f} x PING")
+    print(f"  PUBLISH, step of 8 rows  {publish_8:>12,.0f} ops/s   = {8 * publish_8:,.0f} tokens/s announced")
+    # Redis drops a subscriber whose unread output passes client-output-buffer-limit (pubsub).
+    subscribed = client.pubsub_numsub(keys.JOB_EVENTS_CHANNEL)[0][1]
+    print(f"  subscribers left         {subscribed:>12}   (a slow one is dropped past its output buffer limit)")
+    print(f"  EVALSHA _FINISH          {finish:>12,.0f} ops/s   {finish / xadd:.2f} x XADD (100-token result)")
+    client.flushall()  # a private server
 
 
-def run_jobs(url: str, worker: int, jobs: int, tokens: int, pipeline: int) -> int:
-    """One fake worker: `jobs` jobs of `tokens` delta events each, written as a worker writes them."""
-    store = JobStore(redis.Redis.from_url(url), ttl_s=86400)
-    usage = Usage(prompt_tokens=8, completion_tokens=tokens, total_tokens=8 + tokens)
-    result = GenerationResult(choices=[Choice(index=0, text=" the" * tokens, finish_reason="length")], usage=usage)
-    for n in range(jobs):
-        job_id = f"bench-{worker}-{n}"
-        store.create([job_id], JobKind.CHAT, "bench-model")
-        store.start([job_id], f"bench-worker-{worker}", 3)
-        for first in range(0, tokens, pipeline):
-            pipe = store.client.pipeline(transaction=False)
-            for _ in range(first, min(tokens, first + pipeline)):
-                store.emit(job_id, DeltaEvent.model_validate_json(DELTA), client=pipe)
-            pipe.execute()
-        store.finish(job_id, DoneEvent(result=result), JobStatus.SUCCEEDED)
-    return jobs * tokens
+def _usage(tokens: int) -> Usage:
+    return Usage(prompt_tokens=8, completion_tokens=tokens, total_tokens=8 + tokens)
 
 
-def commands(client: redis.Redis) -> tuple[int, int]:
-    """(script calls, every command the server ran, those inside scripts included) since the reset."""
+def main_thread_cpu(client: redis.Redis) -> float:
+    """CPU seconds (user + system) Redis's main thread, the one running commands, has used."""
+    cpu = client.info("cpu")
+    return cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"]
+
+
+def command_stats(client: redis.Redis) -> dict[str, tuple[int, int]]:
+    """(calls, µs) of each command since the last reset, those run inside scripts included."""
     stats = client.info("commandstats")
-    scripts = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
-    return scripts, sum(v["calls"] for v in stats.values())
+    return {name.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for name, v in stats.items()}
 
 
-def job_bytes(client: redis.Redis, job_id: str) -> int:
-    """Bytes the keys of one job take (MEMORY USAGE, exact: every element counted)."""
-    names = [keys.job_key(job_id), keys.job_events_key(job_id), keys.job_deliveries_key(job_id)]
-    return sum(client.memory_usage(name, samples=0) or 0 for name in names)
+def run_group(store: JobStore, publisher: EventPublisher, group: list[str], tokens: int) -> tuple[int, float]:
+    """Run `group`'s jobs as one batch, a delta event per row per step; (steps written, seconds in step writes)."""
+    store.create(group, JobKind.CHAT, "bench-model")  # the API's write
+    deliveries = store.start(group, "bench-worker", 3)
+    # One `_write` per engine step, as the publisher's thread does when steps come slower than a
+    # round trip (driven directly: its thread would merge steps queued faster than that).
+    publisher._write([_Outgoing(job_id, delivery=count) for job_id, count in zip(group, deliveries, strict=True)])
+    publisher._write([_Outgoing(job_id, StartedEvent(worker="bench-worker")) for job_id in group])
+    delta = DeltaEvent.model_validate_json(DELTA)
+    in_steps = 0.0
+    for _ in range(tokens):
+        started = time.perf_counter()
+        publisher._write([_Outgoing(job_id, delta) for job_id in group])
+        in_steps += time.perf_counter() - started
+    result = GenerationResult(
+        choices=[Choice(index=0, text=TOKEN * tokens, finish_reason="length")],
+        usage=_usage(tokens),
+        batch_size=len(group),
+    )
+    publisher._write([_Outgoing(job_id, DoneEvent(result=result), JobStatus.SUCCEEDED) for job_id in group])
+    return tokens, in_steps
 
 
-def client_path(url: str, args: argparse.Namespace) -> None:
-    client = redis.Redis.from_url(url)
-    # A job without tokens: the fixed cost of a job (record, delivery counter, terminal event).
-    run_jobs(url, 999, 1, 0, args.pipeline)
-    per_job = job_bytes(client, "bench-999-0")
+def write_path(client: redis.Redis, rows: int, args: argparse.Namespace) -> None:
+    store = JobStore(client, ttl_s=86400, events_ttl_s=300)
+    publisher = EventPublisher(store)
+    groups = max(1, args.jobs // rows)
     client.config_resetstat()
-    memory_before = client.info("memory")["used_memory"]
+    cpu_before = main_thread_cpu(client)
     started = time.perf_counter()
-    with multiprocessing.Pool(args.clients) as pool:
-        work = [(url, w, args.jobs, args.tokens, args.pipeline) for w in range(args.clients)]
-        total_tokens = sum(pool.starmap(run_jobs, work))
+    steps, in_steps = 0, 0.0
+    for g in range(groups):
+        group = [f"bench-r{rows}-{g}-{row}" for row in range(rows)]
+        group_steps, group_time = run_group(store, publisher, group, args.tokens)
+        steps, in_steps = steps + group_steps, in_steps + group_time
     elapsed = time.perf_counter() - started
-    jobs = args.clients * args.jobs
-    memory = client.info("memory")["used_memory"] - memory_before
-    scripts, all_commands = commands(client)
-    # The text is kept three times: one delta per token in the Stream, and the whole text in the
-    # record's result and in the terminal event.
-    per_token = (job_bytes(client, "bench-0-0") - per_job) / args.tokens
-    shape = f"{args.clients} processes, {jobs} jobs of {args.tokens} tokens, pipeline {args.pipeline}"
-    print(f"Ladle's client path ({shape}):")
-    print(f"  tokens/s              {total_tokens / elapsed:>12,.0f}   (client-bound when the clients share the cores)")
-    print(f"  script calls per token{scripts / total_tokens:>12.2f}   (EVALSHA of _EMIT/_START)")
-    print(f"  commands per token    {all_commands / total_tokens:>12.2f}   (every command, those inside scripts too)")
-    print(f"  memory per job        {per_job:>12,.0f} B   (record, delivery counter, terminal event; MEMORY USAGE)")
-    print(f"  memory per token kept {per_token:>12,.0f} B   (delta event, and the text in result and done event)")
-    print(f"  used_memory per token {memory / total_tokens:>12,.0f} B   (whole server, allocator overhead included)")
-    print(f"  keys after the run    {client.dbsize():>12,}   ({keys.PREFIX}:job:* records, streams, counters)")
+    publisher.close()
+    cpu = main_thread_cpu(client) - cpu_before
+    stats = command_stats(client)
+    tokens = groups * rows * args.tokens
+    commands = sum(calls for calls, _ in stats.values())
+    scripts = stats.get("eval", (0, 0))[0] + stats.get("evalsha", (0, 0))[0]
+    usec = stats.get("eval", (0, 0))[1] + stats.get("evalsha", (0, 0))[1]
+    usec += sum(u for name, (_, u) in stats.items() if name not in ("eval", "evalsha", "config|resetstat", "info"))
+    print(f"worker write path, {rows} row(s) per step ({groups * rows} jobs of {args.tokens} tokens, one client):")
+    print(f"  tokens/s                 {tokens / elapsed:>12,.0f}   (client-bound: one round trip per step)")
+    print(f"  step writes/s            {steps / in_steps:>12,.0f}   (PUBLISH of the step, chunk XADDs when due)")
+    print(f"  commands per token       {commands / tokens:>12.3f}   (every command, those inside scripts too)")
+    print(f"  scripts per token        {scripts / tokens:>12.3f}   (_START and _FINISH, once per job)")
+    print(f"  Redis µs per token       {usec / tokens:>12.2f}   (commandstats: in commands only)")
+    print(f"  Redis CPU µs per token   {cpu * 1e6 / tokens:>12.2f}   (main thread: I/O and AOF included)")
+    print(f"  tokens/s one Redis core  {tokens / cpu:>12,.0f}   (its inverse: the ceiling of this path)")
+    top = sorted(((calls, name) for name, (calls, _) in stats.items() if name != "info"), reverse=True)
+    print("  commands                 " + ", ".join(f"{name} {calls / tokens:.3f}" for calls, name in top[:8]))
+
+
+def scripts_alone(client: redis.Redis, jobs: int) -> None:
+    """`_START` then `_FINISH` over `jobs` new jobs, pipelined as a worker sends them."""
+    store = JobStore(client, ttl_s=86400, events_ttl_s=300)
+    ids = [f"bench-script-{n}" for n in range(jobs)]
+    for first in range(0, jobs, SCRIPT_PIPELINE):
+        store.create(ids[first : first + SCRIPT_PIPELINE], JobKind.CHAT, "bench-model")
+    result = GenerationResult(choices=[Choice(index=0, text=TOKEN * 100, finish_reason="length")], usage=_usage(100))
+    done = DoneEvent(result=result)
+    print(f"scripts alone (pipelines of {SCRIPT_PIPELINE}, EVAL, one client, {jobs} jobs):")
+    for name in ("_START", "_FINISH"):
+        client.config_resetstat()
+        started = time.perf_counter()
+        for first in range(0, jobs, SCRIPT_PIPELINE):
+            chunk = ids[first : first + SCRIPT_PIPELINE]
+            if name == "_START":
+                store.start(chunk, "bench-worker", 3)
+            else:
+                pipe = client.pipeline(transaction=False)
+                for job_id in chunk:
+                    store.finish(job_id, done, JobStatus.SUCCEEDED, client=pipe, event_id="1-101")
+                pipe.execute()
+        elapsed = time.perf_counter() - started
+        calls, usec = command_stats(client).get("eval", (0, 0))
+        print(
+            f"  {name:<8}  {jobs / elapsed:>10,.0f} ops/s from this client"
+            f"   {usec / max(calls, 1):>6.1f} µs in Redis each"
+        )
+
+
+def job_bytes(client: redis.Redis, job_id: str) -> tuple[int, int]:
+    """(record bytes, event Stream bytes) of one job (MEMORY USAGE, every element counted)."""
+    record = client.memory_usage(keys.job_key(job_id), samples=0) or 0
+    return record, client.memory_usage(keys.job_events_key(job_id), samples=0) or 0
+
+
+def memory(client: redis.Redis, args: argparse.Namespace) -> None:
+    store = JobStore(client, ttl_s=86400, events_ttl_s=300)
+    publisher = EventPublisher(store)
+    run_group(store, publisher, ["bench-mem-empty"], 0)
+    run_group(store, publisher, ["bench-mem-full"], args.memory_tokens)
+    publisher.close()
+    empty_record, empty_stream = job_bytes(client, "bench-mem-empty")
+    full_record, full_stream = job_bytes(client, "bench-mem-full")
+    during = (full_record + full_stream - empty_record - empty_stream) / args.memory_tokens
+    after = (full_record - empty_record) / args.memory_tokens
+    print(f"memory (MEMORY USAGE of a job's keys; {args.memory_tokens}-token job against a job without tokens):")
+    print(
+        f"  per job, events window   {empty_record + empty_stream:>12,} B"
+        "   (record + Stream with started and done events)"
+    )
+    print(
+        f"  per token, events window {during:>12.0f} B   (delta events in Stream chunks, text in result and done event)"
+    )
+    print(f"  per job, after it        {empty_record:>12,} B   (the record only, 1 key)")
+    print(f"  per token, after it      {after:>12.0f} B   (the result's text in the record)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=400, help="jobs per client process")
+    parser.add_argument("--jobs", type=int, default=96, help="jobs per rows-per-step value")
     parser.add_argument("--tokens", type=int, default=200, help="delta events per job")
-    parser.add_argument("--clients", type=int, default=4, help="client processes (fake workers)")
-    parser.add_argument("--pipeline", type=int, default=32, help="events per pipeline (the publisher's batch)")
+    # A Stream's first node holds a few KB whatever it holds: a short job's slope would be ~0.
+    parser.add_argument("--memory-tokens", type=int, default=1000, help="delta events of the job measured for memory")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 8], help="rows decoded together per engine step")
+    parser.add_argument("--subscribers", type=int, default=1, help="subscribers to the job-events channel")
     parser.add_argument("--requests", type=int, default=200_000, help="requests per redis-benchmark run")
     parser.add_argument("--no-aof", action="store_true", help="no append-only file (default: everysec, as served)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         server = EmbeddedRedis(Path(folder), persist=not args.no_aof)
         url = server.start()
+        subscribers = []
         try:
-            print(f"redis-server {redis.Redis.from_url(url).info('server')['redis_version']}, AOF {not args.no_aof}")
+            client = redis.Redis.from_url(url)
+            # Each API process holds one subscription to the job-events channel; Redis writes every
+            # step's message to each of them.
+            for _ in range(args.subscribers if shutil.which("redis-cli") else 0):
+                command = ["redis-cli", "-p", str(server.port), "SUBSCRIBE", keys.JOB_EVENTS_CHANNEL]
+                subscribers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+            print(f"subscribers to {keys.JOB_EVENTS_CHANNEL}: {len(subscribers)}")
+            print(f"redis-server {client.info('server')['redis_version']}, AOF {not args.no_aof}")
             if shutil.which("redis-benchmark"):
                 server_ceiling(server.port, args.requests)
             else:
                 print("redis-benchmark not on PATH (Debian: redis-tools); server ceiling skipped")
-            client_path(url, args)
+            for rows in args.rows:
+                write_path(client, rows, args)
+            scripts_alone(client, max(args.jobs, SCRIPT_PIPELINE))
+            memory(client, args)
         finally:
+            for subscriber in subscribers:
+                subscriber.terminate()
+                subscriber.wait()
             server.stop()
 
 
