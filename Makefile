@@ -35,9 +35,14 @@ test-fast: install
 	$(BIN)/python -m pytest tests/unit tests/api
 
 # The llama.cpp column needs llama-server: `bash bench/build_llama_server.sh` builds it once
-# (~20 min); without it that column is skipped.
+# (~20 min), the infinity-emb column its venv (`bash bench/install_infinity.sh`); without them
+# those columns are skipped.
 bench: install
 	LLAMA_SERVER=$${LLAMA_SERVER:-$$(test -x $$HOME/.cache/ladle-bench/llama.cpp/build/bin/llama-server && echo $$HOME/.cache/ladle-bench/llama.cpp/build/bin/llama-server)} \
 		$(BIN)/python bench/chat_latency.py
 	$(BIN)/python bench/embeddings_throughput.py
 	$(BIN)/python bench/token_count_latency.py
+	$(BIN)/python bench/open_streams.py
+	$(BIN)/python bench/redis_usage.py --tokens 8000
+	$(BIN)/python bench/redis_capacity.py
+	$(BIN)/python bench/metrics_overhead.py
