@@ -86,3 +86,16 @@ def sse_frames(response: requests.Response) -> Iterator[dict]:
             continue
         field, _, value = line.partition(": ")
         current[field] = json.loads(value) if field == "data" else value
+
+
+def wait_for_first_token(api_url: str, job_id: str) -> str:
+    """Follow the job's events until it has generated a token (its model is then in use, the job
+    mid-generation); returns the worker that started it."""
+    worker = None
+    with requests.get(f"{api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60) as response:
+        for frame in sse_frames(response):
+            if frame.get("event") == "started":
+                worker = frame["data"]["worker"]
+            elif frame.get("event") == "delta":
+                return worker
+    raise AssertionError(f"job {job_id} ended without generating a token")

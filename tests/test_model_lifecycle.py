@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import ASYNC, MINILM, SMOLLM2, TINY, assert_error, user, wait_for
+from tests.helpers import ASYNC, MINILM, SMOLLM2, TINY, assert_error, user, wait_for, wait_for_first_token
 from tests.stack import start_fleet, stop_fleet
 
 
@@ -26,15 +26,6 @@ def eventually(predicate, timeout_s: float = 10) -> bool:
             return True
         time.sleep(0.1)
     return predicate()
-
-
-def wait_for_first_token(api_url: str, job_id: str) -> None:
-    """Follow the job's events until it has generated a token: its model is then in use."""
-    with requests.get(f"{api_url}/v1/jobs/{job_id}/events", stream=True, timeout=60) as events:
-        for line in events.iter_lines(decode_unicode=True):
-            if line == "event: delta":
-                return
-    raise AssertionError(f"job {job_id} ended without generating a token")
 
 
 def test_status_has_foundrys_fields_and_ladles_workers(api_url, settings):

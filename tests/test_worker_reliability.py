@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.helpers import sse_events, wait_for
+from tests.helpers import sse_events, wait_for, wait_for_first_token
 from tests.stack import Fleet, start_fleet, stop_fleet
 
 
@@ -21,15 +21,14 @@ def fleet(tmp_path, model_dir) -> Iterator[Fleet]:
 
 def test_a_killed_workers_job_is_delivered_again_and_completes(fleet):
     job_id = fleet.submit()
-    running = wait_for(fleet.api_url, job_id, {"running"})
-    time.sleep(0.5)  # mid-generation
-    fleet.worker_named(running["worker"]).kill()
+    first = wait_for_first_token(fleet.api_url, job_id)  # mid-generation
+    fleet.worker_named(first).kill()
     job = wait_for(fleet.api_url, job_id, {"succeeded", "failed"}, timeout_s=60)
     assert job["status"] == "succeeded"
-    assert job["worker"] != running["worker"]
+    assert job["worker"] != first
     assert fleet.deliveries(job_id) == 2
     frames = sse_events(requests.get(f"{fleet.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=30))
-    assert [f["data"]["worker"] for f in frames if f["event"] == "started"] == [running["worker"], job["worker"]]
+    assert [f["data"]["worker"] for f in frames if f["event"] == "started"] == [first, job["worker"]]
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(fleet):
