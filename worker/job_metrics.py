@@ -77,6 +77,8 @@ class JobMetrics:
             pipe = self.client.pipeline(transaction=True)  # a scrape sees all of a flush or none
             fleet_metrics.write(pipe, tally)
             pipe.execute()
+        except redis.ResponseError:  # Redis refused a field's value: retrying would be refused again
+            log.warning("writing job metrics refused; dropping them", exc_info=True, extra={"fields": len(tally)})
         except Exception:
             log.warning("writing job metrics failed; keeping them", exc_info=True, extra={"fields": len(tally)})
             self._keep(tally)
