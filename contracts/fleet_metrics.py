@@ -1,9 +1,11 @@
 """Fleet-wide metrics that workers record in Redis and every API process exposes at scrape time.
 
-A histogram keeps one counter per bucket (not cumulative), its sum and its count in one Redis
-hash per metric, a field per label set: an observation is three HINCRBY-type commands, sent in
-the pipeline of the job's end (never per token). The API's collector turns the hash into
-Prometheus families; any API process serves the same figures, whichever worker observed them.
+A histogram keeps one counter per bucket (not cumulative) and its sum in one Redis hash per
+metric, a field per label set (its count is the sum of its buckets); a counter keeps only its
+sum. Workers add their observations up in memory (`add`) and write the totals in one pipeline
+per heartbeat (`write`), so the cost in Redis commands follows the number of label sets, not of
+jobs. The API's collector turns the hashes into Prometheus families; any API process serves the
+same figures, whichever worker observed them.
 """
 
 from __future__ import annotations
@@ -72,19 +74,35 @@ ALL = (
 )
 
 
-def observe(pipe: redis.client.Pipeline, metric: FleetMetric, labels: tuple[str, ...], value: float) -> None:
-    """Queue an observation of a histogram, or an increment of a counter (its `sum`), on `pipe`."""
+# (Redis key, hash field) -> amount to add; ints stay ints so counters are written with HINCRBY.
+Tally = dict[tuple[str, str], int | float]
+
+
+def add(tally: Tally, metric: FleetMetric, labels: tuple[str, ...], value: int | float) -> None:
+    """Add an observation of a histogram, or an increment of a counter (its `sum`), to `tally`."""
     key, prefix = keys.metric_key(metric.name), _SEPARATOR.join(labels) + _SEPARATOR
     if metric.is_histogram:
-        pipe.hincrby(key, f"{prefix}b{bisect_left(metric.buckets, value)}", 1)
-        pipe.hincrby(key, f"{prefix}count", 1)
-    pipe.hincrbyfloat(key, f"{prefix}sum", value)
+        bucket = (key, f"{prefix}b{bisect_left(metric.buckets, value)}")
+        tally[bucket] = tally.get(bucket, 0) + 1
+    total = (key, f"{prefix}sum")
+    tally[total] = tally.get(total, 0) + value
+
+
+def write(pipe: redis.client.Pipeline, tally: Tally) -> None:
+    """Queue `tally`'s increments on `pipe`: one command per field (HINCRBY for whole numbers)."""
+    for (key, field), amount in tally.items():
+        if isinstance(amount, int):
+            pipe.hincrby(key, field, amount)
+        else:
+            pipe.hincrbyfloat(key, field, amount)
 
 
 def count_job_end(client: redis.Redis, model: str, kind: str, status: str) -> None:
     """Count a job that ended without a worker (cancelled while queued)."""
+    tally: Tally = {}
+    add(tally, JOBS, (model, kind, status), 1)
     pipe = client.pipeline(transaction=False)
-    observe(pipe, JOBS, (model, kind, status), 1)
+    write(pipe, tally)
     pipe.execute()
 
 
@@ -112,9 +130,9 @@ def read(client: redis.Redis) -> dict[str, dict[tuple[str, ...], Series]]:
             one = series.setdefault(tuple(labels), Series([0] * (len(metric.buckets) + 1)))
             if part == "sum":
                 one.sum = float(value)
-            elif part == "count":
-                one.count = int(value)
             elif part.startswith("b") and int(part[1:]) < len(one.buckets):
                 one.buckets[int(part[1:])] = int(value)
+        for one in series.values():
+            one.count = sum(one.buckets)
         found[metric.name] = series
     return found

@@ -30,6 +30,20 @@ def wait_for(predicate, timeout_s: float = 30, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled_scrape(api_url: str, quiet_s: float = 1.5) -> dict[str, list]:
+    """A scrape once the count of ended jobs stays put for `quiet_s` (several test heartbeats):
+    workers write their figures on each heartbeat, so earlier tests' jobs are all in it."""
+    last = scrape(api_url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = scrape(api_url)
+        if value(now, "ladle_jobs_total") == value(last, "ladle_jobs_total"):
+            return now
+        last = now
+    raise AssertionError("the count of ended jobs kept changing")
+
+
 def test_metrics_page_parses_and_names_follow_conventions(api_url: str):
     response = requests.get(f"{api_url}/metrics", timeout=30)
     assert response.status_code == 200
@@ -79,14 +93,19 @@ def test_live_worker_and_its_loaded_model_show_up(api_url: str, worker: WorkerPr
 def test_histograms_and_token_counters_fill_after_jobs(api_url: str, chat):
     labels = {"model": TINY}
     job = {"model": TINY, "kind": "chat"}
-    before = scrape(api_url)
+    before = settled_scrape(api_url)
     usages = []
     for i in range(2):
         response = chat({"model": TINY, "messages": user(f"count to {i}"), "max_tokens": 6, "temperature": 0})
         assert response.status_code == 200
         usages.append(response.json()["usage"])
 
-    after = scrape(api_url)  # a job's figures are recorded before its answer is sent
+    def both_counted(samples: dict[str, list]) -> bool:
+        ended = {"status": "succeeded", **job}
+        return value(samples, "ladle_jobs_total", **ended) - value(before, "ladle_jobs_total", **ended) >= 2
+
+    # A job's figures reach Redis with its worker's next heartbeat (a fraction of a second here).
+    after = wait_for(lambda: (s := scrape(api_url)) and both_counted(s) and s, 10, "both jobs in the figures")
 
     def delta(name: str, **match: str) -> float:
         return value(after, name, **match) - value(before, name, **match)
@@ -129,7 +148,7 @@ def test_prefix_cache_hits_show_up_per_worker_and_model(api_url: str, worker: Wo
 
 
 def test_cancelled_jobs_are_counted_by_status(api_url: str):
-    before = scrape(api_url)
+    before = settled_scrape(api_url)
     cancelled = {"model": TINY, "kind": "chat", "status": "cancelled"}
     for _ in range(2):  # whether the worker had started it or not, its end is counted once
         response = requests.post(
@@ -213,9 +232,13 @@ def test_second_api_process_shows_the_fleet_and_sums_its_processes(
     gunicorn_api, api_url: str, worker: WorkerProcess, chat
 ):
     url, _ = gunicorn_api
+    first_tokens = value(settled_scrape(api_url), "ladle_time_to_first_token_seconds_count", model=TINY)
     assert chat({"model": TINY, "messages": user("hello"), "max_tokens": 3}).status_code == 200  # via the first API
     samples = wait_for(
-        lambda: (s := scrape(url)) and value(s, "ladle_time_to_first_token_seconds_count", model=TINY) and s,
+        lambda: (
+            ((s := scrape(url)) and value(s, "ladle_time_to_first_token_seconds_count", model=TINY) == first_tokens + 1)
+            and s
+        ),
         what="per-model figures on the second API",
     )
     assert value(samples, "ladle_worker_up", worker=worker.name) == 1

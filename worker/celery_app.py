@@ -93,6 +93,7 @@ class WorkerRuntime:
         }
 
     def on_beat(self) -> None:
+        self.metrics.flush()
         self.registry.unload_expired()
         forget_after_s = max(600.0, 2 * self.settings.visibility_timeout_s)
         requeue_orphaned_jobs(self.store.client, forget_after_s)
@@ -133,6 +134,7 @@ class WorkerRuntime:
     def close(self) -> None:
         self.commands.stop()
         self.heartbeat.stop()
+        self.metrics.flush()  # what ended since the last beat
         self.registry.close()
         self.publisher.close()
 
