@@ -81,10 +81,13 @@ def _count(response: Response) -> Response:
         return response
     streams = OPEN_STREAMS.labels(route)
     streams.inc()
+    open_ = [True]
 
-    def closed() -> None:
-        streams.dec()
-        done()
+    def closed() -> None:  # once, even if the server closes the response more than once
+        if open_:
+            open_.clear()
+            streams.dec()
+            done()
 
     response.call_on_close(closed)
     return response
