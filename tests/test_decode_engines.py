@@ -13,10 +13,10 @@ import pytest
 from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.helpers import SMOLLM2, TINY, user
-from worker.decode_engine import DecodeEngine
-from worker.generation_engine import GenerationEngine
-from worker.generation_request import GenerationRequest
-from worker.model_registry import ModelRegistry, provider_config
+from worker.engines.decode_engine import DecodeEngine
+from worker.engines.generation_engine import GenerationEngine
+from worker.engines.generation_request import GenerationRequest
+from worker.models.model_registry import ModelRegistry, provider_config
 
 MAX_TOKENS = 24
 
