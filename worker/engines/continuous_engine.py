@@ -56,8 +56,8 @@ class _Tracked:
     done: set[int] = field(default_factory=set)
 
 
-class ContinuousEngine:
-    """Same interface as GenerationEngine (`submit`, `idle`, `stop`), with continuous batching."""
+class ContinuousBatchEngine:
+    """Same interface as StaticBatchEngine (`submit`, `idle`, `stop`), with continuous batching."""
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from worker.runtime.event_publisher import coalesced_events
 log = logging.getLogger(__name__)
 
 
-class GenerationEngine:
+class StaticBatchEngine:
     """Owns one model's decode loop thread; `submit` hands it a prepared request."""
 
     def __init__(

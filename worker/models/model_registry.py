@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from contracts.jobs import GenerationJob
 from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
 from contracts.settings import Settings
-from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousEngine
+from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousBatchEngine
 from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
@@ -268,7 +268,7 @@ class ModelRegistry:
             tokenizer = ChatTokenizer(folder)
             decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
             size = self.settings.prefix_cache_tokens
-            engine = ContinuousEngine(
+            engine = ContinuousBatchEngine(
                 decoder,
                 tokenizer,
                 eos_ids,
@@ -282,11 +282,11 @@ class ModelRegistry:
             # onnxruntime-genai's Generator with the CUDA provider, in static batches.
             import onnxruntime_genai as og
 
-            from worker.engines.generation_engine import GenerationEngine
+            from worker.engines.generation_engine import StaticBatchEngine
 
             model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
             tokenizer = og.Tokenizer(model)
-            engine = GenerationEngine(
+            engine = StaticBatchEngine(
                 model,
                 tokenizer,
                 eos_ids,
