@@ -32,8 +32,8 @@ import requests
 from ladle_process import ladle_serve, percentile
 
 from cli.embedded_redis import free_port
+from cli.model_build import build_model, smollm2_gguf
 from contracts.settings import Settings
-from worker.model_build import build_model, smollm2_gguf
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS = [

@@ -35,8 +35,8 @@ from ladle_process import ladle_serve, tree_cpu_s, wait_until
 from tokenizers import Tokenizer
 
 from cli.embedded_redis import free_port
+from cli.model_build import MINILM, build_model
 from contracts.settings import Settings
-from worker.model_build import MINILM, build_model
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven curious birds watch from an old oak tree".split()
 

@@ -21,8 +21,8 @@ import requests
 from chat_latency import MODEL, http_figures, warm_up
 from ladle_process import ladle_serve
 
+from cli.model_build import build_model
 from contracts.settings import Settings
-from worker.model_build import build_model
 
 
 def measure(model_dir: Path, model: str, metrics: bool, concurrency: int, max_tokens: int, rounds: int) -> dict:

@@ -56,7 +56,7 @@ from contracts.jobs import (  # noqa: E402
     StartedEvent,
     Usage,
 )
-from worker.event_publisher import EventPublisher, _Outgoing  # noqa: E402
+from worker.runtime.event_publisher import EventPublisher, _Outgoing  # noqa: E402
 
 TOKEN = " the"
 DELTA = DeltaEvent(index=0, text=TOKEN).model_dump_json()

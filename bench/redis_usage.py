@@ -35,7 +35,7 @@ import redis
 import requests
 from ladle_process import ROOT, ladle_serve, percentile
 
-from worker.model_build import BUILD_RECIPE_VERSION, build_model
+from cli.model_build import BUILD_RECIPE_VERSION, build_model
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",

@@ -19,8 +19,8 @@ import requests
 from celery import Celery
 from ladle_process import ROOT, ladle_serve, percentile
 
+from cli.model_build import build_model
 from contracts.settings import Settings
-from worker.model_build import build_model
 
 MODEL = "smollm2-135m-instruct"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many tokens is this?"}]

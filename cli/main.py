@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if not re.fullmatch(r"cpu|cuda:\d+", args.device):
             print(f"ladle: --device must be cpu or cuda:N, not {args.device!r}", file=sys.stderr)
             return 2
-        from worker.celery_app import run_worker
+        from worker.runtime.celery_app import run_worker
 
         run_worker(settings, args.device, args.lane, args.loglevel)
         return 0
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(directory.path(args.name))
         print(f"removed {args.name}")
         return 0
-    from worker.model_build import build_model, buildable_names
+    from cli.model_build import build_model, buildable_names
 
     if args.name not in buildable_names():
         print(f"ladle: cannot build {args.name!r}; buildable: {', '.join(buildable_names())}", file=sys.stderr)

@@ -99,7 +99,7 @@ def _pull_in_process(settings: Settings, body: dict) -> int:
     from api.downloads.protocol import DownloadRequest as DownloadBody
     from api.downloads.sources import plan_download
     from api.errors import ApiError
-    from worker.model_download import DownloadFailed, DownloadRequest, download_model
+    from worker.hub.model_download import DownloadFailed, DownloadRequest, download_model
 
     try:
         plan = plan_download(DownloadBody.parse(body), load_catalog(settings.user_catalog_dir), {"cpu"})

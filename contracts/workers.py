@@ -3,7 +3,7 @@
 A worker's heartbeat writes its `WorkerInfo` as JSON under an expiring key (three heartbeat
 periods) and scores its name in a sorted set by the time of that beat, so the API finds live
 workers without scanning keys. Compute workers also record their device queue ("home"), where
-jobs left in a dead worker's own queue are moved (worker/orphaned_jobs.py).
+jobs left in a dead worker's own queue are moved (worker/runtime/orphaned_jobs.py).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from cli.embedded_redis import EmbeddedRedis
+from cli.model_build import BUILD_RECIPE_VERSION, build_model
 from contracts.settings import Settings
 from tests.helpers import MINILM, SMOLLM2, TINY, sse_data, sse_events, user  # noqa: F401 (also importable from here)
 from tests.stack import ApiServer, GunicornApi, WorkerProcess
-from worker.model_build import BUILD_RECIPE_VERSION, build_model
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per test request
 

@@ -131,7 +131,7 @@ def test_reading_a_prompt_computes_the_lm_head_for_its_last_position_only(model_
     import numpy as np
     import onnxruntime as ort
 
-    from worker.onnx_decoder import OnnxDecoder
+    from worker.onnx.onnx_decoder import OnnxDecoder
 
     folder = model_dir / SMOLLM2
     genai = json.loads((folder / "genai_config.json").read_text())

@@ -13,10 +13,10 @@ import pytest
 from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.helpers import SMOLLM2, TINY, user
-from worker.decode_engine import DecodeEngine
-from worker.generation_engine import GenerationEngine
-from worker.generation_request import GenerationRequest
-from worker.model_registry import ModelRegistry, provider_config
+from worker.engines.decode_engine import DecodeEngine
+from worker.engines.generation_engine import StaticBatchEngine
+from worker.engines.generation_request import GenerationRequest
+from worker.models.model_registry import ModelRegistry, provider_config
 
 MAX_TOKENS = 24
 
@@ -32,7 +32,9 @@ def continuous(request, model_dir):
 def static_batch(model_dir, continuous):
     model = og.Model(provider_config(str(model_dir / continuous.name), "cpu", intra_op_threads=1))
     eos_ids, pad_id = continuous.engine.eos_ids, continuous.engine.pad_id
-    engine = GenerationEngine(model, og.Tokenizer(model), eos_ids, pad_id, max_batch_rows=4, batch_window_s=0, name="t")
+    engine = StaticBatchEngine(
+        model, og.Tokenizer(model), eos_ids, pad_id, max_batch_rows=4, batch_window_s=0, name="t"
+    )
     yield engine
     engine.stop()
 

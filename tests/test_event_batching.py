@@ -14,8 +14,8 @@ from contracts import keys
 from contracts.job_store import JobStore, parse_event_id, parse_live_lines
 from contracts.jobs import DeltaEvent, DoneEvent, GenerationResult, JobKind, JobStatus, StartedEvent, Usage
 from tests.helpers import ASYNC, TINY, sse_data, sse_events, sse_frames, user
-from worker import event_publisher
-from worker.event_publisher import EventPublisher, coalesced_events
+from worker.runtime import event_publisher
+from worker.runtime.event_publisher import EventPublisher, coalesced_events
 
 ROWS = 8
 

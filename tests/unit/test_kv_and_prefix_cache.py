@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from worker.kv_cache import KvCache
-from worker.prefix_cache import PrefixCache
+from worker.onnx.kv_cache import KvCache
+from worker.onnx.prefix_cache import PrefixCache
 
 BLOCK = 4
 

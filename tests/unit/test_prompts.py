@@ -4,7 +4,7 @@ import pytest
 
 from contracts.jobs import GenerationJob
 from worker.errors import JobRejected
-from worker.prompts import fit_prompts, message_text
+from worker.models.prompts import fit_prompts, message_text
 
 
 def completion(prompts: int = 1, **fields) -> GenerationJob:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from contracts.jobs import SamplingParams
-from worker.sampling import RowSampler
+from worker.engines.sampling import RowSampler
 
 LOGITS = np.array([0.1, 3.0, 2.9, -1.0, 0.5], dtype=np.float32)
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}

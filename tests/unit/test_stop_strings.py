@@ -1,6 +1,6 @@
 """Stop strings: text is released only once it cannot be the start of a stop string."""
 
-from worker.stop_strings import StopStringFilter
+from worker.engines.stop_strings import StopStringFilter
 
 
 def test_text_without_a_stop_passes_through_at_once():

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 from contracts.jobs import GenerationJob
 from contracts.model_directory import EMBEDDING, GENERATION, ModelDirectory
 from contracts.settings import Settings
-from worker.chat_tokenizer import ChatTokenizer
-from worker.continuous_engine import PREFILL_BLOCK, ContinuousEngine
-from worker.decode_engine import DecodeEngine
-from worker.embedding_engine import EmbeddingEngine
+from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousBatchEngine
+from worker.engines.decode_engine import DecodeEngine
+from worker.engines.embedding_engine import EmbeddingEngine
+from worker.engines.generation_request import GenerationRequest
 from worker.errors import model_not_found, wrong_model_kind
-from worker.generation_request import GenerationRequest
-from worker.onnx_decoder import OnnxDecoder
-from worker.prefix_cache import PrefixCache
-from worker.prompts import fit_prompts, prompt_texts
+from worker.models.chat_tokenizer import ChatTokenizer
+from worker.models.prompts import fit_prompts, prompt_texts
+from worker.onnx.onnx_decoder import OnnxDecoder
+from worker.onnx.prefix_cache import PrefixCache
 
 if TYPE_CHECKING:  # onnxruntime-genai is imported only by workers bound to a GPU
     import onnxruntime_genai as og
@@ -268,7 +268,7 @@ class ModelRegistry:
             tokenizer = ChatTokenizer(folder)
             decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
             size = self.settings.prefix_cache_tokens
-            engine = ContinuousEngine(
+            engine = ContinuousBatchEngine(
                 decoder,
                 tokenizer,
                 eos_ids,
@@ -282,11 +282,11 @@ class ModelRegistry:
             # onnxruntime-genai's Generator with the CUDA provider, in static batches.
             import onnxruntime_genai as og
 
-            from worker.generation_engine import GenerationEngine
+            from worker.engines.generation_engine import StaticBatchEngine
 
             model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
             tokenizer = og.Tokenizer(model)
-            engine = GenerationEngine(
+            engine = StaticBatchEngine(
                 model,
                 tokenizer,
                 eos_ids,

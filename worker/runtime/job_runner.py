@@ -13,10 +13,10 @@ from pydantic import BaseModel, ValidationError
 from contracts.job_store import JobStore
 from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, JobStatus
 from contracts.settings import Settings
-from worker.drain import HandedBack, requeue_current_task
 from worker.errors import JobRejected
-from worker.event_publisher import EventPublisher
-from worker.job_metrics import JobMetrics
+from worker.runtime.drain import HandedBack, requeue_current_task
+from worker.runtime.event_publisher import EventPublisher
+from worker.runtime.job_metrics import JobMetrics
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from worker.drain import HandedBack
+from worker.engines.generation_request import GenerationRequest, Row, complete
+from worker.engines.sampling import RowSampler
 from worker.errors import model_unloaded
-from worker.event_publisher import coalesced_events
-from worker.generation_request import GenerationRequest, Row, complete
-from worker.onnx_decoder import OnnxDecoder
-from worker.prefix_cache import PrefixCache
-from worker.sampling import RowSampler
+from worker.onnx.onnx_decoder import OnnxDecoder
+from worker.onnx.prefix_cache import PrefixCache
+from worker.runtime.drain import HandedBack
+from worker.runtime.event_publisher import coalesced_events
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class _Tracked:
     done: set[int] = field(default_factory=set)
 
 
-class ContinuousEngine:
-    """Same interface as GenerationEngine (`submit`, `idle`, `stop`), with continuous batching."""
+class ContinuousBatchEngine:
+    """Same interface as StaticBatchEngine (`submit`, `idle`, `stop`), with continuous batching."""
 
     def __init__(
         self,

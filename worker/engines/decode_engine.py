@@ -1,7 +1,7 @@
 """What a loaded model's decode loop offers the worker, whichever engine runs it.
 
-The CPU engine (worker/continuous_engine.py, continuous batching over onnxruntime) and the GPU
-engine (worker/generation_engine.py, onnxruntime-genai Generators in static batches) both own
+The CPU engine (worker/engines/continuous_engine.py, continuous batching over onnxruntime) and the GPU
+engine (worker/engines/generation_engine.py, onnxruntime-genai Generators in static batches) both own
 one thread per model and honour the same contract.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from worker.generation_request import GenerationRequest
+from worker.engines.generation_request import GenerationRequest
 
 
 class DecodeEngine(Protocol):

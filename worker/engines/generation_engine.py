@@ -16,15 +16,15 @@ from collections import deque
 import numpy as np
 import onnxruntime_genai as og
 
-from worker.drain import HandedBack
+from worker.engines.generation_request import GenerationRequest, Row, complete
 from worker.errors import model_unloaded
-from worker.event_publisher import coalesced_events
-from worker.generation_request import GenerationRequest, Row, complete
+from worker.runtime.drain import HandedBack
+from worker.runtime.event_publisher import coalesced_events
 
 log = logging.getLogger(__name__)
 
 
-class GenerationEngine:
+class StaticBatchEngine:
     """Owns one model's decode loop thread; `submit` hands it a prepared request."""
 
     def __init__(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from contracts.jobs import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, SamplingParams, Usage
-from worker.stop_strings import StopStringFilter
+from worker.engines.stop_strings import StopStringFilter
 
 
 @dataclass

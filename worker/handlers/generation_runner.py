@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 from contracts.jobs import DoneEvent, ErrorEvent, GenerationJob, JobStatus, StartedEvent, cancelled_error
-from worker.drain import HandedBack
-from worker.event_publisher import EventPublisher
-from worker.job_metrics import JobMetrics
-from worker.job_runner import Outcome
-from worker.model_registry import ModelRegistry
+from worker.models.model_registry import ModelRegistry
+from worker.runtime.drain import HandedBack
+from worker.runtime.event_publisher import EventPublisher
+from worker.runtime.job_metrics import JobMetrics
+from worker.runtime.job_runner import Outcome
 
 
 class GenerationRunner:

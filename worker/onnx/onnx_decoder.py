@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from worker.decoder_graph import last_position_graph
-from worker.kv_cache import KvCache
+from worker.onnx.decoder_graph import last_position_graph
+from worker.onnx.kv_cache import KvCache
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,15 @@ from pathlib import Path
 from contracts.job_store import JobStore
 from contracts.jobs import DoneEvent, DownloadJob, DownloadProgress, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
 from contracts.token_seal import SealError, TokenSeal
-from worker.event_publisher import EventPublisher
-from worker.job_runner import Outcome
-from worker.model_download import DownloadCancelled, DownloadFailed, DownloadRequest, discard_staging, download_model
+from worker.hub.model_download import (
+    DownloadCancelled,
+    DownloadFailed,
+    DownloadRequest,
+    discard_staging,
+    download_model,
+)
+from worker.runtime.event_publisher import EventPublisher
+from worker.runtime.job_runner import Outcome
 
 log = logging.getLogger(__name__)
 

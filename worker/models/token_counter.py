@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 from contracts.model_directory import GENERATION, ModelDirectory
-from worker.chat_tokenizer import ChatTokenizer
 from worker.errors import model_not_found
-from worker.prompts import message_text
+from worker.models.chat_tokenizer import ChatTokenizer
+from worker.models.prompts import message_text
 
 
 class TokenCounter:

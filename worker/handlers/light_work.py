@@ -16,9 +16,9 @@ from contracts.jobs import (
     TokenCountResult,
 )
 from worker.errors import JobRejected
-from worker.job_runner import Outcome
-from worker.model_registry import ModelRegistry
-from worker.token_counter import TokenCounter
+from worker.models.model_registry import ModelRegistry
+from worker.models.token_counter import TokenCounter
+from worker.runtime.job_runner import Outcome
 
 
 def count_tokens(counter: TokenCounter, job: TokenCountJob) -> Outcome:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from worker.kv_cache import KvCache
+from worker.onnx.kv_cache import KvCache
 
 
 class PrefixCache:

@@ -35,19 +35,19 @@ from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
 from contracts.workers import register_home
-from worker.channel_listener import ChannelListener
-from worker.download_runner import DownloadRunner
-from worker.event_publisher import EventPublisher
-from worker.generation_runner import GenerationRunner
-from worker.heartbeat import Heartbeat
-from worker.job_metrics import JobMetrics
-from worker.job_runner import JobRunner, Outcome
-from worker.light_work import count_tokens, embed
-from worker.lost_jobs import LostJobSweeper
-from worker.model_registry import ModelRegistry, execution_providers
-from worker.orphaned_jobs import requeue_orphaned_jobs
-from worker.redis_transport import broker_transport
-from worker.token_counter import TokenCounter
+from worker.handlers.download_runner import DownloadRunner
+from worker.handlers.generation_runner import GenerationRunner
+from worker.handlers.light_work import count_tokens, embed
+from worker.models.model_registry import ModelRegistry, execution_providers
+from worker.models.token_counter import TokenCounter
+from worker.runtime.channel_listener import ChannelListener
+from worker.runtime.event_publisher import EventPublisher
+from worker.runtime.heartbeat import Heartbeat
+from worker.runtime.job_metrics import JobMetrics
+from worker.runtime.job_runner import JobRunner, Outcome
+from worker.runtime.lost_jobs import LostJobSweeper
+from worker.runtime.orphaned_jobs import requeue_orphaned_jobs
+from worker.runtime.redis_transport import broker_transport
 
 log = logging.getLogger(__name__)
 

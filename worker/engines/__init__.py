@@ -1,0 +1,1 @@
+"""Batching engines that schedule requests over a decoder: continuous, static, embedding."""

@@ -1,0 +1,1 @@
+"""Job handlers: one per job kind, turning a job into engine calls and events."""

@@ -1,0 +1,1 @@
+"""Fetching model files from a model hub."""

@@ -1,0 +1,1 @@
+"""Model-side helpers: the loaded-model registry, tokenizers, prompts and token counting."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime decoding: the decoder session, graph edits, KV cache and prefix cache."""

@@ -1,0 +1,1 @@
+"""Worker runtime: the Celery app, heartbeats, event publishing, job running and draining."""
