@@ -171,20 +171,6 @@ def test_cancelled_jobs_are_counted_by_status(api_url: str):
     )
 
 
-def test_open_streams_gauge_counts_an_open_sse_response(api_url: str):
-    def open_streams() -> float:
-        return value(scrape(api_url), "ladle_http_open_streams", route="/v1/fleet/events")
-
-    before = open_streams()  # streams of earlier tests may still be closing: count this one's change
-    with requests.get(f"{api_url}/v1/fleet/events", stream=True, timeout=30) as stream:
-        first = next(stream.iter_lines(decode_unicode=True))
-        assert first.startswith("event: snapshot")
-        deadline = time.monotonic() + 5
-        while open_streams() < before + 1 and time.monotonic() < deadline:
-            time.sleep(0.1)  # a closing stream of an earlier test may still be counted down
-        assert open_streams() >= before + 1
-
-
 @pytest.fixture(scope="module")
 def gunicorn_api(settings: Settings, tmp_path_factory):
     """A second API: gunicorn with two gevent processes on another port, same Redis, JSON logs."""
@@ -194,6 +180,7 @@ def gunicorn_api(settings: Settings, tmp_path_factory):
         **settings_env(settings),
         "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics"),
         "LADLE_LOG_FORMAT": "json",
+        "LADLE_DRAIN_S": "2",  # an idle stream left open must not hold the stop for long
         "LADLE_CATALOG_DIR": str(settings.user_catalog_dir),
     }
     (base / "metrics").mkdir()
@@ -295,3 +282,20 @@ def test_metrics_and_log_format_settings_are_read_from_the_environment():
     assert Settings.from_env({"LADLE_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ValueError, match="LADLE_LOG_FORMAT"):
         Settings.from_env({"LADLE_LOG_FORMAT": "xml"})
+
+
+def test_open_streams_gauge_counts_an_open_sse_response(gunicorn_api):
+    """Counted across the API's processes as deployed (gunicorn, multiprocess mode)."""
+    url, _ = gunicorn_api
+
+    def open_streams() -> float:
+        return value(scrape(url), "ladle_http_open_streams", route="/v1/fleet/events")
+
+    before = open_streams()
+    with requests.get(f"{url}/v1/fleet/events", stream=True, timeout=30) as stream:
+        first = next(stream.iter_lines(decode_unicode=True))
+        assert first.startswith("event: snapshot")
+        deadline = time.monotonic() + 5
+        while open_streams() < before + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert open_streams() >= before + 1
