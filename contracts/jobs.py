@@ -75,6 +75,12 @@ class SamplingParams(BaseModel):
     seed: int | None = None
 
 
+# How a chat answer may call the request's tools: text or calls (auto), only calls (required), or
+# exactly one call of the function the request named (named: it ends with finish_reason "stop").
+ToolCallMode = Literal["auto", "required", "named"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+
 class GenerationJob(BaseModel):
     """A chat or completion request as the worker receives it.
 
@@ -94,6 +100,11 @@ class GenerationJob(BaseModel):
     max_tokens: int | None = None
     stop: list[str] = []
     sampling: SamplingParams = SamplingParams()
+    # Structured output: an llguidance grammar (its JSON text) every token of the output must fit,
+    # the functions shown to the model, and how its output may call them (see ToolCallMode).
+    grammar: str | None = None
+    tools: list[dict] | None = None
+    tool_calls: ToolCallMode | None = None
 
 
 class TokenCountJob(BaseModel):
@@ -151,12 +162,31 @@ class ErrorInfo(BaseModel):
     code: str | None = None
 
 
+class ToolCall(BaseModel):
+    """A complete call of one of the request's functions; `arguments` is its JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolCallDelta(BaseModel):
+    """Part of a tool call as it is generated: the first part names it (id, name), later ones
+    carry fragments of its arguments (joined, they are the call's `arguments`)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class Choice(BaseModel):
-    """One generated sequence."""
+    """One generated sequence: text, plus the tool calls it made (complete ones only)."""
 
     index: int
     text: str
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: FinishReason
+    tool_calls: list[ToolCall] = []
 
 
 class PromptTokensDetails(BaseModel):
@@ -255,7 +285,8 @@ class DeltaEvent(BaseModel):
     type: Literal["delta"] = "delta"
     index: int
     text: str
-    finish_reason: Literal["stop", "length", "cancelled"] | None = None
+    finish_reason: FinishReason | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ProgressEvent(BaseModel):

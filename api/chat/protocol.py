@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from api.chat.structured import StructuredOutputFields, ToolCallMessage
 from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
 
@@ -20,9 +21,19 @@ class ChatMessage(StrictModel):
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[ToolCallMessage] | None = None
+    refusal: str | None = None  # sent back by clients that echo an answer's message; not shown to the model
+
+    @model_validator(mode="after")
+    def _tool_fields_by_role(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages may carry tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
 
-class ChatCompletionRequest(SamplingFields):
+class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
     """Every accepted field; anything else is a 400 naming it (never silently ignored)."""
 
     messages: list[ChatMessage] = Field(min_length=1)
@@ -65,4 +76,5 @@ class ChatCompletionRequest(SamplingFields):
             max_tokens=self.output_limit,
             stop=self.stop,
             sampling=self.sampling(self.random_seed if self.seed is None else self.seed),
+            **self.structured_job_fields(),
         )

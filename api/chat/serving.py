@@ -8,7 +8,16 @@ from collections.abc import Callable, Iterator
 
 from api.job_responses import EventStream, error_from_info
 from api.sse import DONE_FRAME, sse_frame
-from contracts.jobs import DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo, GenerationResult, StartedEvent
+from contracts.jobs import (
+    Choice,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    ErrorInfo,
+    GenerationResult,
+    StartedEvent,
+    ToolCallDelta,
+)
 
 
 def completion_id(job_id: str) -> str:
@@ -29,7 +38,7 @@ def completion_body(job_id: str, model: str, created: int, result: GenerationRes
         "choices": [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text},
+                "message": message(c),
                 "logprobs": None,
                 "finish_reason": public_finish_reason(c.finish_reason),
             }
@@ -38,6 +47,25 @@ def completion_body(job_id: str, model: str, created: int, result: GenerationRes
         "usage": result.usage.model_dump(),
         "system_fingerprint": None,
     }
+
+
+def message(choice: Choice) -> dict:
+    """The assistant's message; with tool calls, content is null unless it wrote text besides."""
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text}
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in choice.tool_calls
+    ]
+    return {"role": "assistant", "content": choice.text if choice.text.strip() else None, "tool_calls": calls}
+
+
+def tool_call_delta(delta: ToolCallDelta) -> dict:
+    """OpenAI's stream shape: the first part has id, type and name (arguments ""), then fragments."""
+    if delta.id is None:
+        return {"index": delta.index, "function": {"arguments": delta.arguments}}
+    function = {"name": delta.name, "arguments": delta.arguments}
+    return {"index": delta.index, "id": delta.id, "type": "function", "function": function}
 
 
 def restarted_error(job_id: str) -> ErrorInfo:
@@ -84,6 +112,8 @@ def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_u
         if isinstance(event, DeltaEvent):
             if event.text:
                 yield chunk([_choice(event.index, {"content": event.text})])
+            for call in event.tool_calls or ():
+                yield chunk([_choice(event.index, {"tool_calls": [tool_call_delta(call)]})])
             if event.finish_reason and event.finish_reason != "cancelled":
                 yield chunk([_choice(event.index, {}, event.finish_reason)])
             continue

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from api.chat.structured import ResponseFormat
 from api.sampling_protocol import NON_EMPTY_TEXTS, ONLY_ZERO, SamplingFields
 from contracts.jobs import GenerationJob
 
@@ -23,6 +24,7 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, json_schema_extra=ONLY_ZERO)
     use_raw_prompt: bool = True
     error_behavior: Literal["error", "truncate"] = "error"
+    response_format: ResponseFormat | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -65,4 +67,5 @@ class CompletionRequest(SamplingFields):
             max_tokens=self.max_tokens,
             stop=self.stop,
             sampling=self.sampling(),
+            grammar=self.response_format.grammar() if self.response_format else None,
         )

@@ -6,6 +6,9 @@ cancelled rows leave at once; rows still reading their prompts read up to `prefi
 tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
 for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
 stop strings and max tokens; a finished row frees its slot for the next waiting row.
+
+A row with a grammar (structured output, tool calls) samples only among the tokens its grammar
+allows next (worker/engines/token_grammar.py); its neighbours in the batch are untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from worker.engines.generation_request import GenerationRequest, Row, complete
-from worker.engines.sampling import RowSampler
+from worker.engines.sampling import RowSampler, allow_only
+from worker.engines.token_grammar import GrammarTokenizer, RowGrammar
 from worker.errors import model_unloaded
 from worker.onnx.onnx_decoder import OnnxDecoder
 from worker.onnx.prefix_cache import PrefixCache
@@ -41,6 +45,7 @@ class _RowState:
     filled: int = 0  # prompt tokens in the cache
     reused: int = 0  # of which copied from the prefix cache
     next_token: int = 0  # sampled, fed at the next step
+    grammar: RowGrammar | None = None  # the tokens it may choose, when constrained
 
     @property
     def prefilling(self) -> bool:
@@ -69,6 +74,7 @@ class ContinuousBatchEngine:
         prefill_chunk: int,
         name: str,
         prefixes: PrefixCache | None = None,
+        grammar_tokenizer: Callable[[], GrammarTokenizer] | None = None,
     ) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
@@ -78,6 +84,8 @@ class ContinuousBatchEngine:
         self.prefill_chunk = prefill_chunk
         self.name = name
         self.prefixes = prefixes
+        self._grammar_tokenizer = grammar_tokenizer
+        self._grammar_tokens: GrammarTokenizer | None = None  # built at the first constrained request
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
@@ -95,6 +103,7 @@ class ContinuousBatchEngine:
                 Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
                 RowSampler(request.sampling, self.search_defaults, index),
                 next(self._order),
+                grammar=self._grammar_tokens_for(request).row(request.grammar) if request.grammar else None,
             )
             for index in range(request.rows)
         ]
@@ -106,6 +115,11 @@ class ContinuousBatchEngine:
             self._tracked[request.job_id] = _Tracked(request, rows)
             self._pending.extend(rows)
             self._wakeup.notify()
+
+    def _grammar_tokens_for(self, request: GenerationRequest) -> GrammarTokenizer:
+        if self._grammar_tokens is None:
+            self._grammar_tokens = self._grammar_tokenizer()
+        return self._grammar_tokens
 
     @property
     def idle(self) -> bool:
@@ -223,7 +237,7 @@ class ContinuousBatchEngine:
                 return
             if self.prefixes is not None:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
-            self._accept(index, state, state.sampler.pick(logits))
+            self._accept(index, state, state.sampler.pick(self._allowed(index, state, logits)))
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
@@ -238,6 +252,11 @@ class ContinuousBatchEngine:
                 lengths[index] = state.filled + state.row.generated - (0 if state.prefilling else 1)
                 tokens[index] = state.next_token
         logits = self.decoder.decode(tokens, lengths)
+        constrained = [i for i in generating if self.slots[i].grammar is not None]
+        if constrained:
+            logits = logits.copy()
+            for index in constrained:
+                logits[index] = self._allowed(index, self.slots[index], logits[index])
         greedy = [i for i in generating if self.slots[i].sampler.greedy]
         picks = dict(zip(greedy, np.argmax(logits[greedy], axis=1).tolist(), strict=True)) if greedy else {}
         for index in generating:
@@ -245,9 +264,17 @@ class ContinuousBatchEngine:
             token = picks[index] if index in picks else state.sampler.pick(logits[index])
             self._accept(index, state, token)
 
+    def _allowed(self, index: int, state: _RowState, logits: np.ndarray) -> np.ndarray:
+        """The row's logits with what its grammar forbids next at -inf (unchanged when unconstrained)."""
+        return logits if state.grammar is None else allow_only(logits, state.grammar.allowed(index))
+
     def _accept(self, index: int, state: _RowState, token: int) -> None:
         """Hand the row its next token; a row that finished leaves its slot."""
-        state.row.accept(token)
+        closes = False
+        if state.grammar is not None and token not in self.eos_ids:
+            state.grammar.advance(token)
+            closes = state.grammar.complete  # nothing may follow: end now rather than sample end-of-text
+        state.row.accept(token, closes)
         cached = state.filled + state.row.generated  # once the token is fed at the next step
         if not state.row.finish_reason and cached > self.decoder.context_length:
             state.row.finish("length")

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime_genai as og
 
 from worker.engines.generation_request import GenerationRequest, Row, complete
-from worker.errors import model_unloaded
+from worker.errors import JobRejected, model_unloaded
 from worker.runtime.drain import HandedBack
 from worker.runtime.event_publisher import coalesced_events
 
@@ -53,6 +53,13 @@ class StaticBatchEngine:
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.grammar is not None:
+            # onnxruntime-genai has guidance of its own, not wired to Ladle's grammars yet.
+            raise JobRejected.invalid(
+                "response_format" if request.tool_calls is None else "tools",
+                "Structured output and tool calls are served by the CPU engine only; "
+                "this model runs on a GPU worker, which does not support them yet.",
+            )
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)

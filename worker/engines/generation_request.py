@@ -6,8 +6,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from contracts.jobs import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, SamplingParams, Usage
+from contracts.jobs import (
+    Choice,
+    DeltaEvent,
+    GenerationResult,
+    PromptTokensDetails,
+    SamplingParams,
+    ToolCallDelta,
+    ToolCallMode,
+    Usage,
+)
 from worker.engines.stop_strings import StopStringFilter
+from worker.engines.tool_calls import ToolCallParser
 
 
 @dataclass
@@ -24,6 +34,10 @@ class GenerationRequest:
     stop: list[str]
     sampling: SamplingParams
     emit: Callable[[DeltaEvent], None]
+    # Structured output: the llguidance grammar every row's output must fit, and how its text may
+    # hold tool calls (None: it holds none).
+    grammar: str | None = None
+    tool_calls: ToolCallMode | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     truncated: list[bool] = field(default_factory=list)
@@ -57,22 +71,32 @@ class Row:
         self.truncated = bool(request.truncated) and request.truncated[index // request.n]
         self.stream = stream
         self.eos_ids = eos_ids
-        self.stops = StopStringFilter(request.stop)
+        # Stop strings apply to free text only: never inside a grammar's JSON or a tool call.
+        free_text = request.grammar is None or request.tool_calls == "auto"
+        self.stops = StopStringFilter(request.stop if free_text else [])
+        self.tools = ToolCallParser() if request.tool_calls else None
         self.text: list[str] = []
         self.generated = 0
         self.finish_reason: str | None = None
 
-    def accept(self, token: int) -> None:
-        """Take the next token of this row (ignored once the row finished)."""
+    def accept(self, token: int, closes: bool = False) -> None:
+        """Take the next token of this row (ignored once the row finished); `closes`: the row's
+        grammar admits nothing after it, so the row ends with it."""
         if self.finish_reason:
             return
         self.generated += 1
         if token in self.eos_ids:
             self.finish("stop")
             return
-        released = self.stops.feed(self.stream.decode(token))
-        self._send(released)
-        if self.stops.stopped:
+        text = self.stream.decode(token)
+        calls: list[ToolCallDelta] = []
+        if self.tools is not None:
+            text, calls = self.tools.feed(text)
+        released = self.stops.feed(text)
+        if self.tools is not None and self.tools.in_call:
+            released += self.stops.flush()  # what was held for a stop string was content after all
+        self._send(released, tool_calls=calls)
+        if self.stops.stopped or closes:
             self.finish("stop")
         elif self.generated >= self.request.max_tokens:
             self.finish("length")
@@ -82,15 +106,23 @@ class Row:
             return
         if self.truncated and reason != "cancelled":
             reason = "length"  # its prompt lost tokens to fit the context
+        if reason == "stop" and self.tools is not None and self.tools.calls:
+            # OpenAI ends a call of the function the request named with "stop".
+            reason = "stop" if self.request.tool_calls == "named" else "tool_calls"
         self.finish_reason = reason
-        tail = "" if reason == "cancelled" or self.stops.stopped else self.stops.flush()
+        tail = ""
+        if reason != "cancelled" and not self.stops.stopped:
+            tail = self.stops.feed(self.tools.finish()) if self.tools is not None else ""
+            tail += self.stops.flush()
         self._send(tail, reason)
 
-    def _send(self, text: str, finish_reason: str | None = None) -> None:
+    def _send(self, text: str, finish_reason: str | None = None, tool_calls: list[ToolCallDelta] = ()) -> None:
         if text:
             self.text.append(text)
-        if text or finish_reason:
-            self.request.emit(DeltaEvent(index=self.index, text=text, finish_reason=finish_reason))
+        if text or finish_reason or tool_calls:
+            self.request.emit(
+                DeltaEvent(index=self.index, text=text, finish_reason=finish_reason, tool_calls=tool_calls or None)
+            )
 
 
 def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cached_tokens: int = 0) -> None:
@@ -98,7 +130,15 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
     generated = sum(r.generated for r in rows)
     prompt = sum(len(p) for p in request.prompts)
     request.result = GenerationResult(
-        choices=[Choice(index=r.index, text="".join(r.text), finish_reason=r.finish_reason) for r in rows],
+        choices=[
+            Choice(
+                index=r.index,
+                text="".join(r.text),
+                finish_reason=r.finish_reason,
+                tool_calls=r.tools.calls if r.tools is not None else [],
+            )
+            for r in rows
+        ],
         usage=Usage(
             prompt_tokens=prompt,
             completion_tokens=generated,

@@ -45,3 +45,9 @@ class RowSampler:
             keep = max(1, int(np.searchsorted(np.cumsum(probabilities), self.top_p) + 1))
             candidates, probabilities = candidates[:keep], probabilities[:keep] / probabilities[:keep].sum()
         return int(candidates[self.random.choice(len(candidates), p=probabilities)])
+
+
+def allow_only(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`logits` with every token outside `mask` (packed int32 words, bit i = token i) at -inf."""
+    allowed = np.unpackbits(mask.view(np.uint8), bitorder="little")[: logits.shape[-1]].astype(bool)
+    return np.where(allowed, logits, -np.inf).astype(logits.dtype, copy=False)

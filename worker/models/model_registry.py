@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from contracts.jobs import GenerationJob
@@ -19,6 +20,7 @@ from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousBatchEngin
 from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
+from worker.engines.token_grammar import GrammarTokenizer
 from worker.errors import model_not_found, wrong_model_kind
 from worker.models.chat_tokenizer import ChatTokenizer
 from worker.models.prompts import fit_prompts, prompt_texts
@@ -56,6 +58,8 @@ class LoadedModel:
             stop=job.stop,
             sampling=job.sampling,
             emit=emit,
+            grammar=job.grammar,
+            tool_calls=job.tool_calls,
         )
 
 
@@ -277,6 +281,13 @@ class ModelRegistry:
                 self.settings.prefill_chunk,
                 name,
                 PrefixCache(size, PREFILL_BLOCK) if size else None,
+                partial(
+                    GrammarTokenizer,
+                    folder / "tokenizer.json",
+                    eos_ids,
+                    decoder.vocab_size,
+                    decoder.cache.slots,
+                ),
             )
         else:
             # onnxruntime-genai's Generator with the CUDA provider, in static batches.

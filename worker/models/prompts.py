@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 
 from contracts.jobs import GenerationJob
+from contracts.tool_markup import SEPARATOR, call_text
 from worker.errors import context_exceeded
+
+# The system text that shows a model without a tool format of its own the functions it may call
+# (Hermes style, as contracts.tool_markup writes the calls).
+TOOLS_PROMPT = (
+    "You may call one or more functions to assist with the user query. "
+    "The functions you may call are given within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n"
+    "For each function call, return a JSON object with the function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name":<function-name>,"arguments":<args-json-object>}}\n</tool_call>'
+)
 
 
 def message_text(content: str | list[dict] | None) -> str:
@@ -17,9 +28,31 @@ def message_text(content: str | list[dict] | None) -> str:
     return "".join(part.get("text", "") for part in content)
 
 
-def render_chat(tokenizer, chat_template: str, messages: list[dict]) -> str:
+def plain_messages(messages: list[dict], tools: list[dict] | None = None) -> list[dict]:
+    """Messages as {role, content} text, which every chat template takes: an assistant's tool calls
+    are written in the model's call markup, a tool's result within <tool_response> tags, and the
+    `tools` (OpenAI function definitions) are described in the system message."""
+    plain = []
+    for message in messages:
+        text = message_text(message.get("content"))
+        if message.get("tool_calls"):
+            calls = [call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
+            text = SEPARATOR.join([text, *calls] if text else calls)
+        if message["role"] == "tool":
+            text = f"<tool_response>\n{text}\n</tool_response>"
+        plain.append({"role": message["role"], "content": text})
+    if tools:
+        described = TOOLS_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
+        if plain and plain[0]["role"] in ("system", "developer"):
+            plain[0] = {"role": plain[0]["role"], "content": plain[0]["content"] + "\n\n" + described}
+        else:
+            plain.insert(0, {"role": "system", "content": described})
+    return plain
+
+
+def render_chat(tokenizer, chat_template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
     """Apply the model's chat template, ending with the assistant's turn."""
-    plain = [{"role": m["role"], "content": message_text(m.get("content"))} for m in messages]
+    plain = plain_messages(messages, tools)
     return tokenizer.apply_chat_template(
         messages=json.dumps(plain), add_generation_prompt=True, template_str=chat_template
     )
@@ -28,7 +61,7 @@ def render_chat(tokenizer, chat_template: str, messages: list[dict]) -> str:
 def prompt_texts(tokenizer, chat_template: str, job: GenerationJob) -> list[str]:
     """The text the model sees for each prompt of the job."""
     if job.messages is not None:
-        return [render_chat(tokenizer, chat_template, job.messages)]
+        return [render_chat(tokenizer, chat_template, job.messages, job.tools)]
     if job.use_raw_prompt:
         return list(job.prompts)
     return [render_chat(tokenizer, chat_template, [{"role": "user", "content": p}]) for p in job.prompts]

@@ -7,7 +7,7 @@ import threading
 from contracts.model_directory import GENERATION, ModelDirectory
 from worker.errors import model_not_found
 from worker.models.chat_tokenizer import ChatTokenizer
-from worker.models.prompts import message_text
+from worker.models.prompts import plain_messages
 
 
 class TokenCounter:
@@ -20,7 +20,7 @@ class TokenCounter:
 
     def count(self, model: str, messages: list[dict]) -> int:
         chat = self._get(model)
-        plain = [{"role": m["role"], "content": message_text(m.get("content"))} for m in messages]
+        plain = plain_messages(messages)
         return len(chat.encode(chat.render(plain)))
 
     def _get(self, model: str) -> ChatTokenizer:

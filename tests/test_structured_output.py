@@ -1,0 +1,303 @@
+"""Structured output and tool calls through the openai SDK: constrained decoding in the CPU engine.
+
+Every answer that ends with "stop" must parse and validate against its schema, whatever the model
+(the tiny random model included); bounded schemas (enums, bounded integers) make that ending
+certain, so these tests do not depend on what a model happens to write.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import jsonschema
+import openai
+import pytest
+from openai import OpenAI
+from pydantic import BaseModel, ConfigDict
+
+from tests.helpers import SMOLLM2, TINY, user
+
+# Every value bounded, so any model's constrained answer closes within a few tokens.
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "digit": {"type": "integer", "minimum": 0, "maximum": 9},
+        "color": {"enum": ["red", "green", "blue"]},
+    },
+    "required": ["ok", "digit", "color"],
+    "additionalProperties": False,
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+NOW = {"type": "function", "function": {"name": "current_time", "description": "The time now."}}
+PICK = {
+    "type": "function",
+    "function": {"name": "pick", "parameters": BOUNDED},
+}
+
+
+@pytest.fixture(scope="module")
+def client(api_url: str) -> OpenAI:
+    return OpenAI(base_url=f"{api_url}/v1", api_key="x", max_retries=0)
+
+
+def schema_format(schema: dict, strict: bool = True) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": strict}}
+
+
+def parameters_of(tools: list[dict], name: str) -> dict:
+    function = next(t["function"] for t in tools if t["function"]["name"] == name)
+    return function.get("parameters") or {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def assert_valid_calls(message, tools: list[dict]) -> None:
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        jsonschema.validate(json.loads(call.function.arguments), parameters_of(tools, call.function.name))
+    assert len({call.id for call in message.tool_calls}) == len(message.tool_calls)
+
+
+def test_json_schema_answer_validates(client: OpenAI):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "country": {"type": "string", "maxLength": 30}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    completion = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=user("What is the capital of France? Answer in JSON."),
+        response_format=schema_format(schema),
+        max_tokens=60,
+        temperature=0,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    jsonschema.validate(json.loads(choice.message.content), schema)
+
+
+def test_parse_with_a_pydantic_model(client: OpenAI):
+    class Pick(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        ok: bool
+        digit: int
+
+    completion = client.chat.completions.parse(
+        model=SMOLLM2, messages=user("Pick a digit."), response_format=Pick, max_tokens=40, temperature=0
+    )
+    parsed = completion.choices[0].message.parsed
+    assert isinstance(parsed, Pick)
+
+
+def test_json_object_answer_parses(client: OpenAI):
+    completion = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=user('Reply with a JSON object with the key "answer" saying hello.'),
+        response_format={"type": "json_object"},
+        max_tokens=60,
+        temperature=0,
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(completion.choices[0].message.content), dict)
+
+
+def test_constrained_and_free_rows_share_a_batch(client: OpenAI):
+    def free() -> str:
+        return client.chat.completions.create(model=TINY, messages=user("hi"), max_tokens=8, temperature=0).choices[0]
+
+    def constrained(seed: int):
+        return client.chat.completions.create(
+            model=TINY, messages=user("hi"), response_format=schema_format(BOUNDED), max_tokens=60, seed=seed
+        ).choices[0]
+
+    alone = free()
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(constrained, seed) for seed in range(5)] + [pool.submit(free) for _ in range(3)]
+        results = [f.result() for f in futures]
+    for choice in results[:5]:
+        assert choice.finish_reason == "stop"
+        jsonschema.validate(json.loads(choice.message.content), BOUNDED)
+    for choice in results[5:]:
+        assert (choice.message.content, choice.finish_reason) == (alone.message.content, alone.finish_reason)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("choice", ["required", "auto", {"type": "function", "function": {"name": "pick"}}])
+def test_tool_choices_give_valid_calls(client: OpenAI, choice, parallel: bool):
+    tools = [PICK, NOW]
+    completion = client.chat.completions.create(
+        model=TINY,
+        messages=user("hi"),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        max_tokens=80,
+        seed=7,
+    )
+    result = completion.choices[0]
+    message = result.message
+    if result.finish_reason == "length":  # a complete answer only: no half call
+        assert_valid_calls(message, tools) if message.tool_calls else None
+        return
+    if choice == "auto" and not message.tool_calls:
+        assert result.finish_reason == "stop" and message.content is not None
+        return
+    assert message.tool_calls and (parallel or len(message.tool_calls) == 1)
+    assert_valid_calls(message, tools)
+    if isinstance(choice, dict):
+        assert result.finish_reason == "stop" and [c.function.name for c in message.tool_calls] == ["pick"]
+    else:
+        assert result.finish_reason == "tool_calls"
+    assert message.content is None
+
+
+def test_required_calls_on_a_real_model(client: OpenAI):
+    completion = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=user("What is the weather in Paris?"),
+        tools=[WEATHER, NOW],
+        tool_choice="required",
+        parallel_tool_calls=False,  # a 135M model repeats calls until max_tokens
+        max_tokens=80,
+        temperature=0,
+    )
+    result = completion.choices[0]
+    assert result.finish_reason == "tool_calls"
+    assert_valid_calls(result.message, [WEATHER, NOW])
+
+
+def streamed_calls(client: OpenAI, **request) -> tuple[list, str]:
+    chunks = list(client.chat.completions.create(stream=True, **request))
+    deltas = [c.choices[0].delta for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    return [d.tool_calls[0] for d in deltas], finish[-1]
+
+
+@pytest.mark.parametrize("tool", [WEATHER, NOW])
+def test_streamed_calls_join_to_the_answer(client: OpenAI, tool: dict):
+    request = {
+        "model": SMOLLM2,
+        "messages": user("What is the weather in Paris?"),
+        "tools": [tool],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    whole = client.chat.completions.create(**request).choices[0]
+    parts, finish = streamed_calls(client, **request)
+    assert finish == whole.finish_reason == "tool_calls"
+    first = parts[0]
+    assert (first.index, first.type, first.function.name, first.function.arguments) == (
+        0,
+        "function",
+        tool["function"]["name"],
+        "",
+    )
+    assert first.id.startswith("call_")
+    assert all(p.id is None and p.function.name is None for p in parts[1:])
+    calls = {}
+    for part in parts:
+        calls[part.index] = calls.get(part.index, "") + part.function.arguments
+    assert list(calls.values()) == [c.function.arguments for c in whole.message.tool_calls]
+    if tool is NOW:
+        assert whole.message.tool_calls[0].function.arguments == "{}"
+
+
+def test_follow_up_turn_with_the_tool_result(client: OpenAI):
+    messages = user("What is the weather in Paris?")
+    first = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=messages,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        temperature=0,
+    )
+    message = first.choices[0].message
+    messages = [
+        *messages,
+        message,
+        {
+            "role": "tool",
+            "tool_call_id": message.tool_calls[0].id,
+            "content": [{"type": "text", "text": '{"temperature_c": 21}'}],
+        },
+    ]
+    answer = client.chat.completions.create(
+        model=SMOLLM2, messages=messages, tools=[WEATHER], tool_choice="none", max_tokens=30, temperature=0
+    )
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].message.content
+
+
+def test_max_tokens_inside_a_constrained_string_is_length(client: OpenAI):
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    request = {"model": SMOLLM2, "messages": user("Write a long poem in JSON."), "max_tokens": 6, "temperature": 0}
+    completion = client.chat.completions.create(response_format=schema_format(schema, strict=False), **request)
+    assert completion.choices[0].finish_reason == "length"
+    weather = {
+        **WEATHER,
+        "function": {
+            **WEATHER["function"],
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    called = client.chat.completions.create(tools=[weather], tool_choice="required", **request).choices[0]
+    assert called.finish_reason == "length" and called.message.tool_calls is None
+
+    class Text(BaseModel):
+        text: str
+
+    with pytest.raises(openai.LengthFinishReasonError):
+        client.chat.completions.parse(response_format=Text, **request)
+
+
+def test_completions_follow_a_schema(client: OpenAI):
+    completion = client.completions.create(
+        model=TINY, prompt=["a", "b"], max_tokens=60, extra_body={"response_format": schema_format(BOUNDED)}
+    )
+    for choice in completion.choices:
+        assert choice.finish_reason == "stop"
+        jsonschema.validate(json.loads(choice.text), BOUNDED)
+
+
+BAD_REQUESTS = [
+    ({"response_format": schema_format({"type": "object", "if": {}})}, "if"),
+    ({"response_format": {"type": "json_schema"}}, "json_schema"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [NOW], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "nope"),
+    ({"tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "name"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
+]
+
+
+@pytest.mark.parametrize(("fields", "named"), BAD_REQUESTS)
+def test_bad_structured_requests_are_400s(chat, fields: dict, named: str):
+    response = chat({"model": TINY, "messages": user("hi"), "max_tokens": 5, **fields})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert named in error["message"] or named in (error["param"] or "")
+
+
+def test_unenforceable_keywords_are_ignored_without_strict(chat):
+    fields = {"response_format": schema_format({**BOUNDED, "if": {}}, strict=False)}
+    response = chat({"model": TINY, "messages": user("hi"), "max_tokens": 60, **fields})
+    assert response.status_code == 200
+    jsonschema.validate(json.loads(response.json()["choices"][0]["message"]["content"]), BOUNDED)

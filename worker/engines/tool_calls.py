@@ -1,0 +1,123 @@
+"""Reads tool calls out of a row's text as it is generated (the markup of contracts.tool_markup).
+
+The row's grammar guarantees the text's shape, so a small state machine over characters is enough:
+text before a call is content (a suffix that may start a call's opening tag is held back until it
+is clear), a call's head gives its name, then each character of its arguments is an `arguments`
+fragment until their braces close. Streamed fragments and the final `arguments` are the same text.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+from contracts.jobs import ToolCall, ToolCallDelta
+from contracts.tool_markup import AFTER_JSON, OPEN
+
+_HEAD = re.compile(r'\s*\{"name":"([A-Za-z0-9_-]+)","arguments":')
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def call_id() -> str:
+    """An id in OpenAI's shape: call_ and 24 random letters and digits."""
+    return "call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+class ToolCallParser:
+    """Feed text in; get content text back and the tool-call deltas it completed."""
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []  # complete ones
+        self._state = "text"
+        self._buffer = ""
+        self._current: ToolCall | None = None
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    @property
+    def in_call(self) -> bool:
+        """True once the output has begun its first call (it holds only calls from then on)."""
+        return bool(self.calls) or self._current is not None or self._state != "text"
+
+    def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
+        self._buffer += text
+        content, deltas = "", []
+        while self._buffer:
+            before = (self._state, len(self._buffer))
+            if self._state == "text":
+                content += self._text()
+            elif self._state == "head":
+                self._head(deltas)
+            elif self._state == "arguments":
+                self._arguments(deltas)
+            else:
+                self._tail()
+            if (self._state, len(self._buffer)) == before:
+                break  # waiting for more text
+        return content, deltas
+
+    def finish(self) -> str:
+        """The output ended: held-back text that never became a call is content."""
+        held, self._buffer = self._buffer, ""
+        return held if self._state == "text" and not self.in_call else ""
+
+    def _text(self) -> str:
+        start = self._buffer.find(OPEN)
+        if start >= 0:
+            content, self._buffer = self._buffer[:start], self._buffer[start + len(OPEN) :]
+            self._state = "head"
+            return "" if self.calls else content
+        keep = next(
+            (n for n in range(min(len(OPEN) - 1, len(self._buffer)), 0, -1) if OPEN.startswith(self._buffer[-n:])), 0
+        )
+        content, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
+        # Between calls only separators can come (the grammar allows nothing else): not content.
+        return "" if self.calls else content
+
+    def _head(self, deltas: list[ToolCallDelta]) -> None:
+        match = _HEAD.match(self._buffer)
+        if match is None:
+            return
+        self._current = ToolCall(id=call_id(), name=match.group(1), arguments="")
+        deltas.append(ToolCallDelta(index=len(self.calls), id=self._current.id, name=self._current.name))
+        self._buffer = self._buffer[match.end() :]
+        self._state, self._depth, self._in_string, self._escaped = "arguments", 0, False, False
+
+    def _arguments(self, deltas: list[ToolCallDelta]) -> None:
+        end = None
+        for position, char in enumerate(self._buffer):
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    end = position + 1
+                    break
+        fragment = self._buffer if end is None else self._buffer[:end]
+        self._buffer = "" if end is None else self._buffer[end:]
+        self._current.arguments += fragment
+        deltas.append(ToolCallDelta(index=len(self.calls), arguments=fragment))
+        if end is not None:
+            self.calls.append(self._current)
+            self._current = None
+            self._state = "tail"
+
+    def _tail(self) -> None:
+        """Swallow the call's closing brace and tag."""
+        closing = "}" + AFTER_JSON
+        end = self._buffer.find(closing)
+        if end < 0:
+            return
+        self._buffer = self._buffer[end + len(closing) :]
+        self._state = "text"
