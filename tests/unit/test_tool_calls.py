@@ -1,0 +1,87 @@
+"""Reading tool calls back from generated text, writing them into prompts, and masking logits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from contracts.tool_markup import call_text
+from worker.engines.sampling import allow_only
+from worker.engines.tool_calls import ToolCallParser
+from worker.models.prompts import plain_messages
+
+WEATHER = call_text("get_weather", '{"city": "Paris \\"centre\\" {x}"}')
+NOW = call_text("now", "{}")
+
+
+def parse(text: str, piece: int) -> tuple[str, list, list]:
+    """Feed `text` in pieces of `piece` characters; content, deltas and complete calls."""
+    parser, content, deltas = ToolCallParser(), "", []
+    for start in range(0, len(text), piece):
+        more, new = parser.feed(text[start : start + piece])
+        content, deltas = content + more, deltas + new
+    return content + parser.finish(), deltas, parser.calls
+
+
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+def test_text_then_calls_in_any_pieces(piece: int):
+    content, deltas, calls = parse("Let me check. " + WEATHER + "\n" + NOW, piece)
+    assert content == "Let me check. "
+    assert [(c.name, c.arguments) for c in calls] == [
+        ("get_weather", '{"city":"Paris \\"centre\\" {x}"}'),
+        ("now", "{}"),
+    ]
+    for index, call in enumerate(calls):
+        parts = [d for d in deltas if d.index == index]
+        assert (parts[0].id, parts[0].name, parts[0].arguments) == (call.id, call.name, "")
+        assert all(d.id is None and d.name is None for d in parts[1:])
+        assert "".join(d.arguments for d in parts) == call.arguments
+        json.loads(call.arguments)
+    assert calls[0].id != calls[1].id and calls[0].id.startswith("call_") and len(calls[0].id) == 29
+
+
+def test_text_that_only_looks_like_a_call_start_is_content():
+    assert parse("a <tool_ca", 1) == ("a <tool_ca", [], [])
+    assert parse("x < y", 1)[0] == "x < y"
+
+
+def test_a_call_cut_short_is_not_a_call():
+    content, deltas, calls = parse(WEATHER[:-20], 2)
+    assert content == "" and calls == [] and deltas[0].name == "get_weather"
+
+
+def test_history_renders_calls_as_the_model_writes_them():
+    tools = [{"type": "function", "function": {"name": "now"}}]
+    messages = [
+        {"role": "user", "content": "time?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c", "function": {"name": "now", "arguments": "{ }"}}],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": [{"type": "text", "text": "noon"}]},
+    ]
+    plain = plain_messages(messages, tools)
+    assert plain[0]["role"] == "system" and '"name": "now"' in plain[0]["content"]
+    assert plain[2] == {"role": "assistant", "content": NOW}
+    assert plain[3] == {"role": "tool", "content": "<tool_response>\nnoon\n</tool_response>"}
+
+
+def test_tools_join_the_clients_system_message():
+    plain = plain_messages(
+        [{"role": "system", "content": "Be terse."}], [{"type": "function", "function": {"name": "f"}}]
+    )
+    assert len(plain) == 1 and plain[0]["content"].startswith("Be terse.\n\n") and "<tools>" in plain[0]["content"]
+
+
+def test_only_allowed_tokens_keep_their_logits():
+    logits = np.arange(40, dtype=np.float32)
+    mask = np.zeros(2, dtype=np.int32)
+    mask[0] = 1 << 3
+    mask[1] = 1 << 2  # token 34
+    masked = allow_only(logits, mask)
+    assert masked.dtype == np.float32
+    assert np.flatnonzero(np.isfinite(masked)).tolist() == [3, 34]
+    assert masked[34] == 34
