@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from contracts.jobs import SamplingParams
 from contracts.tool_markup import call_text
+from worker.engines.generation_request import GenerationRequest, Row
 from worker.engines.sampling import allow_only
 from worker.engines.tool_calls import ToolCallParser
 from worker.models.prompts import plain_messages
@@ -85,3 +87,48 @@ def test_only_allowed_tokens_keep_their_logits():
     assert masked.dtype == np.float32
     assert np.flatnonzero(np.isfinite(masked)).tolist() == [3, 34]
     assert masked[34] == 34
+
+
+class _Pieces:
+    """A decode stream where token i is the i-th piece of text."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+
+    def decode(self, token: int) -> str:
+        return self.pieces[token]
+
+
+def run_row(pieces: list[str], stop: list[str], tool_calls: str | None, grammar: str | None = "g"):
+    events = []
+    request = GenerationRequest(
+        job_id="j",
+        prompts=[[1]],
+        n=1,
+        max_tokens=100,
+        stop=stop,
+        sampling=SamplingParams(),
+        emit=events.append,
+        grammar=grammar,
+        tool_calls=tool_calls,
+    )
+    row = Row(request, 0, _Pieces(pieces), frozenset({-1}))
+    for token in range(len(pieces)):
+        row.accept(token)
+    row.finish("stop")
+    return row, events
+
+
+def test_stop_strings_cut_free_text_but_never_a_call():
+    call = call_text("f", '{"a":"stop here"}')
+    row, events = run_row(["Hi ", call[:15], call[15:]], stop=["stop"], tool_calls="auto")
+    assert row.finish_reason == "tool_calls" and row.tools.calls[0].arguments == '{"a":"stop here"}'
+    row, _ = run_row(["Hi, stop ", call], stop=["stop"], tool_calls="auto")
+    assert (row.text, row.tools.calls) == (["Hi, "], [])
+
+
+def test_a_named_call_ends_with_stop_and_a_json_answer_ignores_stop_strings():
+    row, _ = run_row([NOW], stop=[], tool_calls="named")
+    assert row.finish_reason == "stop" and row.tools.calls[0].name == "now"
+    row, _ = run_row(['{"a":', '"stop"}'], stop=["stop"], tool_calls=None)
+    assert "".join(row.text) == '{"a":"stop"}'
