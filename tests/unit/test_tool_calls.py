@@ -66,7 +66,7 @@ def test_history_renders_calls_as_the_model_writes_them():
         {"role": "tool", "tool_call_id": "c", "content": [{"type": "text", "text": "noon"}]},
     ]
     plain = plain_messages(messages, tools)
-    assert plain[0]["role"] == "system" and '"name": "now"' in plain[0]["content"]
+    assert plain[0]["role"] == "system" and '"name":"now"' in plain[0]["content"]
     assert plain[2] == {"role": "assistant", "content": NOW}
     assert plain[3] == {"role": "tool", "content": "<tool_response>\nnoon\n</tool_response>"}
 

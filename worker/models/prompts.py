@@ -42,7 +42,9 @@ def plain_messages(messages: list[dict], tools: list[dict] | None = None) -> lis
             text = f"<tool_response>\n{text}\n</tool_response>"
         plain.append({"role": message["role"], "content": text})
     if tools:
-        described = TOOLS_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
+        described = TOOLS_PROMPT.format(
+            tools="\n".join(json.dumps(t, ensure_ascii=False, separators=(",", ":")) for t in tools)
+        )
         if plain and plain[0]["role"] in ("system", "developer"):
             plain[0] = {"role": plain[0]["role"], "content": plain[0]["content"] + "\n\n" + described}
         else:
