@@ -52,7 +52,7 @@ LONG_TEXT = {
 
 
 def tools(count: int) -> list[dict]:
-    """`count` small functions (their descriptions in the prompt take about 25 tokens each)."""
+    """`count` small functions (their descriptions in the prompt take about 40 tokens each)."""
     parameters = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     return [{"type": "function", "function": {"name": f"tool_{i}", "parameters": parameters}} for i in range(count)]
 
@@ -63,7 +63,9 @@ def chat(url: str, body: dict) -> dict:
     return response.json()
 
 
-def batch_tokens_per_s(url: str, max_tokens: int, extra: dict) -> float:
+def batch_tokens_per_s(url: str, max_tokens: int, extra: dict) -> tuple[float, int]:
+    """Aggregate tokens/s of the 8 prompts sent together, and the tokens they produced."""
+
     def one(prompt: str) -> int:
         body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, **extra}
         return chat(url, body)["usage"]["completion_tokens"]
@@ -71,12 +73,12 @@ def batch_tokens_per_s(url: str, max_tokens: int, extra: dict) -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         tokens = sum(pool.map(one, PROMPTS))
-    return tokens / (time.perf_counter() - started)
+    return tokens / (time.perf_counter() - started), tokens
 
 
 def ttft_ms(url: str, extra: dict) -> float:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}
-    body |= {"max_tokens": 8, "temperature": 0, "stream": True, **extra}
+    body |= {"max_tokens": 40, "temperature": 0, "stream": True, **extra}
     started = time.perf_counter()
     with requests.post(f"{url}/v1/chat/completions", json=body, stream=True, timeout=600) as response:
         response.raise_for_status()
@@ -97,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tools", type=int, default=128)
     parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
     args = parser.parse_args()
     build_model(MODEL, args.model_dir)
@@ -106,12 +109,13 @@ def main() -> None:
             free.append(batch_tokens_per_s(url, args.max_tokens, {}))
             constrained.append(batch_tokens_per_s(url, args.max_tokens, {"response_format": LONG_TEXT}))
             plain.append(ttft_ms(url, {}))
-            many.append(ttft_ms(url, {"tools": tools(128), "tool_choice": "required"}))
-    free_s, constrained_s = statistics.median(free), statistics.median(constrained)
-    print(f"8 rows free:        {free_s:7.1f} tok/s (median of {args.rounds})")
-    print(f"8 rows constrained: {constrained_s:7.1f} tok/s  ratio x{constrained_s / free_s:.2f}")
+            many.append(ttft_ms(url, {"tools": tools(args.tools), "tool_choice": "required"}))
+    free_s, constrained_s = statistics.median(f[0] for f in free), statistics.median(c[0] for c in constrained)
+    print(f"8 rows free:        {free_s:7.1f} tok/s (median of {args.rounds}; tokens {[f[1] for f in free]})")
+    print(f"8 rows constrained: {constrained_s:7.1f} tok/s (tokens {[c[1] for c in constrained]})")
+    print(f"ratio constrained/free: x{constrained_s / free_s:.2f}")
     print(f"TTFT no tools:        {statistics.median(plain):7.0f} ms")
-    print(f"TTFT 128 tools:       {statistics.median(many):7.0f} ms (prompt with 128 descriptions + grammar)")
+    print(f"TTFT {args.tools} tools: {statistics.median(many):7.0f} ms (their descriptions in the prompt + grammar)")
 
 
 if __name__ == "__main__":
