@@ -16,8 +16,12 @@ from api import (
     status_page,
     token_count_routes,
 )
+from api.access import guard, rate_limits
+from api.access.keys import ApiKeys
+from api.azure import routes as azure_routes
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
+from api.databricks import routes as databricks_routes
 from api.downloads import routes as download_routes
 from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
@@ -48,6 +52,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         health_routes.bp,
         openapi.bp,
         status_page.bp,
+        azure_routes.bp,
+        databricks_routes.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
@@ -56,6 +62,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def assign_request_id() -> None:
         g.request_id = uuid.uuid4().hex
+
+    guard.install(app, ApiKeys.from_settings(settings))
+    rate_limits.install(app, app.extensions["ladle"])
 
     @app.after_request
     def tag_response(response):

@@ -90,7 +90,8 @@ def accepted(job_id: str):
 
 def _record(job_id: str) -> JobRecord:
     record = services().store.get(job_id) if JOB_ID.fullmatch(job_id) else None
-    if record is None:
+    key = g.get("api_key_id")
+    if record is None or (key is not None and record.owner not in (None, key)):  # another key's job
         raise ApiError(404, f"No job with ID '{job_id}' (it may have expired).", param="job_id", code="job_not_found")
     g.request_id = job_id
     return record

@@ -163,7 +163,8 @@ def submit_request(
 ) -> tuple[str, JobEventFeed | None]:
     """Record and enqueue a request's job, followed unless the client prefers async; tags the response."""
     g.request_id = job_id = new_job_id()
-    feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
+    payload = to_job(job_id).model_dump()
+    feed = services().jobs.submit(task, kind, model, payload, device, not prefers_async(), owner=g.get("api_key_id"))
     return job_id, feed
 
 

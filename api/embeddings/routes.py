@@ -24,14 +24,20 @@ bp = Blueprint("embeddings", __name__)
 @documented(body=EmbeddingRequest, headers=AsyncPreference)
 def create_embeddings():
     """Embeddings of one or more texts."""
-    request = EmbeddingRequest.model_validate(json_body())
+    return serve_embeddings(EmbeddingRequest.model_validate(json_body()))
+
+
+def serve_embeddings(request: EmbeddingRequest):
+    """Run a validated embeddings request (any dialect's): the response, or 202."""
     ctx = services()
     limit = ctx.settings.max_embedding_inputs
     if len(request.inputs) > limit:
         raise bad_request(f"Too many inputs: {len(request.inputs)}; at most {limit} per request.", "input")
     request.model = ctx.require_model(request.model, kind=EMBEDDING)
     g.request_id = job_id = new_job_id()
-    feed = ctx.embeddings.submit(request.to_job(job_id), DEFAULT_DEVICE, follow=not prefers_async())
+    feed = ctx.embeddings.submit(
+        request.to_job(job_id), DEFAULT_DEVICE, follow=not prefers_async(), owner=g.get("api_key_id")
+    )
     if feed is None:
         return accepted(job_id)
     result = wait_for_result(feed, time.monotonic() + ctx.settings.sync_timeout_s)
