@@ -1,9 +1,9 @@
 """Requests per API key (LADLE_RATE_LIMIT), counted in Redis so every API process shares the count.
 
-Flask-Limiter keeps a fixed-window counter per key in Ladle's own Redis (the same connection pool,
-so Sentinel URLs work too). A request over the limit is a 429 in its dialect's error shape with an
-integer `Retry-After`, `retry-after-ms` and OpenAI's `x-ratelimit-*` headers, which every response
-of a limited key carries. A stream is one request. Without API keys there is no limit.
+Flask-Limiter keeps one fixed-window counter per key, for all routes together, in Ladle's own Redis
+(the same connection pool, so Sentinel URLs work too). A request over the limit is a 429 in its
+dialect's error shape with an integer `Retry-After`, `retry-after-ms` and OpenAI's `x-ratelimit-*`
+headers, which every response of a limited key carries. A stream is one request. Without API keys there is no limit.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def install(app: Flask, ladle: Services) -> Limiter | None:
     limiter = Limiter(
         _key,
         app=app,
-        default_limits=[rate],
-        default_limits_exempt_when=_unkeyed,
+        application_limits=[rate],
+        application_limits_exempt_when=_unkeyed,
         storage_uri="redis://",
         storage_options={"connection_pool": ladle.store.client.connection_pool},
         strategy="fixed-window",
