@@ -357,7 +357,18 @@ def _run_script(script: Script, script_keys: list[str], args: list, client=None)
 
 
 # What a listing of jobs shows (results stay out: they can be large).
-_LISTED_FIELDS = ("kind", "model", "status", "created_at", "started_at", "finished_at", "worker", "progress", "error")
+_LISTED_FIELDS = (
+    "kind",
+    "model",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker",
+    "progress",
+    "error",
+    "owner",
+)
 
 
 def _text(value: bytes | str) -> str:

@@ -57,7 +57,7 @@ def test_every_route_but_the_probes_needs_a_key(keyed_settings: Settings, base: 
                 continue
             assert response.status_code == 401, (method, path, response.status_code)
             body = response.json()
-            if path.startswith("/serving-endpoints"):
+            if path.startswith(("/serving-endpoints", "/api/2.0/serving-endpoints")):
                 assert body == {"error_code": "UNAUTHENTICATED", "message": body["message"]}
             else:
                 assert body["error"]["code"] == "invalid_api_key"
@@ -85,6 +85,10 @@ def test_a_key_sees_only_its_own_jobs(base: str):
         assert other.status_code == 404
         assert other.json()["error"]["code"] == "job_not_found"
     assert requests.get(f"{base}/v1/jobs/{job_id}/events", headers=auth(KEYS[1]), timeout=30).status_code == 404
+    listed = {job["id"] for job in requests.get(f"{base}/v1/fleet", headers=auth(KEYS[1]), timeout=30).json()["jobs"]}
+    assert job_id not in listed
+    listed = {job["id"] for job in requests.get(f"{base}/v1/fleet", headers=auth(KEYS[0]), timeout=30).json()["jobs"]}
+    assert job_id in listed
     assert requests.delete(f"{base}/v1/jobs/{job_id}", headers=auth(KEYS[1]), timeout=30).status_code == 404
     assert requests.delete(f"{base}/v1/jobs/{job_id}", headers=auth(KEYS[0]), timeout=30).status_code == 200
 

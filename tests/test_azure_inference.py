@@ -101,7 +101,7 @@ def test_extra_parameters_header_error_and_drop(base: str):
     rejected = requests.post(f"{base}/chat/completions", json=body, headers=HEADERS, timeout=60)
     assert rejected.status_code == 400
     assert rejected.json()["error"]["code"] == "extra_parameters_not_allowed"
-    assert rejected.json()["error"]["target"] == "top_k"
+    assert rejected.json()["error"]["param"] == "top_k"
     assert rejected.headers["x-ms-error-code"] == "extra_parameters_not_allowed"
     dropped = requests.post(
         f"{base}/chat/completions", json=body, headers={**HEADERS, "extra-parameters": "drop"}, timeout=60

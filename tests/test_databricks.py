@@ -62,6 +62,15 @@ def test_query_embeddings(workspace: WorkspaceClient):
     assert response.served_model_name == MINILM
 
 
+def test_models_are_listed_as_ready_endpoints(workspace: WorkspaceClient):
+    endpoints = {endpoint.name: endpoint for endpoint in workspace.serving_endpoints.list()}
+    assert {TINY, MINILM} <= set(endpoints)
+    assert endpoints[MINILM].task == "llm/v1/embeddings"
+    assert workspace.serving_endpoints.get(TINY).state.ready.value == "READY"
+    with pytest.raises(ResourceDoesNotExist):
+        workspace.serving_endpoints.get("no-such-endpoint")
+
+
 def test_sdk_error_classes(workspace: WorkspaceClient):
     with pytest.raises(ResourceDoesNotExist):
         workspace.serving_endpoints.query(name="no-such-endpoint", messages=hi())

@@ -22,7 +22,10 @@ def configured_keys(settings: Settings) -> list[str]:
     """LADLE_API_KEYS plus the lines of LADLE_API_KEYS_FILE (blank lines and #-comments skipped)."""
     keys = list(settings.api_keys)
     if settings.api_keys_file is not None:
-        lines = Path(settings.api_keys_file).read_text().splitlines()
+        try:
+            lines = Path(settings.api_keys_file).read_text().splitlines()
+        except OSError as error:
+            raise ValueError(f"LADLE_API_KEYS_FILE cannot be read: {error}") from None
         keys += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     return keys
 

@@ -14,6 +14,7 @@ import time
 from flask import Flask, g
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
+from limits import parse_many
 
 from api.errors import ApiError, render_error
 from api.services import Services
@@ -52,6 +53,10 @@ def install(app: Flask, ladle: Services) -> Limiter | None:
     rate = ladle.settings.rate_limit.strip()
     if rate.lower() in OFF:
         return None
+    try:
+        parse_many(rate)
+    except ValueError:
+        raise ValueError(f"LADLE_RATE_LIMIT {rate!r} is not a rate like '100/minute' or '10 per 2 seconds'") from None
     limiter = Limiter(
         _key,
         app=app,

@@ -1,4 +1,5 @@
-"""Azure's error shape: `{"error": {code, message, target}}` with an `x-ms-error-code` header.
+"""Azure's error shape: `{"error": {code, message, ...}}` with an `x-ms-error-code` header. The
+fields are OpenAI's (azure-core reads `code` and `message`), with `code` always set.
 
 azure-core retries any failed request that carries `Retry-After`, so only 429 and 503 keep it.
 """
@@ -12,9 +13,7 @@ RETRIED_STATUSES = (429, 503)
 
 def azure_error(error: ApiError) -> tuple[dict, dict]:
     code = error.code or error.type
-    detail = {"code": code, "message": error.message}
-    if error.param:
-        detail["target"] = error.param
+    detail = {**error.body()["error"], "code": code}
     headers = {"x-ms-error-code": code, **error.headers}
     if error.status not in RETRIED_STATUSES:
         headers = {k: v for k, v in headers.items() if k.lower() not in ("retry-after", "retry-after-ms")}

@@ -3,6 +3,8 @@ would read the body as a SCIM error)."""
 
 from __future__ import annotations
 
+import pydantic
+
 from api.errors import ApiError
 
 # databricks-sdk picks its exception class by error_code (InvalidParameterValue, ResourceDoesNotExist...).
@@ -19,6 +21,15 @@ ERROR_CODES = {
     503: "TEMPORARILY_UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+
+
+class DatabricksErrorBody(pydantic.BaseModel):
+    """Databricks' error body."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    error_code: str
+    message: str
 
 
 def databricks_error(error: ApiError) -> tuple[dict, dict]:
