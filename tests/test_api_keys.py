@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from databricks.sdk import WorkspaceClient
 from openai import OpenAI
 
 from api.app import create_app
@@ -143,3 +144,13 @@ def test_openai_sdk_retry_succeeds_after_the_limit(two_apis: tuple[str, str]):
     responses = [client.models.with_raw_response.list() for _ in range(LIMIT + 1)]
     assert all(response.status_code == 200 for response in responses)
     assert sum(response.retries_taken for response in responses) >= 1
+
+
+def test_databricks_sdk_waits_out_the_limit(two_apis: tuple[str, str]):
+    first, second = two_apis
+    statuses = [requests.get(f"{first}/v1/models", headers=auth(KEYS[0]), timeout=30).status_code]
+    while statuses[-1] != 429 and len(statuses) <= LIMIT:
+        statuses.append(requests.get(f"{first}/v1/models", headers=auth(KEYS[0]), timeout=30).status_code)
+    assert statuses[-1] == 429
+    endpoints = WorkspaceClient(host=second, token=KEYS[0]).serving_endpoints.list()
+    assert TINY in {endpoint.name for endpoint in endpoints}
