@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from celery import Celery
-from flask import current_app, g, request
+from flask import current_app, request
 from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.catalog.catalog import best_variant, load_catalog
-from api.embeddings.bundler import EmbeddingBundler
 from api.errors import ApiError, bad_request, model_not_found
-from api.job_client import JobClient, new_job_id
-from api.job_events import JobEventFeed
+from api.queue.bundler import EmbeddingBundler
+from api.queue.client import JobClient, new_job_id
+from api.queue.events import JobEventFeed
+from api.request_logging import tag_request
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import JobKind
@@ -162,7 +163,7 @@ def submit_request(
     task: str, kind: JobKind, model: str, to_job: Callable[[str], BaseModel], device: str
 ) -> tuple[str, JobEventFeed | None]:
     """Record and enqueue a request's job, followed unless the client prefers async; tags the response."""
-    g.request_id = job_id = new_job_id()
+    job_id = tag_request(new_job_id())
     feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
     return job_id, feed
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 from celery import Celery
 
-from api.job_client import new_job_id
+from api.queue.client import new_job_id
 from cli.embedded_redis import EmbeddedRedis, free_port
 from contracts import keys
 from contracts.celery_config import celery_config

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, g, stream_with_context
+from flask import Blueprint, Response, stream_with_context
 
 from api.catalog.catalog import load_catalog
 from api.downloads.progress_lines import download_lines, final_line
 from api.downloads.protocol import DownloadRequest
 from api.downloads.sources import download_root, plan_download
-from api.job_client import new_job_id
-from api.job_events import JobEventFeed
-from api.jobs_routes import accepted
 from api.openapi import documented
+from api.queue.client import new_job_id
+from api.queue.events import JobEventFeed
+from api.queue.responses import accepted
+from api.request_logging import tag_request
 from api.services import AsyncPreference, json_body, prefers_async, services
 from contracts import keys
 from contracts.jobs import DOWNLOAD_TASK, DOWNLOADS_LANE, DownloadJob, JobKind
@@ -29,7 +30,7 @@ def download():
     request = DownloadRequest.parse(json_body())
     plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())
     root = download_root(request.customDirPath, ctx.settings)
-    g.request_id = job_id = new_job_id()
+    job_id = tag_request(new_job_id())
     job = DownloadJob(
         job_id=job_id,
         model=plan.model,
@@ -46,9 +47,9 @@ def download():
     job_id, feed = ctx.jobs.submit_shared(
         DOWNLOAD_TASK, JobKind.DOWNLOAD, plan.model, job.model_dump(), share_key, not prefers_async(), DOWNLOADS_LANE
     )
-    g.request_id = job_id
+    tag_request(job_id)
     if feed is None:
-        return accepted(job_id)
+        return accepted(ctx.store, job_id)
     response = Response(stream_with_context(_lines(feed)), mimetype="text/plain")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"

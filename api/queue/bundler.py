@@ -12,8 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from api.job_client import JobClient
-from api.job_events import JobEventFeed
+from api.queue.client import JobClient
+from api.queue.events import JobEventFeed
 from contracts.jobs import EMBED_TASK, EmbeddingJob, JobKind
 
 

@@ -10,9 +10,9 @@ import redis
 from celery import Celery
 
 from api.errors import ApiError
-from api.job_events import JobEventFeed, JobEventHub
-from api.job_routing import JobRouter
-from api.task_messages import TaskMessages
+from api.queue.events import JobEventFeed, JobEventHub
+from api.queue.messages import TaskMessages
+from api.queue.routing import JobRouter
 from contracts import workers
 from contracts.job_store import JobStore
 from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, ErrorEvent, ErrorInfo, JobKind, JobStatus, queue_for_device
