@@ -25,7 +25,8 @@ from api.request_logging import RequestIdFilter, log_request, tag_request
 from api.services import Services
 from api.token_count import protocol as token_count_protocol
 from api.token_count import routes as token_count_routes
-from contracts.jobs import DownloadResult, EmbeddingResult, GenerationResult, JobKind, TokenCountResult
+from contracts.events import DownloadResult, EmbeddingResult, GenerationResult, TokenCountResult
+from contracts.jobs import JobKind
 from contracts.log_setup import configure_logging
 from contracts.settings import Settings
 

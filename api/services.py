@@ -17,6 +17,7 @@ from api.queue.bundler import EmbeddingBundler
 from api.queue.client import JobClient, new_job_id
 from api.queue.events import JobEventFeed
 from api.request_logging import tag_request
+from contracts import errors
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import JobKind
@@ -86,10 +87,7 @@ class Services:
         if not self.models.exists(name):
             raise model_not_found(name)
         if self.models.kind(name) != kind:
-            use = "/v1/embeddings" if kind == GENERATION else "/v1/chat/completions or /v1/completions"
-            raise bad_request(
-                f"The model '{name}' is not a {kind} model; use it with {use}.", "model", "wrong_model_type"
-            )
+            raise ApiError.of(errors.wrong_model_kind(name, kind))
         if kind != GENERATION:
             return name
         context = self.models.context_length(name)

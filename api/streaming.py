@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from api.queue.responses import error_from_info
 from api.sse import sse_frame
-from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, StartedEvent
+from contracts.errors import ErrorInfo
+from contracts.events import DoneEvent, ErrorEvent, StartedEvent
 
 
 def public_finish_reason(reason: str) -> str:

@@ -14,7 +14,7 @@ import sys
 import requests
 from tqdm import tqdm
 
-from contracts.jobs import DownloadProgress
+from contracts.events import DownloadProgress
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from cli.embedded_redis import EmbeddedRedis, free_port
 from contracts import keys
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, JobKind, JobStatus, queue_for_device
+from contracts.jobs import JobKind, JobStatus
+from contracts.queues import GENERATE_TASK, queue_for_device
 from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from tests.helpers import ASYNC, TINY, sse_events, user

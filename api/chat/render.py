@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
 from api.streaming import non_delta_frames, public_finish_reason
+from contracts.events import DeltaEvent, GenerationResult, StartedEvent
 from contracts.job_store import JobRecord
-from contracts.jobs import DeltaEvent, GenerationResult, StartedEvent
 
 
 def completion_id(job_id: str) -> str:

@@ -12,7 +12,8 @@ from api.openapi import documented
 from api.queue.devices import device_for_request
 from api.queue.responses import accepted, stream_job, wait_for_result
 from api.services import AsyncPreference, json_body, services, submit_request
-from contracts.jobs import GENERATE_TASK, JobKind
+from contracts.jobs import JobKind
+from contracts.queues import GENERATE_TASK
 
 bp = Blueprint("chat", __name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.events import DownloadResult
 from contracts.job_store import JobRecord
-from contracts.jobs import DownloadResult
 
 
 class ModelSource(BaseModel):

@@ -17,7 +17,8 @@ from api.queue.responses import accepted
 from api.request_logging import tag_request
 from api.services import AsyncPreference, json_body, prefers_async, services
 from contracts import keys
-from contracts.jobs import DOWNLOAD_TASK, DOWNLOADS_LANE, DownloadJob, JobKind
+from contracts.jobs import DownloadJob, JobKind
+from contracts.queues import DOWNLOAD_TASK, DOWNLOADS_LANE
 
 bp = Blueprint("downloads", __name__)
 

@@ -7,8 +7,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from api.sampling_protocol import NON_EMPTY_TEXTS, StrictModel
+from contracts.events import EmbeddingResult
 from contracts.job_store import JobRecord
-from contracts.jobs import EmbeddingJob, EmbeddingResult
+from contracts.jobs import EmbeddingJob
 
 
 class EmbeddingRequest(StrictModel):

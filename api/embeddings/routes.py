@@ -12,8 +12,8 @@ from api.queue.client import new_job_id
 from api.queue.responses import accepted, wait_for_result
 from api.request_logging import tag_request
 from api.services import AsyncPreference, json_body, prefers_async, services
-from contracts.jobs import DEFAULT_DEVICE
 from contracts.model_directory import EMBEDDING
+from contracts.queues import DEFAULT_DEVICE
 
 bp = Blueprint("embeddings", __name__)
 

@@ -21,7 +21,8 @@ from api.queue.responses import wait_for_result
 from api.request_logging import tag_request
 from api.services import query_args, services
 from contracts import keys
-from contracts.jobs import LOAD_TASK, JobKind, LoadJob
+from contracts.jobs import JobKind, LoadJob
+from contracts.queues import LOAD_TASK
 from contracts.workers import WorkerInfo
 
 bp = Blueprint("foundry", __name__)

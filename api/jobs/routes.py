@@ -11,8 +11,10 @@ from api.queue.responses import find_job, job_body
 from api.services import services
 from api.sse import sse_frame, sse_response
 from contracts import fleet_metrics
+from contracts.errors import job_cancelled
+from contracts.events import ErrorEvent
 from contracts.job_store import JobRecord, parse_event_id
-from contracts.jobs import ErrorEvent, JobStatus, cancelled_error
+from contracts.jobs import JobStatus
 
 bp = Blueprint("jobs", __name__)
 
@@ -72,7 +74,7 @@ def cancel_job(job_id: str):
         store.request_cancel(job_id)
         if record.status == JobStatus.QUEUED:  # a worker that starts it first cancels it at its next step
             ended = store.finish(
-                job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED
+                job_id, ErrorEvent(error=job_cancelled()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED
             )
             if ended and services().settings.metrics:  # no worker will count this job's end
                 fleet_metrics.count_job_end(store.client, record.model, record.kind, JobStatus.CANCELLED.value)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from api.queue.client import JobClient
 from api.queue.events import JobEventFeed
-from contracts.jobs import EMBED_TASK, EmbeddingJob, JobKind
+from contracts.jobs import EmbeddingJob, JobKind
+from contracts.queues import EMBED_TASK
 
 
 @dataclass

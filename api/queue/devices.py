@@ -7,7 +7,7 @@ import redis
 from api.errors import ApiError, bad_request
 from api.queue.client import JobClient
 from contracts import keys
-from contracts.jobs import COMPUTE_LANE, DEFAULT_DEVICE
+from contracts.queues import COMPUTE_LANE, DEFAULT_DEVICE
 from contracts.workers import WorkerInfo
 
 EXECUTION_PROVIDERS = ("cpu", "cuda", "dml", "qnn", "webgpu")

@@ -18,8 +18,10 @@ from api.errors import ApiError
 from api.queue.events import JobEventFeed, JobTimeout
 from api.request_logging import tag_request
 from api.sse import sse_response
+from contracts.errors import ErrorInfo
+from contracts.events import DoneEvent, ErrorEvent, GenerationResult, JobEvent
 from contracts.job_store import JobRecord, JobStore
-from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, GenerationResult, JobEvent, JobKind
+from contracts.jobs import JobKind
 
 EventStream = Iterator[tuple[str, JobEvent]]
 # Renders a finished job's result (validated as its kind's result model) for GET /v1/jobs/{id}.
@@ -38,9 +40,7 @@ def register_renderer(kind: JobKind, shape: type[BaseModel], render: ResultRende
 
 
 def error_from_info(info: ErrorInfo, job_id: str) -> ApiError:
-    return ApiError(
-        info.status, info.message, type=info.type, param=info.param, code=info.code, headers={"X-Request-Id": job_id}
-    )
+    return ApiError.of(info, headers={"X-Request-Id": job_id})
 
 
 def timeout_error(job_id: str, seconds: float) -> ApiError:

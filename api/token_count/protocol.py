@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.chat.protocol import ChatMessage
+from contracts.events import TokenCountResult
 from contracts.job_store import JobRecord
-from contracts.jobs import TokenCountJob, TokenCountResult
+from contracts.jobs import TokenCountJob
 
 
 class TokenCountRequest(BaseModel):

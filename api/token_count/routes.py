@@ -10,7 +10,8 @@ from api.queue.responses import wait_for_result
 from api.request_logging import tag_request
 from api.services import json_body, services
 from api.token_count.protocol import TokenCountRequest, count_body
-from contracts.jobs import COUNT_TOKENS_TASK, DEFAULT_DEVICE, LIGHT_LANE, JobKind
+from contracts.jobs import JobKind
+from contracts.queues import COUNT_TOKENS_TASK, DEFAULT_DEVICE, LIGHT_LANE
 
 bp = Blueprint("token_count", __name__)
 

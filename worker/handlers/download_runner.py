@@ -6,8 +6,10 @@ import logging
 import time
 from pathlib import Path
 
+from contracts.errors import ErrorInfo, job_cancelled
+from contracts.events import DoneEvent, DownloadProgress, ErrorEvent
 from contracts.job_store import JobStore
-from contracts.jobs import DoneEvent, DownloadJob, DownloadProgress, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
+from contracts.jobs import DownloadJob, JobStatus
 from contracts.token_seal import SealError, TokenSeal
 from worker.hub.model_download import (
     DownloadCancelled,
@@ -52,7 +54,7 @@ class DownloadRunner:
         except DownloadCancelled:
             discard_staging(request.target_root, request.model)
             log.info("download cancelled", extra={"job_id": job.job_id, "model": job.model})
-            return ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED
+            return ErrorEvent(error=job_cancelled()), JobStatus.CANCELLED
         except DownloadFailed as failed:
             log.warning("download failed", extra={"job_id": job.job_id, "code": failed.code, "error": str(failed)})
             return _failed(failed.status, failed.code, str(failed))

@@ -35,7 +35,7 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers
 
-from contracts.jobs import DownloadProgress, DownloadResult, FileProgress
+from contracts.events import DownloadProgress, DownloadResult, FileProgress
 from contracts.model_directory import INCOMPLETE_MARKER, ModelDirectory
 
 log = logging.getLogger(__name__)
