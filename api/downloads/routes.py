@@ -17,7 +17,7 @@ from api.queue.responses import accepted
 from api.request_logging import tag_request
 from api.services import AsyncPreference, json_body, prefers_async, services
 from contracts import keys
-from contracts.jobs import DownloadJob, JobKind
+from contracts.jobs import JobKind
 from contracts.queues import DOWNLOAD_TASK, DOWNLOADS_LANE
 
 bp = Blueprint("downloads", __name__)
@@ -32,18 +32,8 @@ def download():
     plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())
     root = download_root(request.customDirPath, ctx.settings)
     job_id = tag_request(new_job_id())
-    job = DownloadJob(
-        job_id=job_id,
-        model=plan.model,
-        repo_id=plan.source.repo_id,
-        revision=plan.source.revision,
-        subfolder=plan.source.subfolder,
-        target_root=str(root),
-        sealed_token=ctx.seal.seal(request.token) if request.token else None,
-        prompt_template=plan.prompt_template,
-        publisher=plan.publisher,
-        force=request.force,
-    )
+    sealed_token = ctx.seal.seal(request.token) if request.token else None
+    job = plan.to_job(job_id, root, sealed_token, request.force)
     share_key = keys.download_key(str(root / plan.model))
     job_id, feed = ctx.jobs.submit_shared(
         DOWNLOAD_TASK, JobKind.DOWNLOAD, plan.model, job.model_dump(), share_key, not prefers_async(), DOWNLOADS_LANE
