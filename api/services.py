@@ -157,11 +157,16 @@ def query_args(model: type[Query]) -> Query:
     return model.model_validate(request.args.to_dict())
 
 
+def new_request_job_id() -> str:
+    """A new job ID for this request's job; it becomes the request's ID too (X-Request-Id, log records)."""
+    return tag_request(new_job_id())
+
+
 def submit_request(
     task: str, kind: JobKind, model: str, to_job: Callable[[str], BaseModel], device: str
 ) -> tuple[str, JobEventFeed | None]:
     """Record and enqueue a request's job, followed unless the client prefers async; tags the response."""
-    job_id = tag_request(new_job_id())
+    job_id = new_request_job_id()
     feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
     return job_id, feed
 

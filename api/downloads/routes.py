@@ -11,11 +11,10 @@ from api.downloads.progress_lines import download_lines, final_line
 from api.downloads.protocol import DownloadRequest
 from api.downloads.sources import download_root, plan_download
 from api.openapi import documented
-from api.queue.client import new_job_id
 from api.queue.events import JobEventFeed
 from api.queue.responses import accepted
 from api.request_logging import tag_request
-from api.services import AsyncPreference, json_body, prefers_async, services
+from api.services import AsyncPreference, json_body, new_request_job_id, prefers_async, services
 from contracts import keys
 from contracts.jobs import JobKind
 from contracts.queues import DOWNLOAD_TASK, DOWNLOADS_LANE
@@ -31,7 +30,7 @@ def download():
     request = DownloadRequest.parse(json_body())
     plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())
     root = download_root(request.customDirPath, ctx.settings)
-    job_id = tag_request(new_job_id())
+    job_id = new_request_job_id()
     sealed_token = ctx.seal.seal(request.token) if request.token else None
     job = plan.to_job(job_id, root, sealed_token, request.force)
     share_key = keys.download_key(str(root / plan.model))

@@ -8,10 +8,8 @@ from flask import Blueprint, jsonify
 from api.embeddings.protocol import EmbeddingRequest, embeddings_body
 from api.errors import bad_request
 from api.openapi import documented
-from api.queue.client import new_job_id
 from api.queue.responses import accepted, wait_for_result
-from api.request_logging import tag_request
-from api.services import AsyncPreference, json_body, prefers_async, services
+from api.services import AsyncPreference, json_body, new_request_job_id, prefers_async, services
 from contracts.model_directory import EMBEDDING
 from contracts.queues import DEFAULT_DEVICE
 
@@ -28,7 +26,7 @@ def create_embeddings():
     if len(request.inputs) > limit:
         raise bad_request(f"Too many inputs: {len(request.inputs)}; at most {limit} per request.", "input")
     request.model = ctx.require_model(request.model, kind=EMBEDDING)
-    job_id = tag_request(new_job_id())
+    job_id = new_request_job_id()
     feed = ctx.embeddings.submit(request.to_job(job_id), DEFAULT_DEVICE, follow=not prefers_async())
     if feed is None:
         return accepted(ctx.store, job_id)

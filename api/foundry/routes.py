@@ -15,11 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.catalog.catalog import CatalogEntry, load_catalog
 from api.errors import ApiError, bad_request, model_not_found
 from api.openapi import documented
-from api.queue.client import new_job_id
 from api.queue.devices import device_for_provider, gpu_ids, preferred_gpu
 from api.queue.responses import wait_for_result
-from api.request_logging import tag_request
-from api.services import query_args, services
+from api.services import new_request_job_id, query_args, services
 from contracts import keys
 from contracts.jobs import JobKind, LoadJob
 from contracts.queues import LOAD_TASK
@@ -97,7 +95,7 @@ def load_model(name: str):
     name = _local_model(name)
     ttl_s = _ttl(options, ctx.settings.model_ttl_s)
     device = device_for_provider(options.ep, ctx.jobs.live_workers(), preferred_gpu(ctx.store.client))
-    job_id = tag_request(new_job_id())
+    job_id = new_request_job_id()
     payload = LoadJob(job_id=job_id, model=name, ttl_s=ttl_s).model_dump()
     feed = ctx.jobs.submit(LOAD_TASK, JobKind.LOAD, name, payload, device, True)
     result = wait_for_result(feed, ctx.settings.sync_timeout_s)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from api.openapi import documented
-from api.queue.client import new_job_id
 from api.queue.responses import wait_for_result
-from api.request_logging import tag_request
-from api.services import json_body, services
+from api.services import json_body, new_request_job_id, services
 from api.token_count.protocol import TokenCountRequest, count_body
 from contracts.jobs import JobKind
 from contracts.queues import COUNT_TOKENS_TASK, DEFAULT_DEVICE, LIGHT_LANE
@@ -23,7 +21,7 @@ def count_tokens():
     request = TokenCountRequest.model_validate(json_body())
     ctx = services()
     request.model = ctx.require_model(request.model)
-    job_id = tag_request(new_job_id())
+    job_id = new_request_job_id()
     payload = request.to_job(job_id).model_dump()
     feed = ctx.jobs.submit(
         COUNT_TOKENS_TASK, JobKind.TOKEN_COUNT, request.model, payload, DEFAULT_DEVICE, True, LIGHT_LANE
