@@ -87,6 +87,7 @@ class ContinuousBatchEngine:
         self.name = name
         self.prefixes = prefixes
         self._token_logprobs: TokenLogprobs | None = None  # built at the first request for logprobs
+        self._table_lock = threading.Lock()
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
@@ -99,6 +100,8 @@ class ContinuousBatchEngine:
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.logprobs is not None:
+            self._logprobs_table()  # built here, in the job's thread, rather than stalling every row's step
         rows = [
             _RowState(
                 Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
@@ -249,9 +252,10 @@ class ContinuousBatchEngine:
         state.prompt_logprobs += table.following(logits[: len(following)], following, state.row.request.logprobs)
 
     def _logprobs_table(self) -> TokenLogprobs:
-        if self._token_logprobs is None:
-            self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
-        return self._token_logprobs
+        with self._table_lock:
+            if self._token_logprobs is None:
+                self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
+            return self._token_logprobs
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]

@@ -18,19 +18,24 @@ from worker.models.token_bytes import token_text
 FLOOR = -9999.0
 
 
+def log_normalizer(logits: np.ndarray) -> float:
+    """log(sum(exp(logits))), so a token's logprob is its logit minus this (no array of logprobs made)."""
+    top = float(np.max(logits))
+    return top + float(np.log(np.sum(np.exp(logits - top))))
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log probabilities of one row of logits (float64, so the sum is exact enough at 49k tokens)."""
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.sum(np.exp(shifted)))
+    """Log probabilities of one row of logits."""
+    return logits.astype(np.float64) - log_normalizer(logits)
 
 
-def top_tokens(logprobs: np.ndarray, k: int) -> np.ndarray:
+def top_tokens(logits: np.ndarray, k: int) -> np.ndarray:
     """The ids of the `k` most likely tokens, most likely first (ties: lower id first)."""
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    k = min(k, len(logprobs))
-    candidates = np.argpartition(-logprobs, k - 1)[:k]
-    return candidates[np.lexsort((candidates, -logprobs[candidates]))]
+    k = min(k, len(logits))
+    candidates = np.argpartition(logits, len(logits) - k)[len(logits) - k :]
+    return candidates[np.lexsort((candidates, -logits[candidates]))]
 
 
 class TokenLogprobs:
@@ -40,19 +45,28 @@ class TokenLogprobs:
         self.table = table
         self.texts = [token_text(data) for data in table]
 
-    def _top(self, token: int, logprob: float) -> TopLogprob:
-        return TopLogprob(token=self.texts[token], logprob=max(logprob, FLOOR), bytes=list(self.table[token]))
-
     def entry(self, logits: np.ndarray, token: int, k: int) -> TokenLogprob:
         """`token`'s entry at a position with these logits, with the `k` most likely tokens there."""
-        logprobs = log_softmax(logits)
-        chosen = self._top(token, float(logprobs[token]))
-        top = [self._top(int(t), float(logprobs[t])) for t in top_tokens(logprobs, k)]
-        return TokenLogprob(**chosen.model_dump(), top_logprobs=top)
+        normalizer = log_normalizer(logits)
+        top = [
+            # Built from known-good values without validation: this runs for every token asked.
+            TopLogprob.model_construct(
+                token=self.texts[t], logprob=max(float(logits[t]) - normalizer, FLOOR), bytes=list(self.table[t])
+            )
+            for t in top_tokens(logits, k).tolist()
+        ]
+        return TokenLogprob.model_construct(
+            token=self.texts[token],
+            logprob=max(float(logits[token]) - normalizer, FLOOR),
+            bytes=list(self.table[token]),
+            top_logprobs=top,
+        )
 
     def first(self, token: int) -> TokenLogprob:
         """The entry of a prompt's first token: nothing before it, so no logprob."""
-        return TokenLogprob(token=self.texts[token], logprob=None, bytes=list(self.table[token]), top_logprobs=None)
+        return TokenLogprob.model_construct(
+            token=self.texts[token], logprob=None, bytes=list(self.table[token]), top_logprobs=None
+        )
 
     def following(self, logits: np.ndarray, tokens: list[int], k: int) -> list[TokenLogprob]:
         """Entries of prompt tokens: `logits[i]` is the position right before `tokens[i]`."""
