@@ -121,6 +121,15 @@ def test_completion_logprobs_zero_gives_the_chosen_token_only(client: OpenAI):
         assert [list(top) for top in lp.top_logprobs] == [[token] for token in lp.tokens]
 
 
+def test_completion_echo_of_a_prompt_read_in_several_runs(client: OpenAI):
+    prompt = "one two three four five six seven eight nine ten " * 4  # past one 32-token run
+    completion = client.completions.create(model=TINY, prompt=prompt, max_tokens=2, echo=True, logprobs=1)
+    lp, prompt_tokens = completion.choices[0].logprobs, completion.usage.prompt_tokens
+    assert prompt_tokens > 32 and len(lp.tokens) == prompt_tokens + 2
+    assert "".join(lp.tokens[:prompt_tokens]) == prompt and lp.text_offset[prompt_tokens] == len(prompt)
+    assert lp.token_logprobs[0] is None and all(isinstance(v, float) for v in lp.token_logprobs[1:])
+
+
 @pytest.mark.parametrize(
     ("endpoint", "change", "param"),
     [
@@ -130,6 +139,7 @@ def test_completion_logprobs_zero_gives_the_chosen_token_only(client: OpenAI):
         ("chat", {"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
         ("completions", {"logprobs": 6}, "logprobs"),
         ("completions", {"logprobs": -1}, "logprobs"),
+        ("completions", {"logprobs": 1, "echo": True, "extra_body": {"use_raw_prompt": False}}, "use_raw_prompt"),
     ],
 )
 def test_logprobs_out_of_range_are_400s(client: OpenAI, endpoint, change, param):

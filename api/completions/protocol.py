@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from api.sampling_protocol import NON_EMPTY_TEXTS, SamplingFields
 from contracts.jobs import GenerationJob
@@ -45,6 +45,15 @@ class CompletionRequest(SamplingFields):
         if suffix:
             raise ValueError("suffix (fill-in-the-middle) is not supported by the served models")
         return suffix
+
+    @field_validator("use_raw_prompt")
+    @classmethod
+    def _echoed_logprobs_need_raw_prompts(cls, raw: bool, info: ValidationInfo) -> bool:
+        # The prompt's logprobs are of the tokens the model read: with the chat template around the
+        # prompt they would not be the echoed text's.
+        if not raw and info.data.get("echo") and info.data.get("logprobs") is not None:
+            raise ValueError("echo with logprobs needs use_raw_prompt true (the prompt's tokens as sent)")
+        return raw
 
     @property
     def prompts(self) -> list[str]:
