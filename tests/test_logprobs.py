@@ -7,6 +7,7 @@ import math
 
 import onnxruntime_genai as og
 import pytest
+import requests
 from openai import BadRequestError, OpenAI
 
 from contracts.jobs import GenerationJob
@@ -149,6 +150,18 @@ def test_logprobs_out_of_range_are_400s(client: OpenAI, endpoint, change, param)
         else:
             client.completions.create(model=TINY, prompt="hi", max_tokens=2, **change)
     assert raised.value.body["param"] == param and raised.value.body["type"] == "invalid_request_error"
+
+
+def test_databricks_invocations_carry_logprobs(api_url: str):
+    """Databricks' serving endpoints take the same fields (its errors in its own shape)."""
+    url = f"{api_url}/serving-endpoints/{TINY}/invocations"
+    body = requests.post(url, json={"prompt": "hi", "max_tokens": 2, "logprobs": 1}, timeout=60).json()
+    assert len(body["choices"][0]["logprobs"]["tokens"]) == 2
+    chat = {"messages": user("hi"), "max_tokens": 2, "logprobs": True, "top_logprobs": 2}
+    content = requests.post(url, json=chat, timeout=60).json()["choices"][0]["logprobs"]["content"]
+    assert len(content) == 2 and all(len(entry["top_logprobs"]) == 2 for entry in content)
+    refused = requests.post(url, json={**chat, "top_logprobs": 21}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
 
 
 def test_static_batch_engine_refuses_logprobs_clearly(model_dir):
