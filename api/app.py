@@ -16,11 +16,14 @@ from api import (
     status_page,
     token_count_routes,
 )
+from api.batches import routes as batch_routes
 from api.chat import routes as chat_routes
 from api.completions import routes as completion_routes
 from api.downloads import routes as download_routes
 from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
+from api.files import routes as file_routes
+from api.job_list import routes as job_list_routes
 from api.request_logging import RequestIdFilter, log_request
 from api.services import Services
 from contracts.log_setup import configure_logging
@@ -45,6 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         models_routes.bp,
         foundry_routes.bp,
         download_routes.bp,
+        file_routes.bp,
+        batch_routes.bp,
+        job_list_routes.bp,
         health_routes.bp,
         openapi.bp,
         status_page.bp,

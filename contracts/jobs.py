@@ -94,6 +94,8 @@ class GenerationJob(BaseModel):
     max_tokens: int | None = None
     stop: list[str] = []
     sampling: SamplingParams = SamplingParams()
+    # A batch line: interactive requests waiting for the engine go before it.
+    background: bool = False
 
 
 class TokenCountJob(BaseModel):

@@ -38,6 +38,11 @@ NON_DEFAULT = Settings(
     drain_s=2.5,
     metrics=False,
     log_format="json",
+    files_dir=Path("/srv/files"),
+    max_file_bytes=2048,
+    batch_share=0.5,
+    batch_lease_s=3.0,
+    batch_completion_window_s=60.0,
 )
 
 

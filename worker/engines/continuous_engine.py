@@ -104,7 +104,14 @@ class ContinuousBatchEngine:
             if self._draining:
                 raise HandedBack(request.job_id)
             self._tracked[request.job_id] = _Tracked(request, rows)
-            self._pending.extend(rows)
+            if request.background:
+                self._pending.extend(rows)
+            else:  # interactive rows wait before batch lines' rows
+                waiting = [s for s in self._pending if s.row.request.background]
+                for state in waiting:
+                    self._pending.remove(state)
+                self._pending.extend(rows)
+                self._pending.extend(waiting)
             self._wakeup.notify()
 
     @property

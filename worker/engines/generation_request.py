@@ -24,6 +24,8 @@ class GenerationRequest:
     stop: list[str]
     sampling: SamplingParams
     emit: Callable[[DeltaEvent], None]
+    # A batch line: interactive requests waiting for a slot go first.
+    background: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     truncated: list[bool] = field(default_factory=list)

@@ -56,6 +56,7 @@ class LoadedModel:
             stop=job.stop,
             sampling=job.sampling,
             emit=emit,
+            background=job.background,
         )
 
 

@@ -1,0 +1,1 @@
+"""GET /v1/jobs: jobs listed, filtered and paged (a batch's lines among them)."""

@@ -1,0 +1,217 @@
+"""OpenAI's Files and Batch APIs through the official openai SDK, unchanged, against the real stack."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+import requests
+from openai import BadRequestError, NotFoundError, OpenAI
+
+from tests.helpers import MINILM, TINY, user
+from tests.stack import ApiServer
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def client(api_url: str) -> OpenAI:
+    return OpenAI(base_url=f"{api_url}/v1", api_key="x", max_retries=0)
+
+
+def jsonl(lines: list[dict | str]) -> io.BytesIO:
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
+    return io.BytesIO(text.encode())
+
+
+def chat_line(custom_id: str, max_tokens: int = 4, **body) -> dict:
+    body = {"model": TINY, "messages": user(f"hi {custom_id}"), "max_tokens": max_tokens, **body}
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def upload(client: OpenAI, lines: list[dict | str]):
+    return client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+
+
+def wait_until(client: OpenAI, batch_id: str, done, timeout_s: float = 90):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batch = client.batches.retrieve(batch_id)
+        if done(batch):
+            return batch
+        time.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} still {batch.status}: {batch.request_counts}")
+
+
+def lines_of(client: OpenAI, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def test_chat_batch_round_trip_with_a_failed_line(client: OpenAI, api_url: str):
+    lines = [chat_line(f"req-{i}") for i in range(5)]
+    lines.append(chat_line("too-long", max_tokens=10**6))  # the model's context is smaller: fails at the worker? no:
+    source = upload(client, lines[:5])
+    assert source.object == "file" and source.purpose == "batch" and source.bytes > 0
+    batch = client.batches.create(
+        input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"k": "v"}
+    )
+    assert batch.status in ("validating", "in_progress") and batch.metadata == {"k": "v"}
+    assert batch.request_counts.total == 5
+    done = wait_until(client, batch.id, lambda b: b.status in TERMINAL)
+    assert done.status == "completed"
+    assert done.request_counts.completed == 5 and done.request_counts.failed == 0
+    assert done.in_progress_at and done.finalizing_at and done.completed_at
+    assert done.usage.output_tokens == 5 * 4 and done.usage.input_tokens > 0
+    output = lines_of(client, done.output_file_id)
+    assert sorted(o["custom_id"] for o in output) == [f"req-{i}" for i in range(5)]
+    for line in output:
+        assert line["error"] is None and line["response"]["status_code"] == 200
+        body = line["response"]["body"]
+        assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 4
+        job = requests.get(f"{api_url}/v1/jobs/{line['response']['request_id']}", timeout=10).json()
+        assert job["status"] == "succeeded"
+    assert done.error_file_id is None
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+
+def test_completions_and_embeddings_batches(client: OpenAI):
+    completions = [
+        {
+            "custom_id": f"c{i}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": TINY, "prompt": "a", "max_tokens": 3},
+        }
+        for i in range(3)
+    ]
+    texts = ["the cat", "a dog", "the sea"]
+    embeddings = [
+        {"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": MINILM, "input": text}}
+        for i, text in enumerate(texts)
+    ]
+    first = client.batches.create(
+        input_file_id=upload(client, completions).id, endpoint="/v1/completions", completion_window="24h"
+    )
+    second = client.batches.create(
+        input_file_id=upload(client, embeddings).id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    for batch, kind in ((first, "text_completion"), (second, "list")):
+        done = wait_until(client, batch.id, lambda b: b.status in TERMINAL)
+        assert done.status == "completed" and done.request_counts.completed == 3
+        output = lines_of(client, done.output_file_id)
+        assert {line["response"]["body"]["object"] for line in output} == {kind}
+    vectors = {
+        line["custom_id"]: line["response"]["body"]["data"][0]["embedding"]
+        for line in lines_of(client, done.output_file_id)
+    }
+    assert set(vectors) == {"e0", "e1", "e2"} and len(vectors["e0"]) == 384
+
+
+def test_validation_fails_the_batch_with_line_numbers_and_runs_nothing(client: OpenAI, api_url: str):
+    lines = [
+        chat_line("ok"),
+        "{not json",
+        chat_line("ok"),  # duplicate custom_id
+        {**chat_line("wrong-url"), "url": "/v1/embeddings"},
+        chat_line("bad-body", temperature=9),
+        chat_line("no-model", model="no-such-model"),
+    ]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.status == "failed" and batch.failed_at
+    errors = [(e.line, e.code, e.param) for e in batch.errors.data]
+    assert errors == [
+        (2, "invalid_json_line", None),
+        (3, "duplicate_custom_id", "custom_id"),
+        (4, "mismatched_url", "url"),
+        (5, "invalid_value", "body.temperature"),
+        (6, "model_not_found", "body.model"),
+    ]
+    assert batch.request_counts.total == 0 and batch.output_file_id is None
+    jobs = requests.get(f"{api_url}/v1/jobs", params={"batch": batch.id}, timeout=10).json()
+    assert jobs["data"] == []
+
+
+def test_bad_requests_are_openai_errors(client: OpenAI, api_url: str):
+    with pytest.raises(NotFoundError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+    source = upload(client, [chat_line("x")])
+    with pytest.raises(BadRequestError) as raised:
+        client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="1h")
+    assert raised.value.body["param"] == "completion_window"
+    with pytest.raises(BadRequestError):
+        client.files.create(file=("in.jsonl", jsonl([])), purpose="assistants")
+    with pytest.raises(NotFoundError):
+        client.batches.retrieve("batch_nope")
+    with pytest.raises(NotFoundError):
+        client.files.content("file-nope")
+
+
+def test_an_upload_past_the_size_limit_is_413(settings, worker):
+    server = ApiServer(settings.with_overrides(max_file_bytes=1000))
+    try:
+        sdk = OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(Exception) as raised:
+            sdk.files.create(file=("big.jsonl", io.BytesIO(b"x" * 200_000)), purpose="batch")
+        assert raised.value.status_code == 413
+    finally:
+        server.stop()
+
+
+def test_files_and_batches_lists_auto_paginate_and_delete(client: OpenAI):
+    ids = [upload(client, [chat_line(f"p{i}")]).id for i in range(3)]
+    listed = [f.id for f in client.files.list(limit=1, purpose="batch")]
+    assert set(ids) <= set(listed) and len(listed) == len(set(listed))
+    batches = [
+        client.batches.create(input_file_id=i, endpoint="/v1/chat/completions", completion_window="24h").id
+        for i in ids[:2]
+    ]
+    paged = [b.id for b in client.batches.list(limit=1)]
+    assert paged[:2] == batches[::-1] and len(paged) == len(set(paged))
+    deleted = client.files.delete(ids[2])
+    assert deleted.deleted and deleted.id == ids[2]
+    with pytest.raises(NotFoundError):
+        client.files.retrieve(ids[2])
+    for batch_id in batches:
+        wait_until(client, batch_id, lambda b: b.status in TERMINAL)
+
+
+def test_cancel_mid_run_keeps_the_output_so_far(client: OpenAI, api_url: str):
+    lines = [chat_line(f"long-{i}", max_tokens=200) for i in range(30)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    wait_until(client, batch.id, lambda b: b.request_counts.completed >= 1)
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
+    done = wait_until(client, batch.id, lambda b: b.status in TERMINAL)
+    assert done.status == "cancelled" and done.cancelled_at
+    output = lines_of(client, done.output_file_id)
+    errors = lines_of(client, done.error_file_id)
+    assert len(output) == done.request_counts.completed and 1 <= len(output) < 30
+    assert sorted(o["custom_id"] for o in output + errors) == sorted(f"long-{i}" for i in range(30))
+    assert {e["error"]["code"] for e in errors if e["response"] is None} == {"batch_cancelled"}
+    jobs = requests.get(f"{api_url}/v1/jobs", params={"batch": batch.id, "status": "running"}, timeout=10).json()
+    assert jobs["data"] == []
+
+
+def test_expiry_puts_unfinished_lines_in_the_error_file(settings, worker):
+    server = ApiServer(settings.with_overrides(batch_completion_window_s=0))  # "24h" lasts no time
+    try:
+        sdk = OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+        lines = [chat_line(f"x{i}") for i in range(3)]
+        batch = sdk.batches.create(
+            input_file_id=upload(sdk, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done = wait_until(sdk, batch.id, lambda b: b.status in TERMINAL)
+        assert done.status == "expired" and done.expired_at
+        errors = lines_of(sdk, done.error_file_id)
+        assert sorted(e["custom_id"] for e in errors) == ["x0", "x1", "x2"]
+        assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    finally:
+        server.stop()
