@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 import pytest
 import requests
+from flask import g, request
 from openai import BadRequestError, NotFoundError, OpenAI
+from werkzeug.serving import make_server
 
-from tests.helpers import MINILM, TINY, user
+from api.app import create_app
+from tests.helpers import MINILM, TINY, submit_async, user
 from tests.stack import ApiServer
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -215,3 +219,93 @@ def test_expiry_puts_unfinished_lines_in_the_error_file(settings, worker):
         assert {e["error"]["code"] for e in errors} == {"batch_expired"}
     finally:
         server.stop()
+
+
+def test_an_interactive_request_starts_before_the_batchs_remaining_lines(client: OpenAI, api_url: str, chat):
+    lines = [chat_line(f"bg-{i}", max_tokens=60) for i in range(16)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    def line_jobs(**filters) -> list[dict]:
+        params = {"batch": batch.id, "limit": 100, **filters}
+        return requests.get(f"{api_url}/v1/jobs", params=params, timeout=10).json()["data"]
+
+    deadline = time.monotonic() + 60
+    while not line_jobs(status="running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    interactive = chat({"model": TINY, "messages": user("quick"), "max_tokens": 5})
+    assert interactive.status_code == 200
+    job = requests.get(f"{api_url}/v1/jobs/{interactive.json()['id'].removeprefix('chatcmpl-')}", timeout=10).json()
+    wait_until(client, batch.id, lambda b: b.status in TERMINAL)
+    started = [j["started_at"] for j in line_jobs()]
+    assert len(started) == 16 and all(started)
+    later = [t for t in started if t > job["started_at"]]
+    assert later  # the batch's remaining lines started after the interactive request
+    assert len(later) < 16  # and the batch was running when it came
+
+
+def test_jobs_listing_filters_and_pages(client: OpenAI, api_url: str, chat):
+    interactive = [submit_async(chat), submit_async(chat)]
+    lines = [chat_line(f"j{i}") for i in range(3)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    wait_until(client, batch.id, lambda b: b.status in TERMINAL)
+    seen, after = [], None
+    while True:
+        params = {"batch": batch.id, "limit": 1, "kind": "chat", **({"after": after} if after else {})}
+        page = requests.get(f"{api_url}/v1/jobs", params=params, timeout=10).json()
+        seen += [(j["id"], j["batch"], j["status"]) for j in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert [s[0] for s in seen] == [f"{batch.id}-{n}" for n in (1, 2, 3)]
+    assert {s[1:] for s in seen} == {(batch.id, "succeeded")}
+    none = requests.get(f"{api_url}/v1/jobs", params={"batch": batch.id, "kind": "embedding"}, timeout=10).json()
+    assert none["data"] == [] and none["has_more"] is False
+    bad = requests.get(f"{api_url}/v1/jobs", params={"status": "sleeping"}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"
+    recent = requests.get(f"{api_url}/v1/jobs", params={"limit": 1}, timeout=10).json()
+    assert [j["id"] for j in recent["data"]] == interactive[1:] and recent["has_more"]
+    older = requests.get(f"{api_url}/v1/jobs", params={"limit": 1, "after": interactive[1]}, timeout=10).json()
+    assert [j["id"] for j in older["data"]] == interactive[:1] and older["data"][0]["batch"] is None
+
+
+def test_files_and_batches_belong_to_the_key_that_made_them(settings, worker):
+    app = create_app(settings)
+
+    @app.before_request
+    def key_from_header() -> None:  # stands in for API key checking: its key ID per request
+        g.api_key_id = request.headers.get("X-Key-Id")
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/v1"
+        alice = OpenAI(base_url=base, api_key="x", max_retries=0, default_headers={"X-Key-Id": "alice"})
+        bob = OpenAI(base_url=base, api_key="x", max_retries=0, default_headers={"X-Key-Id": "bob"})
+        source = upload(alice, [chat_line("a")])
+        batch = alice.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h")
+        for call in (
+            lambda: bob.files.retrieve(source.id),
+            lambda: bob.files.content(source.id),
+            lambda: bob.files.delete(source.id),
+            lambda: bob.batches.retrieve(batch.id),
+            lambda: bob.batches.cancel(batch.id),
+            lambda: bob.batches.create(
+                input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ),
+        ):
+            with pytest.raises(NotFoundError):
+                call()
+        assert source.id not in {f.id for f in bob.files.list()}
+        assert batch.id not in {b.id for b in bob.batches.list()}
+        assert source.id in {f.id for f in alice.files.list()}
+        done = wait_until(alice, batch.id, lambda b: b.status in TERMINAL)
+        assert done.status == "completed"
+        with pytest.raises(NotFoundError):
+            bob.files.content(done.output_file_id)
+        assert len(lines_of(alice, done.output_file_id)) == 1
+    finally:
+        server.shutdown()
