@@ -9,6 +9,8 @@ from typing import Generic, TypeVar
 import redis
 
 Item = TypeVar("Item")
+# What an `after` cursor (an ID of a file, batch or job) may look like.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 
 @dataclass(frozen=True)

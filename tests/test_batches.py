@@ -57,17 +57,18 @@ def lines_of(client: OpenAI, file_id: str | None) -> list[dict]:
 
 def test_chat_batch_round_trip_with_a_failed_line(client: OpenAI, api_url: str):
     lines = [chat_line(f"req-{i}") for i in range(5)]
-    lines.append(chat_line("too-long", max_tokens=10**6))  # the model's context is smaller: fails at the worker? no:
-    source = upload(client, lines[:5])
+    # Valid, but its prompt is longer than the model's context: the worker rejects it.
+    lines.insert(2, chat_line("too-long", messages=user("word " * 9000)))
+    source = upload(client, lines)
     assert source.object == "file" and source.purpose == "batch" and source.bytes > 0
     batch = client.batches.create(
         input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"k": "v"}
     )
     assert batch.status in ("validating", "in_progress") and batch.metadata == {"k": "v"}
-    assert batch.request_counts.total == 5
+    assert batch.request_counts.total == 6
     done = wait_until(client, batch.id, lambda b: b.status in TERMINAL)
     assert done.status == "completed"
-    assert done.request_counts.completed == 5 and done.request_counts.failed == 0
+    assert done.request_counts.completed == 5 and done.request_counts.failed == 1
     assert done.in_progress_at and done.finalizing_at and done.completed_at
     assert done.usage.output_tokens == 5 * 4 and done.usage.input_tokens > 0
     output = lines_of(client, done.output_file_id)
@@ -78,7 +79,9 @@ def test_chat_batch_round_trip_with_a_failed_line(client: OpenAI, api_url: str):
         assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 4
         job = requests.get(f"{api_url}/v1/jobs/{line['response']['request_id']}", timeout=10).json()
         assert job["status"] == "succeeded"
-    assert done.error_file_id is None
+    [failed] = lines_of(client, done.error_file_id)
+    assert failed["custom_id"] == "too-long" and failed["response"]["status_code"] == 400
+    assert failed["response"]["body"]["error"]["code"] == "context_length_exceeded"
     assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
 
 

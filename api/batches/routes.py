@@ -26,7 +26,7 @@ from contracts.batches import (
     new_batch_id,
 )
 from contracts.jobs import DEFAULT_DEVICE
-from contracts.pages import page
+from contracts.pages import ID_PATTERN, page
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class BatchCreateRequest(StrictModel):
 class BatchListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    after: str | None = None
+    after: str | None = Field(None, pattern=ID_PATTERN)
     limit: int = Field(20, ge=1, le=100)
 
 

@@ -15,7 +15,7 @@ from api.owners import current_owner
 from api.services import query_args, services
 from contracts import keys
 from contracts.file_store import FileRecord, FileStore
-from contracts.pages import page
+from contracts.pages import ID_PATTERN, page
 
 bp = Blueprint("files", __name__)
 bp.record_once(lambda state: install(state.app))
@@ -29,10 +29,10 @@ MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 30 * 86400
 class FileListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    after: str | None = None
+    after: str | None = Field(None, pattern=ID_PATTERN)
     limit: int = Field(10000, ge=1, le=10000)
     order: Literal["asc", "desc"] = "desc"
-    purpose: str | None = None
+    purpose: Literal["batch", "batch_output"] | None = None
 
 
 def file_store() -> FileStore:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.batches.routes import visible_batch
+from api.batches.stores import stores
+from api.errors import bad_request
 from api.jobs_routes import job_body
 from api.openapi import documented
 from api.owners import current_owner
@@ -13,7 +14,7 @@ from api.services import query_args, services
 from contracts import keys
 from contracts.job_store import JobRecord
 from contracts.jobs import JobKind, JobStatus
-from contracts.pages import page
+from contracts.pages import ID_PATTERN, page
 
 bp = Blueprint("job_list", __name__)
 
@@ -37,8 +38,8 @@ class JobListQuery(BaseModel):
 
     kind: JobKind | None = None
     status: JobStatus | None = None
-    batch: str | None = Field(None, max_length=128)
-    after: str | None = Field(None, max_length=256)
+    batch: str | None = Field(None, pattern=ID_PATTERN)
+    after: str | None = Field(None, pattern=ID_PATTERN)
     limit: int = Field(20, ge=1, le=100)
 
 
@@ -51,7 +52,10 @@ def list_jobs():
     owner = current_owner()
     client = services().store.client
     if query.batch:
-        index, descending = keys.batch_jobs_key(visible_batch(query.batch).id), False
+        batch = stores().batches.get(query.batch)
+        if batch is None or not batch.visible_to(owner):
+            raise bad_request(f"No such Batch object: {query.batch}", "batch", "batch_not_found")
+        index, descending = keys.batch_jobs_key(batch.id), False
     else:
         index, descending = keys.RECENT_JOBS, True
 
