@@ -139,6 +139,7 @@ def main() -> None:
         env = {"LADLE_FILES_DIR": files_dir}
         warm = partial(request_once, index=0, max_tokens=2)
         with ladle_serve(args.model_dir, warm, env) as (url, _):
+            concurrent_throughput(url, rows, rows, args.max_tokens)  # warm: the cache grown to every row
             baseline = {
                 f"HTTP x{rows} (all rows)": concurrent_throughput(url, rows, args.baseline_requests, args.max_tokens),
                 f"HTTP x{share} (batch share)": concurrent_throughput(

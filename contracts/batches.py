@@ -106,6 +106,8 @@ class BatchRecord:
     # The terminal status a finalizing batch ends in.
     outcome: str | None = None
     cancel_requested: bool = False
+    # Seconds after the batch's creation its output and error files expire (None: never).
+    output_expires_s: int | None = None
 
     @classmethod
     def from_hash(cls, fields: dict) -> BatchRecord:
@@ -131,6 +133,7 @@ class BatchRecord:
             fed=int(v.get("fed") or 0),
             outcome=v.get("outcome") or None,
             cancel_requested=bool(v.get("cancel_requested")),
+            output_expires_s=int(v["output_expires_s"]) if v.get("output_expires_s") else None,
         )
 
     def visible_to(self, owner: str | None) -> bool:
@@ -215,6 +218,7 @@ class BatchStore:
             "created_at": record.timestamps["created_at"],
             "expires_at": record.timestamps["expires_at"],
             "total": 0,
+            "output_expires_s": record.output_expires_s or "",
         }
         pipe = self.client.pipeline()
         pipe.hset(keys.batch_key(record.id), mapping=fields)

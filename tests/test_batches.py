@@ -91,7 +91,7 @@ def test_completions_and_embeddings_batches(client: OpenAI):
             "custom_id": f"c{i}",
             "method": "POST",
             "url": "/v1/completions",
-            "body": {"model": TINY, "prompt": "a", "max_tokens": 3},
+            "body": {"model": TINY, "prompt": "a", "max_tokens": 3, "echo": True},
         }
         for i in range(3)
     ]
@@ -101,7 +101,10 @@ def test_completions_and_embeddings_batches(client: OpenAI):
         for i, text in enumerate(texts)
     ]
     first = client.batches.create(
-        input_file_id=upload(client, completions).id, endpoint="/v1/completions", completion_window="24h"
+        input_file_id=upload(client, completions).id,
+        endpoint="/v1/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 3600},
     )
     second = client.batches.create(
         input_file_id=upload(client, embeddings).id, endpoint="/v1/embeddings", completion_window="24h"
@@ -111,6 +114,9 @@ def test_completions_and_embeddings_batches(client: OpenAI):
         assert done.status == "completed" and done.request_counts.completed == 3
         output = lines_of(client, done.output_file_id)
         assert {line["response"]["body"]["object"] for line in output} == {kind}
+        if kind == "text_completion":
+            assert all(line["response"]["body"]["choices"][0]["text"].startswith("a") for line in output)  # echo
+            assert client.files.retrieve(done.output_file_id).expires_at == done.created_at + 3600
     vectors = {
         line["custom_id"]: line["response"]["body"]["data"][0]["embedding"]
         for line in lines_of(client, done.output_file_id)

@@ -91,6 +91,7 @@ def create_batch():
         owner=current_owner(),
         device=DEFAULT_DEVICE,
         timestamps={"created_at": now, "expires_at": now + int(ctx.settings.batch_completion_window_s)},
+        output_expires_s=body.output_expires_after.seconds if body.output_expires_after else None,
     )
     batch_stores.batches.create(record)
     files = batch_stores.files

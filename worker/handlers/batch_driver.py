@@ -342,5 +342,7 @@ class BatchDriver:
                 out.write(json.dumps(line, separators=(",", ":")) + "\n")
             out.flush()
             os.fsync(out.fileno())
-        self.files.add(temp, filename, "batch_output", record.owner, file_id=file_id)
+        expires = record.output_expires_s
+        expires_at = record.timestamps["created_at"] + expires if expires else None
+        self.files.add(temp, filename, "batch_output", record.owner, expires_at, file_id=file_id)
         return file_id
