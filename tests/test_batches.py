@@ -14,7 +14,7 @@ from openai import BadRequestError, NotFoundError, OpenAI
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from tests.helpers import MINILM, TINY, submit_async, user
+from tests.helpers import MINILM, TINY, sse_events, submit_async, user
 from tests.stack import ApiServer
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -66,6 +66,10 @@ def test_chat_batch_round_trip_with_a_failed_line(client: OpenAI, api_url: str):
     )
     assert batch.status in ("validating", "in_progress") and batch.metadata == {"k": "v"}
     assert batch.request_counts.total == 6
+    events = requests.get(f"{api_url}/v1/batches/{batch.id}/events", stream=True, timeout=90)
+    frames = [f for f in sse_events(events) if f.get("event") == "batch"]
+    progress = [f["data"]["request_counts"]["completed"] + f["data"]["request_counts"]["failed"] for f in frames]
+    assert progress == sorted(progress) and progress[-1] == 6 and frames[-1]["data"]["status"] == "completed"
     done = wait_until(client, batch.id, lambda b: b.status in TERMINAL)
     assert done.status == "completed"
     assert done.request_counts.completed == 5 and done.request_counts.failed == 1

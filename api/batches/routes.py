@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Literal
@@ -17,6 +18,7 @@ from api.openapi import documented
 from api.owners import current_owner
 from api.sampling_protocol import StrictModel
 from api.services import json_body, query_args, services
+from api.sse import KEEPALIVE_FRAME, sse_frame, sse_response
 from contracts import keys
 from contracts.batches import (
     BATCH_ENDPOINTS,
@@ -141,3 +143,35 @@ def cancel_batch(batch_id: str):
                 code="batch_not_cancellable",
             )
     return jsonify(store.get(record.id).to_object())
+
+
+# How often a batch's event stream reads the batch record, and sends a keepalive when nothing changed.
+EVENTS_POLL_S = 0.25
+KEEPALIVE_S = 15.0
+
+
+@bp.get("/v1/batches/<batch_id>/events")
+def batch_events(batch_id: str):
+    """The batch as SSE: a `batch` event with the Batch object now and whenever its status or counts
+    change, ending after a terminal status. Each line's own events are on /v1/jobs/{line job}/events."""
+    record = visible_batch(batch_id)
+    store = stores().batches
+
+    def frames():
+        current, last_sent = record, time.monotonic()
+        shown = None
+        while True:
+            body = current.to_object()
+            state = (body["status"], body["request_counts"], body["output_file_id"], body["error_file_id"])
+            if state != shown:
+                shown, last_sent = state, time.monotonic()
+                yield sse_frame(json.dumps(body), event="batch")
+                if current.status.is_terminal:
+                    return
+            elif time.monotonic() - last_sent > KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield KEEPALIVE_FRAME
+            time.sleep(EVENTS_POLL_S)
+            current = store.get(record.id) or current
+
+    return sse_response(frames())
