@@ -31,6 +31,8 @@ MAX_BATCH_LINES = 50_000
 MAX_BATCH_INPUT_BYTES = 200 * 1024 * 1024
 # How many validation errors a failed batch reports (the first ones, by line).
 MAX_REPORTED_ERRORS = 100
+# A batch still validating this long after its creation was left by an API process that died.
+VALIDATION_TIMEOUT_S = 600
 
 
 class BatchStatus(str, Enum):
@@ -222,6 +224,8 @@ class BatchStore:
         }
         pipe = self.client.pipeline()
         pipe.hset(keys.batch_key(record.id), mapping=fields)
+        # Active from the start: a batch whose validation never ended (its API died) is failed by a driver.
+        pipe.zadd(keys.ACTIVE_BATCHES, {record.id: time.time()})
         pipe.zadd(keys.BATCHES_INDEX, {record.id: time.time()})  # finer than created_at: orders same-second batches
         pipe.execute()
 
@@ -248,10 +252,7 @@ class BatchStore:
 
     def start(self, batch_id: str, total: int, model: str | None) -> bool:
         """Validated: the batch's `total` lines may run (its drivers find it in the active set)."""
-        moved = self.move(batch_id, BatchStatus.IN_PROGRESS, (BatchStatus.VALIDATING,), total=total, model=model or "")
-        if moved:
-            self.client.zadd(keys.ACTIVE_BATCHES, {batch_id: time.time()})
-        return moved
+        return self.move(batch_id, BatchStatus.IN_PROGRESS, (BatchStatus.VALIDATING,), total=total, model=model or "")
 
     def request_cancel(self, batch_id: str) -> bool:
         """Cancel a running batch: it stops taking new lines and ends with the output so far."""

@@ -66,7 +66,8 @@ def list_jobs():
         shown = []
         for job_id, values in zip(ids, pipe.execute(), strict=True):
             fields = {name: v.decode() for name, v in zip(_FIELDS, values, strict=True) if v is not None}
-            visible = fields and (owner is None or fields.get("owner") == owner)
+            # As GET /v1/jobs/{id}: a key sees its own jobs and those of no key (downloads).
+            visible = fields and (owner is None or fields.get("owner") in (None, owner))
             record = JobRecord.from_hash(job_id, fields) if visible else None
             if (
                 record is None

@@ -28,7 +28,14 @@ from itertools import islice
 import redis
 
 from contracts import keys, workers
-from contracts.batches import BatchRecord, BatchStatus, BatchStore, PreparedLine, line_job_id
+from contracts.batches import (
+    VALIDATION_TIMEOUT_S,
+    BatchRecord,
+    BatchStatus,
+    BatchStore,
+    PreparedLine,
+    line_job_id,
+)
 from contracts.file_store import FileStore
 from contracts.job_store import JobRecord, JobStore
 from contracts.jobs import (
@@ -150,7 +157,13 @@ class BatchDriver:
             self.client.zrem(keys.ACTIVE_BATCHES, batch_id)
             self._drop(batch_id)
             return
-        if record.device != self.device:
+        validated = record.timestamps["in_progress_at"] is not None  # else its API is still validating it
+        if record.device != self.device or not validated:
+            if not validated and time.time() - record.timestamps["created_at"] > VALIDATION_TIMEOUT_S:
+                message = "The batch's validation did not finish (the API process validating it stopped)."
+                error = {"code": "validation_interrupted", "line": None, "message": message, "param": None}
+                unstarted = (BatchStatus.VALIDATING, BatchStatus.CANCELLING)
+                self.batches.move(batch_id, BatchStatus.FAILED, unstarted, errors=[error])
             self.batches.release(batch_id, self.name)
             return
         driving = self._held.get(batch_id) or self._take_over(record)
