@@ -10,6 +10,9 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from contracts import errors
+from contracts.errors import ErrorInfo
+
 log = logging.getLogger(__name__)
 
 _HTTP_TYPES = {
@@ -38,7 +41,7 @@ class ErrorEnvelope(pydantic.BaseModel):
 
 
 class ApiError(Exception):
-    """A failure the client should see, with status and OpenAI's error fields."""
+    """A failure the client should see: an `ErrorInfo` (status and OpenAI's error fields) and headers."""
 
     def __init__(
         self,
@@ -51,12 +54,32 @@ class ApiError(Exception):
         headers: dict | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
+        self.info = ErrorInfo(status=status, message=message, type=type, param=param, code=code)
         self.headers = headers or {}
+
+    @classmethod
+    def of(cls, info: ErrorInfo, headers: dict | None = None) -> ApiError:
+        return cls(info.status, info.message, type=info.type, param=info.param, code=info.code, headers=headers)
+
+    @property
+    def status(self) -> int:
+        return self.info.status
+
+    @property
+    def message(self) -> str:
+        return self.info.message
+
+    @property
+    def type(self) -> str:
+        return self.info.type
+
+    @property
+    def param(self) -> str | None:
+        return self.info.param
+
+    @property
+    def code(self) -> str | None:
+        return self.info.code
 
     def body(self) -> dict:
         detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
@@ -64,11 +87,11 @@ class ApiError(Exception):
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, param=param, code=code)
+    return ApiError.of(errors.invalid_request(message, param, code))
 
 
 def model_not_found(name: str) -> ApiError:
-    return ApiError(404, f"The model '{name}' does not exist.", param="model", code="model_not_found")
+    return ApiError.of(errors.model_not_found(name))
 
 
 def validation_error(error: pydantic.ValidationError) -> ApiError:

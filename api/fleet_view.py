@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from api.job_client import JobClient
+from api.queue.client import JobClient
 from contracts import keys
 from contracts.job_store import JobRecord, JobStore
 from contracts.jobs import JobKind

@@ -20,7 +20,8 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from contracts import keys
-from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind, JobStatus
+from contracts.events import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent
+from contracts.jobs import JobKind, JobStatus
 
 # KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
 # event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,

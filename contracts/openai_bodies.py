@@ -1,12 +1,12 @@
 """OpenAI response bodies of finished jobs, for the workers writing batch output files.
 
-The same shapes as the API's synchronous answers (api/chat/serving.py, api/completions/serving.py,
+The same shapes as the API's synchronous answers (api/chat/render.py, api/completions/render.py,
 api/embeddings/protocol.py); tests/unit/test_openai_bodies.py checks they stay equal.
 """
 
 from __future__ import annotations
 
-from contracts.jobs import EmbeddingResult, GenerationResult
+from contracts.events import EmbeddingResult, GenerationResult
 
 
 def _finish_reason(reason: str) -> str:

@@ -27,8 +27,8 @@ from contracts.batches import (
     BatchStatus,
     new_batch_id,
 )
-from contracts.jobs import DEFAULT_DEVICE
 from contracts.pages import ID_PATTERN, page
+from contracts.queues import DEFAULT_DEVICE
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from api.chat.serving import completion_body as chat_body
-from api.completions.serving import completion_body as completion_body
+from api.chat.render import completion_body as chat_body
+from api.completions.render import completion_body as completion_body
 from api.embeddings.protocol import embeddings_body as api_embeddings_body
-from contracts.jobs import Choice, EmbeddingResult, GenerationResult, Usage
+from contracts.events import Choice, EmbeddingResult, GenerationResult, Usage
 from contracts.openai_bodies import chat_completion_body, embeddings_body, text_completion_body
 
 RESULT = GenerationResult(

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from contracts.jobs import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, SamplingParams, Usage
+from contracts.events import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, Usage
+from contracts.jobs import SamplingParams
 from worker.engines.stop_strings import StopStringFilter
 
 

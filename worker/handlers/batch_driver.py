@@ -36,18 +36,12 @@ from contracts.batches import (
     PreparedLine,
     line_job_id,
 )
+from contracts.errors import job_cancelled
+from contracts.events import ErrorEvent
 from contracts.file_store import FileStore
 from contracts.job_store import JobRecord, JobStore
-from contracts.jobs import (
-    COMPUTE_LANE,
-    EMBED_TASK,
-    GENERATE_TASK,
-    ErrorEvent,
-    JobKind,
-    JobStatus,
-    cancelled_error,
-    queue_for_device,
-)
+from contracts.jobs import JobKind, JobStatus
+from contracts.queues import COMPUTE_LANE, EMBED_TASK, GENERATE_TASK, queue_for_device
 from contracts.settings import Settings
 from worker.handlers.batch_results import (
     ResultsWriter,
@@ -308,9 +302,7 @@ class BatchDriver:
         """Cancel the lines still out: queued ones never start, running ones stop at their next step."""
         for job_id in driving.in_flight:
             self.store.request_cancel(job_id)
-            self.store.finish(
-                job_id, ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED
-            )
+            self.store.finish(job_id, ErrorEvent(error=job_cancelled()), JobStatus.CANCELLED, only_if=JobStatus.QUEUED)
 
     def _end(self, driving: _Driving, outcome: BatchStatus, unfinished: tuple[str, str] | None) -> None:
         """Finalize: write the output and error files from every recorded outcome, then end the batch.

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from contracts.batches import PreparedLine
+from contracts.errors import ErrorInfo
+from contracts.events import EmbeddingResult, GenerationResult
 from contracts.job_store import JobRecord
-from contracts.jobs import EmbeddingResult, ErrorInfo, GenerationResult, JobKind
+from contracts.jobs import JobKind
 from contracts.openai_bodies import chat_completion_body, embeddings_body, text_completion_body
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.batches.stores import stores
 from api.errors import bad_request
-from api.jobs_routes import job_body
 from api.openapi import documented
 from api.owners import current_owner
+from api.queue.responses import job_body
 from api.services import query_args, services
 from contracts import keys
 from contracts.job_store import JobRecord

@@ -10,12 +10,15 @@ import redis
 from celery import Celery
 
 from api.errors import ApiError
-from api.job_events import JobEventFeed, JobEventHub
-from api.job_routing import JobRouter
-from api.task_messages import TaskMessages
+from api.queue.events import JobEventFeed, JobEventHub
+from api.queue.messages import TaskMessages
+from api.queue.routing import JobRouter
 from contracts import workers
+from contracts.errors import service_unavailable
+from contracts.events import ErrorEvent
 from contracts.job_store import JobStore
-from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, ErrorEvent, ErrorInfo, JobKind, JobStatus, queue_for_device
+from contracts.jobs import JobKind, JobStatus
+from contracts.queues import COMPUTE_LANE, DOWNLOADS_LANE, queue_for_device
 from contracts.settings import Settings
 from contracts.workers import WorkerInfo
 
@@ -157,11 +160,8 @@ class JobClient:
 
     def _fail_unsent(self, job_ids: list[str]) -> None:
         """Fail recorded jobs whose task could not be sent (Redis failing over), so none reads `queued` forever."""
-        info = ErrorInfo(
-            status=503,
-            type="service_unavailable",
-            code="queue_unavailable",
-            message="The job could not be queued: the job queue (Redis) was unavailable. Submit it again.",
+        info = service_unavailable(
+            "queue_unavailable", "The job could not be queued: the job queue (Redis) was unavailable. Submit it again."
         )
         try:
             for job_id in job_ids:

@@ -12,9 +12,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from api.job_client import JobClient
-from api.job_events import JobEventFeed
-from contracts.jobs import EMBED_TASK, EmbeddingJob, JobKind
+from api.queue.client import JobClient
+from api.queue.events import JobEventFeed
+from contracts.jobs import EmbeddingJob, JobKind
+from contracts.queues import EMBED_TASK
 
 
 @dataclass

@@ -6,10 +6,11 @@ import json
 import time
 from collections.abc import Iterator
 
-from api.chat.serving import non_delta_frames, public_finish_reason
-from api.job_responses import EventStream
+from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
-from contracts.jobs import DeltaEvent, GenerationResult, StartedEvent
+from api.streaming import non_delta_frames, public_finish_reason
+from contracts.events import DeltaEvent, GenerationResult, StartedEvent
+from contracts.job_store import JobRecord
 
 
 def completion_id(job_id: str) -> str:
@@ -37,6 +38,11 @@ def completion_body(
         "usage": result.usage.model_dump(),
         "system_fingerprint": None,
     }
+
+
+def job_result_body(record: JobRecord, result: GenerationResult) -> dict:
+    """A finished completion job's result, as GET /v1/jobs/{id} shows it."""
+    return completion_body(record.job_id, record.model, int(record.created_at), result)
 
 
 def chunk_frames(
