@@ -322,3 +322,22 @@ def test_files_and_batches_belong_to_the_key_that_made_them(settings, worker):
         assert len(lines_of(alice, done.output_file_id)) == 1
     finally:
         server.shutdown()
+
+
+def test_a_line_cancelled_as_a_job_fails_alone(client: OpenAI, api_url: str):
+    lines = [chat_line("short-1"), chat_line("long", max_tokens=4000), chat_line("short-2")]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines).id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    line_job = f"{batch.id}-2"
+    deadline = time.monotonic() + 60
+    while requests.get(f"{api_url}/v1/jobs/{line_job}", timeout=10).json().get("status") != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert requests.delete(f"{api_url}/v1/jobs/{line_job}", timeout=10).status_code == 200
+    done = wait_until(client, batch.id, lambda b: b.status in TERMINAL)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    [failed] = lines_of(client, done.error_file_id)
+    assert failed["custom_id"] == "long" and failed["response"]["status_code"] == 409
+    assert failed["response"]["body"]["error"]["code"] == "cancelled"
