@@ -243,8 +243,8 @@ class BatchDriver:
             }
             if record.owner:
                 fields["owner"] = record.owner
-            pipe.hsetnx(keys.job_key(job_id), "created_at", now)
-            pipe.hset(keys.job_key(job_id), mapping={k: v for k, v in fields.items() if k != "created_at"})
+            for name, value in fields.items():  # never over a record a job already has (sent before)
+                pipe.hsetnx(keys.job_key(job_id), name, value)
             pipe.expire(keys.job_key(job_id), self.store.ttl_s)
             pipe.zadd(keys.batch_jobs_key(record.id), {job_id: prepared.line})
         pipe.expire(keys.batch_jobs_key(record.id), self.store.ttl_s)
