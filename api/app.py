@@ -7,11 +7,15 @@ import uuid
 from flask import Flask, g
 
 from api import metrics, openapi, status_page
+from api.access import guard, rate_limits
+from api.access.keys import ApiKeys
+from api.azure import routes as azure_routes
 from api.batches import routes as batch_routes
 from api.chat import render as chat_render
 from api.chat import routes as chat_routes
 from api.completions import render as completion_render
 from api.completions import routes as completion_routes
+from api.databricks import routes as databricks_routes
 from api.downloads import protocol as download_protocol
 from api.downloads import routes as download_routes
 from api.embeddings import protocol as embedding_protocol
@@ -58,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         health_routes.bp,
         openapi.bp,
         status_page.bp,
+        azure_routes.bp,
+        databricks_routes.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
@@ -72,6 +78,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def assign_request_id() -> None:
         tag_request(uuid.uuid4().hex)
+
+    guard.install(app, ApiKeys.from_settings(settings))
+    rate_limits.install(app, app.extensions["ladle"])
 
     @app.after_request
     def tag_response(response):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import kombu.exceptions
 import pydantic
 import redis
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from contracts import errors
@@ -108,10 +109,32 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (part.startswith(("list[", "dict[")) or part in {"str", "int", "float"})
 
 
+# The error shapes of the other dialects the API speaks (Azure AI Model Inference, Databricks): a
+# function giving an error's body and headers, by the name of the dialect's blueprint, and the path
+# prefixes that are the dialect's even when no route matched (404, 405).
+ErrorShape = Callable[[ApiError], tuple[dict, dict]]
+_DIALECTS: dict[str, ErrorShape] = {}
+_DIALECT_PREFIXES: dict[str, str] = {}
+
+
+def register_dialect(blueprint: str, shape: ErrorShape, path_prefix: str | None = None) -> None:
+    _DIALECTS[blueprint] = shape
+    if path_prefix:
+        _DIALECT_PREFIXES[path_prefix] = blueprint
+
+
+def render_error(error: ApiError):
+    """The error response in the shape of the dialect the request was made in (OpenAI's by default)."""
+    dialect = request.blueprint or next((b for p, b in _DIALECT_PREFIXES.items() if request.path.startswith(p)), "")
+    shape = _DIALECTS.get(dialect)
+    body, headers = shape(error) if shape else (error.body(), error.headers)
+    return jsonify(body), error.status, headers
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
-        return jsonify(error.body()), error.status, error.headers
+        return render_error(error)
 
     @app.errorhandler(pydantic.ValidationError)
     def invalid(error: pydantic.ValidationError):

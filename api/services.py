@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from celery import Celery
-from flask import current_app, request
+from flask import current_app, g, request
 from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -167,7 +167,8 @@ def submit_request(
 ) -> tuple[str, JobEventFeed | None]:
     """Record and enqueue a request's job, followed unless the client prefers async; tags the response."""
     job_id = new_request_job_id()
-    feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
+    payload = to_job(job_id).model_dump()
+    feed = services().jobs.submit(task, kind, model, payload, device, not prefers_async(), owner=g.get("api_key_id"))
     return job_id, feed
 
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 
 import pytest
 import requests
-from flask import g, request
 from openai import BadRequestError, NotFoundError, OpenAI
-from werkzeug.serving import make_server
 
-from api.app import create_app
 from tests.helpers import MINILM, TINY, sse_events, submit_async, user
 from tests.stack import ApiServer
 
@@ -285,19 +281,12 @@ def test_jobs_listing_filters_and_pages(client: OpenAI, api_url: str, chat):
     assert [j["id"] for j in older["data"]] == interactive[:1] and older["data"][0]["batch"] is None
 
 
-def test_files_and_batches_belong_to_the_key_that_made_them(settings, worker):
-    app = create_app(settings)
-
-    @app.before_request
-    def key_from_header() -> None:  # stands in for API key checking: its key ID per request
-        g.api_key_id = request.headers.get("X-Key-Id")
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_files_and_batches_belong_to_the_key_that_made_them(settings, worker, api_url):
+    server = ApiServer(settings.with_overrides(api_keys=("alice-key", "bob-key"), rate_limit="off"))
     try:
-        base = f"http://127.0.0.1:{server.server_port}/v1"
-        alice = OpenAI(base_url=base, api_key="x", max_retries=0, default_headers={"X-Key-Id": "alice"})
-        bob = OpenAI(base_url=base, api_key="x", max_retries=0, default_headers={"X-Key-Id": "bob"})
+        base = f"{server.url}/v1"
+        alice = OpenAI(base_url=base, api_key="alice-key", max_retries=0)
+        bob = OpenAI(base_url=base, api_key="bob-key", max_retries=0)
         source = upload(alice, [chat_line("a")])
         batch = alice.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h")
         for call in (
@@ -320,8 +309,13 @@ def test_files_and_batches_belong_to_the_key_that_made_them(settings, worker):
         with pytest.raises(NotFoundError):
             bob.files.content(done.output_file_id)
         assert len(lines_of(alice, done.output_file_id)) == 1
+        line_job = lines_of(alice, done.output_file_id)[0]["response"]["request_id"]
+        assert requests.get(f"{base}/jobs/{line_job}", headers={"api-key": "alice-key"}, timeout=10).ok
+        assert requests.get(f"{base}/jobs/{line_job}", headers={"api-key": "bob-key"}, timeout=10).status_code == 404
+        listed = requests.get(f"{base}/jobs", params={"batch": batch.id}, headers={"api-key": "bob-key"}, timeout=10)
+        assert listed.status_code == 400 and listed.json()["error"]["code"] == "batch_not_found"
     finally:
-        server.shutdown()
+        server.stop()
 
 
 def test_a_line_cancelled_as_a_job_fails_alone(client: OpenAI, api_url: str):

@@ -22,7 +22,11 @@ bp = Blueprint("chat", __name__)
 @documented(body=ChatCompletionRequest, headers=AsyncPreference)
 def create_chat_completion():
     """A chat completion: answered whole, streamed as SSE, or as a job (`Prefer: respond-async`)."""
-    chat = ChatCompletionRequest.model_validate(json_body())
+    return serve_chat(ChatCompletionRequest.model_validate(json_body()))
+
+
+def serve_chat(chat: ChatCompletionRequest):
+    """Run a validated chat request (any dialect's): the response, streamed or whole, or 202."""
     ctx = services()
     chat.model = ctx.require_model(chat.model, chat.output_limit, limit_param=chat.output_limit_param)
     device = device_for_request(chat.ep, ctx.jobs)

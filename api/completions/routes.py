@@ -22,7 +22,11 @@ bp = Blueprint("completions", __name__)
 @documented(body=CompletionRequest, headers=AsyncPreference)
 def create_completion():
     """Text completions for one or more prompts, decoded together as one job."""
-    request = CompletionRequest.model_validate(json_body())
+    return serve_completion(CompletionRequest.model_validate(json_body()))
+
+
+def serve_completion(request: CompletionRequest):
+    """Run a validated completion request (any dialect's): the response, streamed or whole, or 202."""
     ctx = services()
     request.model = ctx.require_model(request.model, request.max_tokens)
     device = device_for_request(request.ep, ctx.jobs)

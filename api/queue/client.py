@@ -88,16 +88,31 @@ class JobClient:
         return JobEventFeed(self.store, self.hub, job_id, fresh)
 
     def submit(
-        self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool, lane: str = COMPUTE_LANE
+        self,
+        task: str,
+        kind: JobKind,
+        model: str,
+        payload: dict,
+        device: str,
+        follow: bool,
+        lane: str = COMPUTE_LANE,
+        owner: str | None = None,
     ) -> JobEventFeed | None:
-        """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
+        """Record and enqueue the job `payload["job_id"]` (of API key `owner`); returns a feed when `follow` is set."""
         self.require_worker(device, lane)
         job_id = payload["job_id"]
         queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
-        return self._enqueue(task, payload, [job_id], [follow], queue, job_id, (kind, model))[0]
+        return self._enqueue(task, payload, [job_id], [follow], queue, job_id, (kind, model, owner))[0]
 
     def submit_bundle(
-        self, task: str, kind: JobKind, model: str, payloads: list[dict], device: str, follow: list[bool]
+        self,
+        task: str,
+        kind: JobKind,
+        model: str,
+        payloads: list[dict],
+        device: str,
+        follow: list[bool],
+        owner: str | None = None,
     ) -> list[JobEventFeed | None]:
         """Record several jobs for one model and send them as one task (its argument: the payloads).
 
@@ -106,7 +121,7 @@ class JobClient:
         self.require_worker(device)
         task_id, job_ids = new_job_id(), [payload["job_id"] for payload in payloads]
         queue = self.router.queue_for(model, device)
-        return self._enqueue(task, payloads, job_ids, follow, queue, task_id, (kind, model))
+        return self._enqueue(task, payloads, job_ids, follow, queue, task_id, (kind, model, owner))
 
     def submit_shared(
         self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
@@ -132,12 +147,12 @@ class JobClient:
         follow: list[bool],
         queue: str,
         task_id: str,
-        record: tuple[JobKind, str] | None = None,
+        record: tuple[JobKind, str, str | None] | None = None,
     ) -> list[JobEventFeed | None]:
         """Send the task carrying the jobs `job_ids`, following those asked for before it is sent,
         so no event is missed; a feed (or None) per job.
 
-        With `record` (kind, model), the jobs are recorded in the same round trip (a MULTI: the
+        With `record` (kind, model, owner), the jobs are recorded in the same round trip (a MULTI: the
         task is never visible without its records); otherwise they are recorded already.
         """
         wanted = zip(job_ids, follow, strict=True)
@@ -147,7 +162,8 @@ class JobClient:
             message = self.messages.build(task, argument, queue, task_id, "jobs " + " ".join(job_ids))
             pipe = self.store.client.pipeline(transaction=record is not None)
             if record is not None:
-                self.store.create(job_ids, *record, task_id=task_id, pipe=pipe)
+                kind, model, owner = record
+                self.store.create(job_ids, kind, model, task_id=task_id, pipe=pipe, owner=owner)
             pipe.lpush(message.queue, message.payload)
             pipe.execute()
         except Exception:

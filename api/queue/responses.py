@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import jsonify, url_for
+from flask import g, jsonify, url_for
 from pydantic import BaseModel
 
 from api.errors import ApiError
@@ -101,9 +101,11 @@ def stream_job(feed: JobEventFeed, timeout_s: float, frames: Callable[[EventStre
 
 
 def find_job(store: JobStore, job_id: str) -> JobRecord:
-    """The job's record, which becomes the request's subject (its ID); 404 if there is none."""
+    """The job's record, which becomes the request's subject (its ID); 404 if there is none, or if it
+    belongs to another API key than the request's."""
     record = store.get(job_id) if JOB_ID.fullmatch(job_id) else None
-    if record is None:
+    key = g.get("api_key_id")
+    if record is None or (key is not None and record.owner not in (None, key)):
         raise ApiError(404, f"No job with ID '{job_id}' (it may have expired).", param="job_id", code="job_not_found")
     tag_request(job_id)
     return record

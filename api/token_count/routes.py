@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from api.openapi import documented
 from api.queue.responses import wait_for_result
@@ -24,6 +24,13 @@ def count_tokens():
     job_id = new_request_job_id()
     payload = request.to_job(job_id).model_dump()
     feed = ctx.jobs.submit(
-        COUNT_TOKENS_TASK, JobKind.TOKEN_COUNT, request.model, payload, DEFAULT_DEVICE, True, LIGHT_LANE
+        COUNT_TOKENS_TASK,
+        JobKind.TOKEN_COUNT,
+        request.model,
+        payload,
+        DEFAULT_DEVICE,
+        True,
+        LIGHT_LANE,
+        owner=g.get("api_key_id"),
     )
     return jsonify(count_body(wait_for_result(feed, ctx.settings.sync_timeout_s)))
