@@ -10,12 +10,12 @@ from typing import Literal
 from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.access.owner import current_owner
 from api.batches.stores import install, stores
 from api.batches.validation import validate_input
 from api.errors import ApiError, bad_request
 from api.files.routes import visible_file
 from api.openapi import documented
-from api.owners import current_owner
 from api.sampling_protocol import StrictModel
 from api.services import json_body, query_args, services
 from api.sse import KEEPALIVE_FRAME, sse_frame, sse_response

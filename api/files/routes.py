@@ -8,10 +8,10 @@ from typing import Literal
 from flask import Blueprint, g, jsonify, request, send_file
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.access.owner import current_owner
 from api.batches.stores import install, stores
 from api.errors import ApiError, bad_request
 from api.openapi import documented
-from api.owners import current_owner
 from api.services import query_args, services
 from contracts import keys
 from contracts.file_store import FileRecord, FileStore

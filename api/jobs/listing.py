@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.access.owner import current_owner
 from api.batches.stores import stores
 from api.errors import bad_request
 from api.openapi import documented
-from api.owners import current_owner
 from api.queue.responses import job_body
 from api.services import query_args, services
 from contracts import keys
