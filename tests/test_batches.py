@@ -163,6 +163,13 @@ def test_bad_requests_are_openai_errors(client: OpenAI, api_url: str):
         client.batches.retrieve("batch_nope")
     with pytest.raises(NotFoundError):
         client.files.content("file-nope")
+    not_multipart = requests.post(f"{api_url}/v1/files", json={"purpose": "batch"}, timeout=10)
+    assert not_multipart.status_code == 400 and not_multipart.json()["error"]["param"] == "file"
+    no_file = requests.post(f"{api_url}/v1/files", data={"purpose": "batch"}, files={"other": b"x"}, timeout=10)
+    assert no_file.status_code == 400 and no_file.json()["error"]["code"] == "missing_required_parameter"
+    expiry = {"purpose": "batch", "expires_after[anchor]": "created_at", "expires_after[seconds]": "5"}
+    too_soon = requests.post(f"{api_url}/v1/files", data=expiry, files={"file": b"{}"}, timeout=10)
+    assert too_soon.status_code == 400 and too_soon.json()["error"]["param"] == "expires_after[seconds]"
 
 
 def test_an_upload_past_the_size_limit_is_413(settings, worker):
