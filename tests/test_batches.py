@@ -85,7 +85,7 @@ def test_chat_batch_round_trip_with_a_failed_line(client: OpenAI, api_url: str):
     assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
 
 
-def test_completions_and_embeddings_batches(client: OpenAI):
+def test_completions_and_embeddings_batches(client: OpenAI, api_url: str):
     completions = [
         {
             "custom_id": f"c{i}",
@@ -122,6 +122,10 @@ def test_completions_and_embeddings_batches(client: OpenAI):
         for line in lines_of(client, done.output_file_id)
     }
     assert set(vectors) == {"e0", "e1", "e2"} and len(vectors["e0"]) == 384
+    # The three lines went out as one bundle and ran in one embedding call.
+    listed = requests.get(f"{api_url}/v1/jobs", params={"batch": second.id}, timeout=10).json()["data"]
+    jobs = [requests.get(f"{api_url}/v1/jobs/{job['id']}", timeout=10).json() for job in listed]
+    assert [job["batch_size"] for job in jobs] == [3, 3, 3]
 
 
 def test_validation_fails_the_batch_with_line_numbers_and_runs_nothing(client: OpenAI, api_url: str):

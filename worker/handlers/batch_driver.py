@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -29,6 +30,7 @@ import redis
 
 from contracts import keys, workers
 from contracts.batches import (
+    BATCH_ENDPOINTS,
     VALIDATION_TIMEOUT_S,
     BatchRecord,
     BatchStatus,
@@ -216,7 +218,9 @@ class BatchDriver:
             self._send_lines(driving, [driving.in_flight[j] for j in unsent])
 
     def _feed(self, driving: _Driving, share: int) -> None:
-        room = share - len(driving.in_flight)
+        # Embedding lines hold no decode rows: as many as one embedding call runs go out at once.
+        embeds = BATCH_ENDPOINTS.get(driving.record.endpoint) == JobKind.EMBEDDING
+        room = (max(share, self.settings.embedding_batch) if embeds else share) - len(driving.in_flight)
         if room <= 0 or driving.fed >= driving.record.counts["total"]:
             return
         batch = list(islice(driving.lines, room))
@@ -227,6 +231,9 @@ class BatchDriver:
         """Record the lines' jobs and count them fed (one transaction), then send their tasks."""
         record = driving.record
         now = time.time()
+        # Embedding lines sent together travel as one bundle (one task, each line its own job).
+        bundle = uuid.uuid4().hex
+        tasks = {p.line: bundle if p.kind == JobKind.EMBEDDING else line_job_id(record.id, p.line) for p in lines}
         pipe = self.client.pipeline(transaction=True)
         new = 0
         for prepared in lines:
@@ -238,7 +245,7 @@ class BatchDriver:
                 "model": prepared.payload["model"],
                 "status": "queued",
                 "created_at": now,
-                "task": job_id,
+                "task": tasks[prepared.line],
                 "batch": record.id,
             }
             if record.owner:
@@ -253,14 +260,17 @@ class BatchDriver:
             pipe.hset(keys.batch_key(record.id), "fed", driving.fed)
         pipe.execute()
         queue = queue_for_device(record.device)
+        embeddings = []
         for prepared in lines:
             job_id = line_job_id(record.id, prepared.line)
             driving.in_flight[job_id] = prepared
             payload = {**prepared.payload, "job_id": job_id}
             if prepared.kind == JobKind.EMBEDDING:
-                self.send(EMBED_TASK, [payload], queue, job_id)
+                embeddings.append(payload)
             else:
                 self.send(GENERATE_TASK, payload, queue, job_id)
+        if embeddings:
+            self.send(EMBED_TASK, embeddings, queue, bundle)
         pipe = self.client.pipeline(transaction=False)
         for prepared in lines:
             pipe.hset(keys.job_key(line_job_id(record.id, prepared.line)), "sent", 1)
