@@ -47,3 +47,4 @@ bench: install
 	$(BIN)/python bench/redis_capacity.py
 	$(BIN)/python bench/metrics_overhead.py
 	$(BIN)/python bench/logprobs_overhead.py
+	$(BIN)/python bench/batch_throughput.py

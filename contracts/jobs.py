@@ -66,6 +66,8 @@ class GenerationJob(BaseModel):
     # none are computed); `prompt_logprobs`: of the prompt tokens too (completions with echo).
     logprobs: int | None = None
     prompt_logprobs: bool = False
+    # A batch line: interactive requests waiting for the engine go before it.
+    background: bool = False
 
 
 class TokenCountJob(BaseModel):

@@ -5,7 +5,8 @@ rows (one per prompt and choice), queued until a slot is free. Every turn of the
 cancelled rows leave at once; rows still reading their prompts read up to `prefill_chunk`
 tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
 for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
-stop strings and max tokens; a finished row frees its slot for the next waiting row.
+stop strings and max tokens; a finished row frees its slot for the next waiting row (interactive
+rows before batch lines' rows, unless one of those has waited BACKGROUND_AGING_S).
 
 Rows that ask for logprobs get them from the logits of their own step (worker/engines/token_logprobs.py);
 a row that asks for its prompt's reads the prompt with logits for every position, and without the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Prompts are read in runs of this many tokens; the prefix cache reuses whole runs.
 PREFILL_BLOCK = 32
+# A batch line's row waiting this long for a slot goes before interactive rows (no starvation).
+BACKGROUND_AGING_S = 5.0
 
 
 @dataclass
@@ -43,6 +47,7 @@ class _RowState:
     row: Row
     sampler: RowSampler
     order: int  # admission order: the oldest prefilling row goes first
+    queued_at: float = field(default_factory=time.monotonic)
     filled: int = 0  # prompt tokens in the cache
     reused: int = 0  # of which copied from the prefix cache
     next_token: int = 0  # sampled, fed at the next step
@@ -193,13 +198,25 @@ class ContinuousBatchEngine:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
         for index, slot in enumerate(self.slots):
             if slot is None and self._pending:
-                state = self._pending.popleft()
+                state = self._next_waiting()
                 self.slots[index] = state
                 self._tracked[state.row.request.job_id].started = True
         in_flight = sum(slot is not None for slot in self.slots)
         for tracked in self._tracked.values():
             if any(s is not None and s.row.request is tracked.request for s in self.slots):
                 tracked.peak = max(tracked.peak, in_flight)
+
+    def _next_waiting(self) -> _RowState:
+        """The waiting row to admit: the oldest interactive one before batch lines' rows, unless a
+        batch row has waited BACKGROUND_AGING_S (then it goes first: batches never starve)."""
+        now = time.monotonic()
+        chosen = self._pending[0]
+        for state in self._pending:
+            if not state.row.request.background or now - state.queued_at > BACKGROUND_AGING_S:
+                chosen = state
+                break
+        self._pending.remove(chosen)
+        return chosen
 
     def _leave_cancelled(self) -> None:
         with self._wakeup:

@@ -29,6 +29,8 @@ class GenerationRequest:
     # Logprobs of each output token with this many alternatives (None: none); of the prompt's too.
     logprobs: int | None = None
     prompt_logprobs: bool = False
+    # A batch line: interactive requests waiting for a slot go first.
+    background: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     truncated: list[bool] = field(default_factory=list)

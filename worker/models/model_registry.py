@@ -60,6 +60,7 @@ class LoadedModel:
             emit=emit,
             logprobs=job.logprobs,
             prompt_logprobs=job.prompt_logprobs,
+            background=job.background,
         )
 
 
