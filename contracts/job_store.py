@@ -20,7 +20,8 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from contracts import keys
-from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind, JobStatus
+from contracts.events import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent
+from contracts.jobs import JobKind, JobStatus
 
 # KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
 # event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
@@ -96,6 +97,9 @@ class JobRecord:
     error: dict | None
     # Long jobs (downloads): the latest progress report.
     progress: dict | None = None
+    # The non-secret ID of the API key that submitted the job (None: submitted without keys, or
+    # shared by every key, like model downloads); only that key may read or cancel it.
+    owner: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, fields: dict[str, str]) -> JobRecord:
@@ -117,6 +121,7 @@ class JobRecord:
             result=document("result"),
             error=document("error"),
             progress=document("progress"),
+            owner=fields.get("owner"),
         )
 
 
@@ -183,7 +188,13 @@ class JobStore:
         self._hand_back = client.register_script(_HAND_BACK)
 
     def create(
-        self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None, pipe: Pipeline | None = None
+        self,
+        job_ids: list[str],
+        kind: JobKind,
+        model: str,
+        task_id: str | None = None,
+        pipe: Pipeline | None = None,
+        owner: str | None = None,
     ) -> None:
         """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID).
 
@@ -200,6 +211,8 @@ class JobStore:
                 "created_at": now,
                 "task": task_id or job_id,
             }
+            if owner is not None:
+                record["owner"] = owner
             pipe.hset(keys.job_key(job_id), mapping=record)
             pipe.expire(keys.job_key(job_id), self.ttl_s)
         pipe.zadd(keys.RECENT_JOBS, dict.fromkeys(job_ids, now))
@@ -345,7 +358,18 @@ def _run_script(script: Script, script_keys: list[str], args: list, client=None)
 
 
 # What a listing of jobs shows (results stay out: they can be large).
-_LISTED_FIELDS = ("kind", "model", "status", "created_at", "started_at", "finished_at", "worker", "progress", "error")
+_LISTED_FIELDS = (
+    "kind",
+    "model",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker",
+    "progress",
+    "error",
+    "owner",
+)
 
 
 def _text(value: bytes | str) -> str:

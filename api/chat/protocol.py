@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from api.chat.structured import StructuredOutputFields, ToolCallMessage
+from api.errors import bad_request
 from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
+
+# Most alternatives per token `top_logprobs` may ask for (OpenAI's limit).
+MAX_TOP_LOGPROBS = 20
 
 
 class TextPart(StrictModel):
@@ -40,22 +44,26 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     random_seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)  # Foundry Local's name for seed
-    logprobs: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # No effect on output:
     metadata: dict[str, str] | None = None
     store: bool | None = None
 
-    @field_validator("logprobs")
+    @field_validator("top_logprobs")
     @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported yet")
+    def _top_logprobs_need_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs is only allowed when logprobs is true")
         return value
 
     @model_validator(mode="after")
     def _one_seed(self) -> ChatCompletionRequest:
         if self.seed is not None and self.random_seed is not None and self.seed != self.random_seed:
             raise ValueError("seed and random_seed disagree")
+        if self.logprobs and self.tool_mode is not None:
+            # Logprobs are aligned with the content text, which a tool call's text is not.
+            raise bad_request("logprobs together with tool calls are not supported.", "logprobs", "invalid_value")
         return self
 
     @property
@@ -76,5 +84,6 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
             max_tokens=self.output_limit,
             stop=self.stop,
             sampling=self.sampling(self.random_seed if self.seed is None else self.seed),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             **self.structured_job_fields(),
         )

@@ -38,6 +38,15 @@ NON_DEFAULT = Settings(
     drain_s=2.5,
     metrics=False,
     log_format="json",
+    api_keys=("key-one", "key-two"),
+    api_keys_file=Path("/srv/keys.txt"),
+    rate_limit="10 per 2 seconds",
+    default_model="phi-4-mini",
+    files_dir=Path("/srv/files"),
+    max_file_bytes=2048,
+    batch_share=0.5,
+    batch_lease_s=3.0,
+    batch_completion_window_s=60.0,
 )
 
 

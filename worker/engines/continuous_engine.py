@@ -5,10 +5,16 @@ rows (one per prompt and choice), queued until a slot is free. Every turn of the
 cancelled rows leave at once; rows still reading their prompts read up to `prefill_chunk`
 tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
 for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
-stop strings and max tokens; a finished row frees its slot for the next waiting row.
+stop strings and max tokens; a finished row frees its slot for the next waiting row (interactive
+rows before batch lines' rows, unless one of those has waited BACKGROUND_AGING_S).
+
+Rows that ask for logprobs get them from the logits of their own step (worker/engines/token_logprobs.py);
+a row that asks for its prompt's reads the prompt with logits for every position, and without the
+prefix cache (whose positions would have no logits).
 
 A row with a grammar (structured output, tool calls) samples only among the tokens its grammar
-allows next (worker/engines/token_grammar.py); its neighbours in the batch are untouched.
+allows next (worker/engines/token_grammar.py); its logprobs stay those of the raw logits, and its
+neighbours in the batch are untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ import numpy as np
 from worker.engines.generation_request import GenerationRequest, Row, complete
 from worker.engines.sampling import RowSampler, allow_only
 from worker.engines.token_grammar import GrammarTokenizer, RowGrammar
+from worker.engines.token_logprobs import TokenLogprobs
 from worker.errors import model_unloaded
 from worker.onnx.onnx_decoder import OnnxDecoder
 from worker.onnx.prefix_cache import PrefixCache
@@ -35,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Prompts are read in runs of this many tokens; the prefix cache reuses whole runs.
 PREFILL_BLOCK = 32
+# A batch line's row waiting this long for a slot goes before interactive rows (no starvation).
+BACKGROUND_AGING_S = 5.0
 
 
 @dataclass
@@ -42,9 +52,11 @@ class _RowState:
     row: Row
     sampler: RowSampler
     order: int  # admission order: the oldest prefilling row goes first
+    queued_at: float = field(default_factory=time.monotonic)
     filled: int = 0  # prompt tokens in the cache
     reused: int = 0  # of which copied from the prefix cache
     next_token: int = 0  # sampled, fed at the next step
+    prompt_logprobs: list = field(default_factory=list)  # of the prompt read so far, when asked
     grammar: RowGrammar | None = None  # the tokens it may choose, when constrained
 
     @property
@@ -63,6 +75,8 @@ class _Tracked:
 
 class ContinuousBatchEngine:
     """Same interface as StaticBatchEngine (`submit`, `idle`, `stop`), with continuous batching."""
+
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -86,6 +100,8 @@ class ContinuousBatchEngine:
         self.prefixes = prefixes
         self._grammar_tokenizer = grammar_tokenizer
         self._grammar_tokens: GrammarTokenizer | None = None  # built at the first constrained request
+        self._token_logprobs: TokenLogprobs | None = None  # built at the first request for logprobs
+        self._table_lock = threading.Lock()
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
@@ -98,12 +114,14 @@ class ContinuousBatchEngine:
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.logprobs is not None:
+            self._logprobs_table()  # built here, in the job's thread, rather than stalling every row's step
         rows = [
             _RowState(
                 Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
                 RowSampler(request.sampling, self.search_defaults, index),
                 next(self._order),
-                grammar=self._grammar_tokens_for(request).row(request.grammar) if request.grammar else None,
+                grammar=self._grammar_tokens_for_rows().row(request.grammar) if request.grammar else None,
             )
             for index in range(request.rows)
         ]
@@ -115,11 +133,6 @@ class ContinuousBatchEngine:
             self._tracked[request.job_id] = _Tracked(request, rows)
             self._pending.extend(rows)
             self._wakeup.notify()
-
-    def _grammar_tokens_for(self, request: GenerationRequest) -> GrammarTokenizer:
-        if self._grammar_tokens is None:
-            self._grammar_tokens = self._grammar_tokenizer()
-        return self._grammar_tokens
 
     @property
     def idle(self) -> bool:
@@ -195,13 +208,25 @@ class ContinuousBatchEngine:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
         for index, slot in enumerate(self.slots):
             if slot is None and self._pending:
-                state = self._pending.popleft()
+                state = self._next_waiting()
                 self.slots[index] = state
                 self._tracked[state.row.request.job_id].started = True
         in_flight = sum(slot is not None for slot in self.slots)
         for tracked in self._tracked.values():
             if any(s is not None and s.row.request is tracked.request for s in self.slots):
                 tracked.peak = max(tracked.peak, in_flight)
+
+    def _next_waiting(self) -> _RowState:
+        """The waiting row to admit: the oldest interactive one before batch lines' rows, unless a
+        batch row has waited BACKGROUND_AGING_S (then it goes first: batches never starve)."""
+        now = time.monotonic()
+        chosen = self._pending[0]
+        for state in self._pending:
+            if not state.row.request.background or now - state.queued_at > BACKGROUND_AGING_S:
+                chosen = state
+                break
+        self._pending.remove(chosen)
+        return chosen
 
     def _leave_cancelled(self) -> None:
         with self._wakeup:
@@ -224,20 +249,47 @@ class ContinuousBatchEngine:
         for _, index in waiting:
             state = self.slots[index]
             prompt = state.row.prompt
-            if state.filled == 0 and self.prefixes is not None:
+            scored = state.row.request.prompt_logprobs  # logits of every prompt position wanted
+            if state.filled == 0 and self.prefixes is not None and not scored:
                 state.filled = state.reused = self.prefixes.restore(prompt, self.decoder.cache, index)
             while state.prefilling and budget > 0:
                 end = min(len(prompt), (state.filled // PREFILL_BLOCK + 1) * PREFILL_BLOCK)
                 if end - state.filled > budget:
                     return
-                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled)
+                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled, scored)
+                if scored:
+                    self._score_prompt(state, logits, end)
+                    logits = logits[-1]
                 budget -= end - state.filled
                 state.filled = end
             if state.prefilling:
                 return
             if self.prefixes is not None:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
-            self._accept(index, state, state.sampler.pick(self._allowed(index, state, logits)))
+            if scored:
+                state.row.send_prompt_logprobs(state.prompt_logprobs)
+            self._accept(index, state, state.sampler.pick(self._allowed(index, state, logits)), logits)
+
+    def _score_prompt(self, state: _RowState, logits: np.ndarray, end: int) -> None:
+        """Logprobs of the prompt tokens after positions filled..end-1 (whose logits these are)."""
+        prompt, table = state.row.prompt, self._logprobs_table()
+        if state.filled == 0:
+            state.prompt_logprobs = [table.first(prompt[0])]
+        following = prompt[state.filled + 1 : end + 1]
+        state.prompt_logprobs += table.following(logits[: len(following)], following, state.row.request.logprobs)
+
+    def _grammar_tokens_for_rows(self) -> GrammarTokenizer:
+        """The vocabulary as llguidance sees it, built in the job's thread at the first constrained request."""
+        with self._table_lock:
+            if self._grammar_tokens is None:
+                self._grammar_tokens = self._grammar_tokenizer()
+            return self._grammar_tokens
+
+    def _logprobs_table(self) -> TokenLogprobs:
+        with self._table_lock:
+            if self._token_logprobs is None:
+                self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
+            return self._token_logprobs
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
@@ -251,7 +303,7 @@ class ContinuousBatchEngine:
             if state is not None:
                 lengths[index] = state.filled + state.row.generated - (0 if state.prefilling else 1)
                 tokens[index] = state.next_token
-        logits = self.decoder.decode(tokens, lengths)
+        raw = logits = self.decoder.decode(tokens, lengths)
         constrained = [i for i in generating if self.slots[i].grammar is not None]
         if constrained:
             logits = logits.copy()
@@ -262,19 +314,21 @@ class ContinuousBatchEngine:
         for index in generating:
             state = self.slots[index]
             token = picks[index] if index in picks else state.sampler.pick(logits[index])
-            self._accept(index, state, token)
+            self._accept(index, state, token, raw[index])
 
     def _allowed(self, index: int, state: _RowState, logits: np.ndarray) -> np.ndarray:
         """The row's logits with what its grammar forbids next at -inf (unchanged when unconstrained)."""
         return logits if state.grammar is None else allow_only(logits, state.grammar.allowed(index))
 
-    def _accept(self, index: int, state: _RowState, token: int) -> None:
-        """Hand the row its next token; a row that finished leaves its slot."""
+    def _accept(self, index: int, state: _RowState, token: int, logits: np.ndarray) -> None:
+        """Hand the row its next token (and its logprobs, from the step's `logits`, if the row asks);
+        a row that finished leaves its slot."""
+        k = state.row.request.logprobs
         closes = False
         if state.grammar is not None and token not in self.eos_ids:
             state.grammar.advance(token)
             closes = state.grammar.complete  # nothing may follow: end now rather than sample end-of-text
-        state.row.accept(token, closes)
+        state.row.accept(token, None if k is None else self._logprobs_table().entry(logits, token, k), closes)
         cached = state.filled + state.row.generated  # once the token is fed at the next step
         if not state.row.finish_reason and cached > self.decoder.context_length:
             state.row.finish("length")

@@ -6,16 +6,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from contracts.jobs import (
+from contracts.events import (
     Choice,
     DeltaEvent,
     GenerationResult,
     PromptTokensDetails,
-    SamplingParams,
+    TokenLogprob,
     ToolCallDelta,
-    ToolCallMode,
     Usage,
 )
+from contracts.jobs import SamplingParams, ToolCallMode
+from worker.engines.logprob_alignment import LogprobAligner
 from worker.engines.stop_strings import StopStringFilter
 from worker.engines.tool_calls import ToolCallParser
 
@@ -34,6 +35,11 @@ class GenerationRequest:
     stop: list[str]
     sampling: SamplingParams
     emit: Callable[[DeltaEvent], None]
+    # Logprobs of each output token with this many alternatives (None: none); of the prompt's too.
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    # A batch line: interactive requests waiting for a slot go first.
+    background: bool = False
     # Structured output: the llguidance grammar every row's output must fit, and how its text may
     # hold tool calls (None: it holds none).
     grammar: str | None = None
@@ -78,10 +84,15 @@ class Row:
         self.text: list[str] = []
         self.generated = 0
         self.finish_reason: str | None = None
+        # Logprobs, when asked: sent with the text they belong to (an end-of-text token has none).
+        self.aligner = LogprobAligner() if request.logprobs is not None else None
+        self.logprobs: list[TokenLogprob] = []
+        self.prompt_logprobs: list[TokenLogprob] | None = None
 
-    def accept(self, token: int, closes: bool = False) -> None:
-        """Take the next token of this row (ignored once the row finished); `closes`: the row's
-        grammar admits nothing after it, so the row ends with it."""
+    def accept(self, token: int, logprob: TokenLogprob | None = None, closes: bool = False) -> None:
+        """Take the next token of this row (ignored once the row finished), with its logprob entry
+        when the request asked for them; `closes`: the row's grammar admits nothing after it, so
+        the row ends with it."""
         if self.finish_reason:
             return
         self.generated += 1
@@ -89,8 +100,10 @@ class Row:
             self.finish("stop")
             return
         text = self.stream.decode(token)
+        if self.aligner is not None and logprob is not None:
+            self.aligner.add(logprob, len(text))
         calls: list[ToolCallDelta] = []
-        if self.tools is not None:
+        if self.tools is not None:  # (the API refuses logprobs with tools: they align with content only)
             text, calls = self.tools.feed(text)
         released = self.stops.feed(text)
         if self.tools is not None and self.tools.in_call:
@@ -116,12 +129,22 @@ class Row:
             tail += self.stops.flush()
         self._send(tail, reason)
 
+    def send_prompt_logprobs(self, entries: list[TokenLogprob]) -> None:
+        """The prompt's logprobs (read in full), sent before the first token's text."""
+        self.prompt_logprobs = entries
+        self.request.emit(DeltaEvent(index=self.index, text="", prompt_logprobs=entries))
+
     def _send(self, text: str, finish_reason: str | None = None, tool_calls: list[ToolCallDelta] = ()) -> None:
         if text:
             self.text.append(text)
-        if text or finish_reason or tool_calls:
+        entries = None
+        if self.aligner is not None and finish_reason != "cancelled":
+            entries = self.aligner.finish(len(text)) if finish_reason else self.aligner.release(len(text))
+            self.logprobs.extend(entries)
+        if text or finish_reason or entries or tool_calls:
+            calls = list(tool_calls) or None
             self.request.emit(
-                DeltaEvent(index=self.index, text=text, finish_reason=finish_reason, tool_calls=tool_calls or None)
+                DeltaEvent(index=self.index, text=text, finish_reason=finish_reason, logprobs=entries, tool_calls=calls)
             )
 
 
@@ -135,7 +158,9 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
                 index=r.index,
                 text="".join(r.text),
                 finish_reason=r.finish_reason,
-                tool_calls=r.tools.calls if r.tools is not None else [],
+                logprobs=r.logprobs if r.aligner is not None else None,
+                prompt_logprobs=r.prompt_logprobs,
+                tool_calls=r.tools.calls if r.tools is not None else None,
             )
             for r in rows
         ],

@@ -12,7 +12,7 @@ import re
 import secrets
 import string
 
-from contracts.jobs import ToolCall, ToolCallDelta
+from contracts.events import ToolCall, ToolCallDelta
 from contracts.tool_markup import AFTER_JSON, OPEN
 
 _HEAD = re.compile(r'\s*\{"name":"([A-Za-z0-9_-]+)","arguments":')

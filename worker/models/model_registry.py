@@ -21,7 +21,7 @@ from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
 from worker.engines.token_grammar import GrammarTokenizer
-from worker.errors import model_not_found, wrong_model_kind
+from worker.errors import logprobs_unsupported, model_not_found, wrong_model_kind
 from worker.models.chat_tokenizer import ChatTokenizer
 from worker.models.prompts import fit_prompts, prompt_texts
 from worker.onnx.onnx_decoder import OnnxDecoder
@@ -45,6 +45,8 @@ class LoadedModel:
 
     def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
         """Tokenize the job's prompts and fit them to the context; raises JobRejected."""
+        if job.logprobs is not None and not self.engine.supports_logprobs:
+            raise logprobs_unsupported(self.name)
         texts = prompt_texts(self.tokenizer, self.chat_template, job)
         prompts, truncated, max_tokens = fit_prompts(
             [self.tokenizer.encode(text).tolist() for text in texts], job, self.context_length
@@ -58,6 +60,9 @@ class LoadedModel:
             stop=job.stop,
             sampling=job.sampling,
             emit=emit,
+            logprobs=job.logprobs,
+            prompt_logprobs=job.prompt_logprobs,
+            background=job.background,
             grammar=job.grammar,
             tool_calls=job.tool_calls,
         )
@@ -281,13 +286,7 @@ class ModelRegistry:
                 self.settings.prefill_chunk,
                 name,
                 PrefixCache(size, PREFILL_BLOCK) if size else None,
-                partial(
-                    GrammarTokenizer,
-                    folder / "tokenizer.json",
-                    eos_ids,
-                    decoder.vocab_size,
-                    decoder.cache.slots,
-                ),
+                partial(GrammarTokenizer, folder / "tokenizer.json", eos_ids, decoder.vocab_size, decoder.cache.slots),
             )
         else:
             # onnxruntime-genai's Generator with the CUDA provider, in static batches.

@@ -16,7 +16,8 @@ import time
 import redis
 
 from contracts import fleet_metrics, keys
-from contracts.jobs import DoneEvent, ErrorEvent, GenerationResult, JobStatus
+from contracts.events import DoneEvent, ErrorEvent, GenerationResult
+from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
