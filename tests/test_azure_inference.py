@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -115,11 +116,24 @@ def test_extra_parameters_header_error_and_drop(base: str):
     assert bad_mode.json()["error"]["code"] == "invalid_header"
 
 
-def test_specified_but_unsupported_parameter_is_422(base: str):
-    body = {"model": TINY, "messages": user("hi"), "tool_choice": "auto"}
+def test_tools_and_response_format_are_served(base: str):
+    # Every field the API specifies is now supported (a specified one Ladle lacked was a 422).
+    tool = {"type": "function", "function": {"name": "now"}}
+    body = {"model": TINY, "messages": user("hi"), "tools": [tool], "tool_choice": "required", "max_tokens": 40}
     response = requests.post(f"{base}/models/chat/completions", json=body, headers=HEADERS, timeout=60)
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == "parameter_not_supported"
+    assert response.status_code == 200
+    (call, *_) = response.json()["choices"][0]["message"]["tool_calls"]
+    assert (call["function"]["name"], call["function"]["arguments"]) == ("now", "{}")
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    body = {"model": TINY, "messages": user("hi"), "max_tokens": 40}
+    body["response_format"] = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}
+    response = requests.post(f"{base}/models/chat/completions", json=body, headers=HEADERS, timeout=60)
+    assert isinstance(json.loads(response.json()["choices"][0]["message"]["content"])["ok"], bool)
 
 
 @pytest.mark.parametrize("version", ["2024-05-01-preview", "2025-04-01", None])
