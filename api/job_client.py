@@ -52,7 +52,8 @@ class JobClient:
             return
         deadline = time.monotonic() + self.settings.worker_wait_s
         queue = queue_for_device(device, lane)
-        while not any(queue in w.queues for w in self.live_workers()):
+        live = self.router.snapshot()  # the workers as routing last read them (< 0.5 s ago)
+        while not any(queue in w.queues for w in live):
             if time.monotonic() >= deadline:
                 if lane == DOWNLOADS_LANE:
                     wanted = "No downloads worker (`ladle worker --lane downloads`) is available"
@@ -67,6 +68,7 @@ class JobClient:
                     headers={"Retry-After": "10"},
                 )
             time.sleep(0.2)
+            live = self.router.refresh()
         self._worker_seen[(device, lane)] = time.monotonic()
 
     def compute_worker_alive(self) -> bool:

@@ -126,7 +126,7 @@ def command_stats(client: redis.Redis) -> dict[str, tuple[int, int]]:
 def run_group(store: JobStore, publisher: EventPublisher, group: list[str], tokens: int) -> tuple[int, float]:
     """Run `group`'s jobs as one batch, a delta event per row per step; (steps written, seconds in step writes)."""
     store.create(group, JobKind.CHAT, "bench-model")  # the API's write
-    deliveries = store.start(group, "bench-worker", 3)
+    deliveries = [start.deliveries for start in store.start(group, "bench-worker", 3)]
     # One `_write` per engine step, as the publisher's thread does when steps come slower than a
     # round trip (driven directly: its thread would merge steps queued faster than that).
     publisher._write([_Outgoing(job_id, delivery=count) for job_id, count in zip(group, deliveries, strict=True)])

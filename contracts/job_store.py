@@ -24,33 +24,35 @@ from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind,
 
 # KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
 # event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
-# only-if status ('' = any).
+# only-if status ('' = any), the events right before it not stored yet ('' or JSON lines, each
+# ending in a newline: they go into the terminal event's Stream entry).
 _FINISH = """
 if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'status') ~= ARGV[10] then return false end
 if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[4]) == 0 then return false end
 local id = ARGV[7]
 if id == '' then id = (tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') + 1) .. '-0' end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[5], ARGV[6], 'last_event', id)
-redis.pcall('XADD', KEYS[2], id, 'events', ARGV[1])
+redis.pcall('XADD', KEYS[2], id, 'events', ARGV[11] .. ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. id .. ' ' .. ARGV[1])
 return id
 """
 
-# Start a delivered job: count the delivery in its record; 0 if the job already finished
+# Start a delivered job: count the delivery in its record; {0} if the job already finished
 # (cancelled while queued) or its record expired; past ARGV[3] deliveries that count (those not
-# handed back by a stopping worker) minus the count (the job keeps killing workers); else mark it
-# running and return the count, which numbers the delivery's events.
+# handed back by a stopping worker) {minus the count} (the job keeps killing workers); else mark it
+# running and return {the count, kind, model, created_at}: the count numbers the delivery's events,
+# the rest spare the worker reading the record back for its metrics when the job ends.
 _START = """
-local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries', 'handed_back')
-if not record[1] or record[2] then return 0 end
+local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries', 'handed_back', 'model', 'created_at')
+if not record[1] or record[2] then return {0} end
 local deliveries = tonumber(record[3] or '0') + 1
 if deliveries - tonumber(record[4] or '0') > tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'deliveries', deliveries)
-  return -deliveries
+  return {-deliveries, record[1], record[5], record[6]}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2], 'deliveries', deliveries)
-return deliveries
+return {deliveries, record[1], record[5], record[6]}
 """
 
 # Hand a started job back to the queue (its worker is stopping): the delivery is not counted
@@ -78,6 +80,18 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
+
+
+@dataclass(frozen=True)
+class JobStart:
+    """A delivered job as `JobStore.start` found it: its delivery count (0: it had finished; below
+    0: it was delivered too often) and what its record says of it (empty when there is none)."""
+
+    deliveries: int
+    kind: str = ""
+    model: str = ""
+    created_at: float | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -232,16 +246,23 @@ class JobStore:
         fields = self.client.hgetall(keys.job_key(job_id))
         return JobRecord.from_hash(job_id, _decode(fields)) if fields else None
 
-    def start(self, job_ids: list[str], worker: str, max_deliveries: int) -> list[int]:
+    def start(self, job_ids: list[str], worker: str, max_deliveries: int) -> list[JobStart]:
         """Count a delivery of each job and mark it running (one round trip for all).
 
-        For each job: its delivery count once it is running; 0 if it had already finished (e.g.
-        cancelled while queued); minus the count when it was delivered more than `max_deliveries` times.
+        For each job a JobStart: its delivery count once it is running; 0 if it had already finished
+        (e.g. cancelled while queued); minus the count when it was delivered more than
+        `max_deliveries` times; with the kind, model and times its record holds.
         """
+        now = time.time()
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            _run_script(self._start, [keys.job_key(job_id)], [time.time(), worker, max_deliveries], pipe)
-        return [int(n) for n in pipe.execute()]
+            _run_script(self._start, [keys.job_key(job_id)], [now, worker, max_deliveries], pipe)
+        starts = []
+        for deliveries, *record in pipe.execute():
+            kind, model, created = [*record, None, None, None][:3]
+            started = now if deliveries > 0 else None
+            starts.append(JobStart(int(deliveries), _text(kind or ""), _text(model or ""), _float(created), started))
+        return starts
 
     def hand_back(self, job_ids: list[str]) -> None:
         """Undo `start` for jobs going back to the queue unfinished (their worker is stopping)."""
@@ -270,13 +291,16 @@ class JobStore:
         client=None,
         only_if: JobStatus | None = None,
         event_id: str = "",
+        unstored: list[str] | None = None,
     ):
         """Record the outcome and emit the terminal event unless another writer finished first
         (or, with `only_if`, unless the job has left that status: a worker started it meanwhile).
 
         `event_id` is the worker's next event ID; without it the event follows any delivery.
-        Returns the event ID, or None when nothing was written (via a pipeline: the pipeline's
-        result holds it).
+        `unstored`: the events (JSON, already announced) right before it that are not in the
+        Stream yet; they are stored in one entry with it (as `append_events` would, one command
+        fewer). Returns the event ID, or None when nothing was written (via a pipeline: the
+        pipeline's result holds it).
         """
         field, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
         args = [
@@ -290,6 +314,7 @@ class JobStore:
             keys.JOB_EVENTS_CHANNEL,
             job_id,
             only_if.value if only_if is not None else "",
+            "".join(f"{data}\n" for data in unstored or ()),
         ]
         job_keys = [keys.job_key(job_id), keys.job_events_key(job_id)]
         written = _run_script(self._finish, job_keys, args, client)
@@ -346,6 +371,10 @@ def _run_script(script: Script, script_keys: list[str], args: list, client=None)
 
 # What a listing of jobs shows (results stay out: they can be large).
 _LISTED_FIELDS = ("kind", "model", "status", "created_at", "started_at", "finished_at", "worker", "progress", "error")
+
+
+def _float(value: bytes | str | None) -> float | None:
+    return float(value) if value else None
 
 
 def _text(value: bytes | str) -> str:
