@@ -136,7 +136,7 @@ class JobClient:
         """Send the task carrying the jobs `job_ids`, following those asked for before it is sent,
         so no event is missed; a feed (or None) per job.
 
-        With `record` (kind, model), the jobs are recorded in the same round trip (a MULTI: the
+        With `record` (kind, model), the jobs are recorded by the same command (a script: the
         task is never visible without its records); otherwise they are recorded already.
         """
         wanted = zip(job_ids, follow, strict=True)
@@ -144,11 +144,10 @@ class JobClient:
         try:
             # A short argsrepr: Celery's own repr of long payloads costs more than sending them.
             message = self.messages.build(task, argument, queue, task_id, "jobs " + " ".join(job_ids))
-            pipe = self.store.client.pipeline(transaction=record is not None)
             if record is not None:
-                self.store.create(job_ids, *record, task_id=task_id, pipe=pipe)
-            pipe.lpush(message.queue, message.payload)
-            pipe.execute()
+                self.store.create(job_ids, *record, task_id=task_id, message=(message.queue, message.payload))
+            else:
+                self.store.client.lpush(message.queue, message.payload)
         except Exception:
             for feed in feeds:
                 if feed is not None:

@@ -22,6 +22,28 @@ from redis.commands.core import Script
 from contracts import keys
 from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind, JobStatus
 
+# Record queued jobs and send their task: one command instead of a MULTI of five or more.
+# KEYS: the recent-jobs index, the task's queue (the index again when none), then each job's
+# record. ARGV: kind, model, now, task ID ('' = each job's own ID), record TTL, task message
+# ('' = none to send), how many of the newest jobs the index keeps (0 = do not trim it now), then
+# each job's ID.
+_CREATE = """
+local index = {}
+for i = 3, #KEYS do
+  local job_id = ARGV[i + 5]
+  local task = ARGV[4]
+  if task == '' then task = job_id end
+  local record = {'kind', ARGV[1], 'model', ARGV[2], 'status', 'queued', 'created_at', ARGV[3], 'task', task}
+  redis.call('HSET', KEYS[i], unpack(record))
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+  index[#index + 1] = ARGV[3]
+  index[#index + 1] = job_id
+end
+redis.call('ZADD', KEYS[1], unpack(index))
+if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[7]) - 1) end
+if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[6]) end
+"""
+
 # KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
 # event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
 # only-if status ('' = any), the events right before it not stored yet ('' or JSON lines, each
@@ -80,6 +102,11 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
+
+
+# The recent-jobs index is trimmed to RECENT_JOBS_LIMIT once every this many creates of a store,
+# not on every one: it briefly holds a few more (listings read only the newest).
+RECENT_TRIM_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -191,35 +218,31 @@ class JobStore:
         self.client = client
         self.ttl_s = ttl_s
         self.events_ttl_s = events_ttl_s
+        self._create = client.register_script(_CREATE)
+        self._creates = 0  # jobs created here: the recent-jobs index is trimmed every RECENT_TRIM_EVERY
         self._finish = client.register_script(_FINISH)
         self._start = client.register_script(_START)
         self._claim_shared = client.register_script(_CLAIM_SHARED)
         self._hand_back = client.register_script(_HAND_BACK)
 
     def create(
-        self, job_ids: list[str], kind: JobKind, model: str, task_id: str | None = None, pipe: Pipeline | None = None
+        self,
+        job_ids: list[str],
+        kind: JobKind,
+        model: str,
+        task_id: str | None = None,
+        message: tuple[str, str] | None = None,
     ) -> None:
-        """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID).
-
-        Given a pipeline `pipe`, the writes join it and its owner executes it.
+        """Record queued jobs, sent in the Celery task `task_id` (default: the job's ID), in one
+        command for all: with `message` (queue, payload), the script also pushes the task message
+        on its queue, so no worker sees a task before its jobs' records exist.
         """
-        own = pipe is None
-        pipe = self.client.pipeline(transaction=False) if own else pipe
-        now = time.time()
-        for job_id in job_ids:
-            record = {
-                "kind": kind.value,
-                "model": model,
-                "status": "queued",
-                "created_at": now,
-                "task": task_id or job_id,
-            }
-            pipe.hset(keys.job_key(job_id), mapping=record)
-            pipe.expire(keys.job_key(job_id), self.ttl_s)
-        pipe.zadd(keys.RECENT_JOBS, dict.fromkeys(job_ids, now))
-        pipe.zremrangebyrank(keys.RECENT_JOBS, 0, -keys.RECENT_JOBS_LIMIT - 1)  # keep the newest only
-        if own:
-            pipe.execute()
+        self._creates += 1
+        trim = keys.RECENT_JOBS_LIMIT if self._creates % RECENT_TRIM_EVERY == 0 else 0
+        queue, payload = message or ("", "")
+        job_keys = [keys.job_key(job_id) for job_id in job_ids]
+        args = [kind.value, model, time.time(), task_id or "", self.ttl_s, payload, trim, *job_ids]
+        _run_script(self._create, [keys.RECENT_JOBS, queue or keys.RECENT_JOBS, *job_keys], args)
 
     def claim_shared(self, share_key: str, job_id: str) -> str:
         """The unfinished job holding `share_key`, or `job_id` after it took the key."""

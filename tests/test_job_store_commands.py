@@ -1,4 +1,5 @@
-"""A job's start returns what its record says of it, so ending it reads nothing back for metrics."""
+"""The job store's writes in few commands: creating and sending jobs in one, starting a job returns
+what its record says of it (so ending it reads nothing back for metrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import redis
 
 from cli.embedded_redis import EmbeddedRedis
 from contracts import fleet_metrics, keys
-from contracts.job_store import JobStore
+from contracts.job_store import RECENT_TRIM_EVERY, JobStore
 from contracts.jobs import DoneEvent, JobKind, JobStatus, TokenCountJob, TokenCountResult
 from contracts.settings import Settings
 from tests.test_event_batching import command_counts, commands_since
@@ -57,4 +58,45 @@ def test_a_job_ends_with_its_metrics_and_no_read_of_its_record(tmp_path):
         assert figures["ladle_job_duration_seconds"][("smol", "token_count")].count == 1
     finally:
         publisher.close()
+        server.stop()
+
+
+def test_create_records_the_jobs_and_sends_their_task_in_one_command(tmp_path):
+    server = EmbeddedRedis(tmp_path, persist=False)
+    store = JobStore(redis.Redis.from_url(server.start()), ttl_s=600)
+    client = store.client
+    try:
+        store.create(["warm-up"], JobKind.CHAT, "smol")  # the first call also loads the script
+        before = command_counts(client)
+        store.create(["a", "b"], JobKind.EMBEDDING, "minilm", task_id="t1", message=("queue:x", "the message"))
+        spent = commands_since(client, before)
+        assert spent.pop("evalsha") == 1  # one command from the client
+        assert "multi" not in spent and "exec" not in spent
+        assert client.lrange("queue:x", 0, -1) == [b"the message"]
+        for job_id in ("a", "b"):
+            record = store.get(job_id)
+            assert (record.kind, record.model, record.status.value) == ("embedding", "minilm", "queued")
+            assert client.hget(keys.job_key(job_id), "task") == b"t1"
+            assert 0 < client.ttl(keys.job_key(job_id)) <= 600
+        assert {r.job_id for r in store.recent(10)} == {"warm-up", "a", "b"}
+
+        store.create(["solo"], JobKind.CHAT, "smol")  # no message: nothing sent; the task is the job
+        assert client.llen("queue:x") == 1
+        assert client.hget(keys.job_key("solo"), "task") == b"solo"
+    finally:
+        server.stop()
+
+
+def test_the_recent_jobs_index_is_trimmed_every_few_creates(tmp_path, monkeypatch):
+    monkeypatch.setattr(keys, "RECENT_JOBS_LIMIT", 5)
+    server = EmbeddedRedis(tmp_path, persist=False)
+    store = JobStore(redis.Redis.from_url(server.start()), ttl_s=600)
+    try:
+        for i in range(RECENT_TRIM_EVERY - 1):
+            store.create([f"j{i}"], JobKind.CHAT, "smol")
+        assert store.client.zcard(keys.RECENT_JOBS) == RECENT_TRIM_EVERY - 1  # not trimmed yet
+        store.create(["last"], JobKind.CHAT, "smol")
+        assert store.client.zcard(keys.RECENT_JOBS) == 5
+        assert "last" in {r.job_id for r in store.recent(5)}
+    finally:
         server.stop()
