@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
 from api.embeddings.protocol import EmbeddingRequest, embeddings_body
 from api.errors import bad_request
+from api.fast_json import json_response
 from api.job_client import new_job_id
 from api.job_responses import wait_for_result
 from api.jobs_routes import accepted
@@ -35,4 +36,4 @@ def create_embeddings():
     if feed is None:
         return accepted(job_id)
     result = wait_for_result(feed, time.monotonic() + ctx.settings.sync_timeout_s)
-    return jsonify(embeddings_body(request.model, result, request.encoding_format))
+    return json_response(embeddings_body(request.model, result, request.encoding_format))
