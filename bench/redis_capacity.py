@@ -92,8 +92,8 @@ def server_ceiling(port: int, requests: int) -> None:
     xadd = benchmark_ops(port, requests, "XADD", "bench:stream:__rand_int__", "*", "events", DELTA)
     publish_1 = benchmark_ops(port, requests, "PUBLISH", keys.JOB_EVENTS_CHANNEL, step_message(1))
     publish_8 = benchmark_ops(port, requests, "PUBLISH", keys.JOB_EVENTS_CHANNEL, step_message(8))
-    finish_args = [done.model_dump_json(), "300", "succeeded", str(time.time()), "result"]
-    finish_args += [result.model_dump_json(), "1-101", keys.JOB_EVENTS_CHANNEL, "bench-job", ""]
+    finish_args = ["300", str(time.time()), keys.JOB_EVENTS_CHANNEL, done.model_dump_json(), "succeeded", "result"]
+    finish_args += [result.model_dump_json(), "1-101", "bench-job", "", ""]
     finish = benchmark_ops(port, requests, "EVALSHA", finish_sha, "2", job, f"{job}:events", *finish_args)
     print("server ceiling (redis-benchmark, 8 connections, pipelines of 16):")
     print(f"  PING                     {ping:>12,.0f} ops/s")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.client import Pipeline
@@ -44,20 +44,31 @@ if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[6]) end
 """
 
-# KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
-# event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
-# only-if status ('' = any), the events right before it not stored yet ('' or JSON lines, each
-# ending in a newline: they go into the terminal event's Stream entry).
+# Finish jobs: for each, unless another writer finished it first (or it left the only-if
+# status), record the outcome and store its terminal event; then announce all of those in one
+# message. KEYS: each job's record and events Stream, in pairs. ARGV: events TTL, now, channel, then
+# eight per job: event JSON, status, outcome field, its document, event ID ('' = after any delivery:
+# the API finishing a job no worker runs), job ID, only-if status ('' = any), the events right
+# before it not stored yet ('' or JSON lines, each ending in a newline: they go into the terminal
+# event's Stream entry). Returns each job's event ID ('' where nothing was written).
 _FINISH = """
-if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'status') ~= ARGV[10] then return false end
-if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[4]) == 0 then return false end
-local id = ARGV[7]
-if id == '' then id = (tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') + 1) .. '-0' end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[5], ARGV[6], 'last_event', id)
-redis.pcall('XADD', KEYS[2], id, 'events', ARGV[11] .. ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. id .. ' ' .. ARGV[1])
-return id
+local announced, ids = {}, {}
+for j = 1, #KEYS / 2 do
+  local record, events, a = KEYS[2 * j - 1], KEYS[2 * j], 3 + 8 * (j - 1)
+  local id = ''
+  if (ARGV[a + 7] == '' or redis.call('HGET', record, 'status') == ARGV[a + 7])
+      and redis.call('HSETNX', record, 'finished_at', ARGV[2]) == 1 then
+    id = ARGV[a + 5]
+    if id == '' then id = (tonumber(redis.call('HGET', record, 'deliveries') or '0') + 1) .. '-0' end
+    redis.call('HSET', record, 'status', ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], 'last_event', id)
+    redis.pcall('XADD', events, id, 'events', ARGV[a + 8] .. ARGV[a + 1])
+    redis.call('EXPIRE', events, ARGV[1])
+    announced[#announced + 1] = ARGV[a + 6] .. ' ' .. id .. ' ' .. ARGV[a + 1]
+  end
+  ids[j] = id
+end
+if #announced > 0 then redis.call('PUBLISH', ARGV[3], table.concat(announced, '\\n')) end
+return ids
 """
 
 # Start a delivered job: count the delivery in its record; {0} if the job already finished
@@ -107,6 +118,18 @@ return ARGV[1]
 # The recent-jobs index is trimmed to RECENT_JOBS_LIMIT once every this many creates of a store,
 # not on every one: it briefly holds a few more (listings read only the newest).
 RECENT_TRIM_EVERY = 16
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A job's end for `JobStore.finish_many`: its terminal event and status, the event's ID ('' =
+    after any delivery) and the events before it not stored yet."""
+
+    job_id: str
+    event: DoneEvent | ErrorEvent
+    status: JobStatus
+    event_id: str = ""
+    unstored: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -323,25 +346,35 @@ class JobStore:
         `unstored`: the events (JSON, already announced) right before it that are not in the
         Stream yet; they are stored in one entry with it (as `append_events` would, one command
         fewer). Returns the event ID, or None when nothing was written (via a pipeline: the
-        pipeline's result holds it).
+        pipeline's result holds [the ID or '']).
         """
-        field, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
-        args = [
-            event.model_dump_json(),
-            self.events_ttl_s,
-            status.value,
-            time.time(),
-            field,
-            document.model_dump_json(),
-            event_id,
-            keys.JOB_EVENTS_CHANNEL,
-            job_id,
-            only_if.value if only_if is not None else "",
-            "".join(f"{data}\n" for data in unstored or ()),
-        ]
-        job_keys = [keys.job_key(job_id), keys.job_events_key(job_id)]
+        written = self.finish_many([Ending(job_id, event, status, event_id, unstored or [])], client, only_if)
+        return written[0] if isinstance(written, list) else written
+
+    def finish_many(self, endings: list[Ending], client=None, only_if: JobStatus | None = None):
+        """`finish` for several jobs in one command, their terminal events announced in one message.
+
+        Returns each job's event ID, or None where nothing was written (via a pipeline: the
+        pipeline's result holds the IDs, '' for None).
+        """
+        args: list = [self.events_ttl_s, time.time(), keys.JOB_EVENTS_CHANNEL]
+        job_keys = []
+        for ending in endings:
+            event = ending.event
+            outcome, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
+            args += [
+                event.model_dump_json(),
+                ending.status.value,
+                outcome,
+                document.model_dump_json(),
+                ending.event_id,
+                ending.job_id,
+                only_if.value if only_if is not None else "",
+                "".join(f"{data}\n" for data in ending.unstored),
+            ]
+            job_keys += [keys.job_key(ending.job_id), keys.job_events_key(ending.job_id)]
         written = _run_script(self._finish, job_keys, args, client)
-        return _text(written) if written else written
+        return [_text(i) or None for i in written] if isinstance(written, list) else written
 
     def replay(self, job_id: str, after: EventId | None) -> Replay:
         """Stored events (event ID, JSON) after `after` (exclusive), oldest first.

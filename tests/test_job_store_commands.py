@@ -7,8 +7,17 @@ import redis
 
 from cli.embedded_redis import EmbeddedRedis
 from contracts import fleet_metrics, keys
-from contracts.job_store import RECENT_TRIM_EVERY, JobStore
-from contracts.jobs import DoneEvent, JobKind, JobStatus, TokenCountJob, TokenCountResult
+from contracts.job_store import RECENT_TRIM_EVERY, Ending, JobStore, parse_live_lines
+from contracts.jobs import (
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    ErrorInfo,
+    JobKind,
+    JobStatus,
+    TokenCountJob,
+    TokenCountResult,
+)
 from contracts.settings import Settings
 from tests.test_event_batching import command_counts, commands_since
 from worker.runtime.event_publisher import EventPublisher
@@ -99,4 +108,36 @@ def test_the_recent_jobs_index_is_trimmed_every_few_creates(tmp_path, monkeypatc
         assert store.client.zcard(keys.RECENT_JOBS) == 5
         assert "last" in {r.job_id for r in store.recent(5)}
     finally:
+        server.stop()
+
+
+def test_jobs_ending_together_finish_in_one_command_and_one_announcement(tmp_path):
+    server = EmbeddedRedis(tmp_path, persist=False)
+    store = JobStore(redis.Redis.from_url(server.start()), ttl_s=600, events_ttl_s=60)
+    client = store.client
+    subscriber = client.pubsub()
+    try:
+        store.create(["a", "b", "c"], JobKind.TOKEN_COUNT, "smol")
+        store.start(["a", "b", "c"], "w", max_deliveries=3)
+        failed = ErrorEvent(error=ErrorInfo(status=400, type="invalid_request_error", message="no"))
+        assert store.finish("b", failed, JobStatus.FAILED) == "2-0"  # another writer ended b first
+        subscriber.subscribe(keys.JOB_EVENTS_CHANNEL)
+        assert subscriber.get_message(timeout=5)["type"] == "subscribe"
+        done = DoneEvent(result=TokenCountResult(token_count=3))
+        pending = DeltaEvent(index=0, text="x").model_dump_json()
+        before = command_counts(client)
+        written = store.finish_many(
+            [Ending("a", done, JobStatus.SUCCEEDED, "1-2", [pending]), Ending("b", done, JobStatus.SUCCEEDED, "1-1")]
+            + [Ending("c", done, JobStatus.SUCCEEDED, "1-1")]
+        )
+        assert written == ["1-2", None, "1-1"]
+        spent = commands_since(client, before)
+        assert spent["publish"] == 1 and spent["evalsha"] == 1
+        message = subscriber.get_message(timeout=5)
+        assert [(j, i) for j, i, _ in parse_live_lines(message["data"].decode())] == [("a", "1-2"), ("c", "1-1")]
+        assert store.get("b").status == JobStatus.FAILED
+        assert store.replay("a", None).events == [("1-1", pending), ("1-2", done.model_dump_json())]
+        assert [e for e, _ in store.replay("c", None).events] == ["1-1"]
+    finally:
+        subscriber.close()
         server.stop()

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from contracts import keys
-from contracts.job_store import JobStore
+from contracts.job_store import Ending, JobStore
 from contracts.jobs import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, JobStatus, ProgressEvent
 
 log = logging.getLogger(__name__)
@@ -183,10 +183,12 @@ class EventPublisher:
                 job.unstored, job.stored_any = [], True
         if announced:
             self.store.announce(pipe, announced)
+        endings = []
         for item, event_id in terminals:
             job = self._jobs.pop(item.job_id, None)
-            unstored = job.unstored if job else None
-            self.store.finish(item.job_id, item.event, item.status, client=pipe, event_id=event_id, unstored=unstored)
+            endings.append(Ending(item.job_id, item.event, item.status, event_id, job.unstored if job else []))
+        if endings:  # one script for all, their terminal events announced together
+            self.store.finish_many(endings, client=pipe)
         try:
             for reply in pipe.execute(raise_on_error=False):
                 if isinstance(reply, Exception):
