@@ -8,8 +8,8 @@ a Celery threads worker and Redis result backend — the floor any Celery round 
 
 Each side's CPU per round trip is printed too: this process (the client: HTTP for Ladle, the
 Celery producer and result reader for the no-op) plus the servers (`ladle serve` and its children,
-or the no-op worker) and Redis. On a machine shared with other work it moves far less than the
-latencies do.
+or the no-op worker) and Redis, less what the servers use idle. On a machine shared with other
+work it moves far less than the latencies do.
 """
 
 from __future__ import annotations
@@ -42,15 +42,20 @@ def noop_app(redis_url: str) -> Celery:
     return app
 
 
-def timed(call, count: int, server_pids: list[int]) -> tuple[list[float], float]:
-    """Each call's milliseconds, and the CPU ms per call of this process and `server_pids` (with their children)."""
+def timed(call, count: int, server_pids: list[int], idle_s: float = 3.0) -> tuple[list[float], float]:
+    """Each call's milliseconds, and the CPU ms per call of this process and `server_pids` (with their
+    children), less what the servers use idle (heartbeats, polling: measured for `idle_s` first)."""
+    idle_before = tree_cpu_s(server_pids)
+    time.sleep(idle_s)
+    idle_rate = (tree_cpu_s(server_pids) - idle_before) / idle_s
     times = []
-    cpu_before = time.process_time() + tree_cpu_s(server_pids)
+    cpu_before, wall_before = time.process_time() + tree_cpu_s(server_pids), time.perf_counter()
     for _ in range(count):
         started = time.perf_counter()
         call()
         times.append(1000 * (time.perf_counter() - started))
-    return times, 1000 * (time.process_time() + tree_cpu_s(server_pids) - cpu_before) / count
+    busy = time.process_time() + tree_cpu_s(server_pids) - cpu_before - idle_rate * (time.perf_counter() - wall_before)
+    return times, 1000 * busy / count
 
 
 def main() -> None:
