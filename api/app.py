@@ -6,23 +6,31 @@ import uuid
 
 from flask import Flask, g
 
-from api import (
-    foundry_routes,
-    health_routes,
-    jobs_routes,
-    metrics,
-    models_routes,
-    openapi,
-    status_page,
-    token_count_routes,
-)
+from api import metrics, openapi, status_page
+from api.access import guard, rate_limits
+from api.access.keys import ApiKeys
+from api.azure import routes as azure_routes
+from api.chat import render as chat_render
 from api.chat import routes as chat_routes
+from api.completions import render as completion_render
 from api.completions import routes as completion_routes
+from api.databricks import routes as databricks_routes
+from api.downloads import protocol as download_protocol
 from api.downloads import routes as download_routes
+from api.embeddings import protocol as embedding_protocol
 from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
-from api.request_logging import RequestIdFilter, log_request
+from api.foundry import routes as foundry_routes
+from api.health import routes as health_routes
+from api.jobs import routes as jobs_routes
+from api.models import routes as models_routes
+from api.queue.responses import register_renderer
+from api.request_logging import RequestIdFilter, log_request, tag_request
 from api.services import Services
+from api.token_count import protocol as token_count_protocol
+from api.token_count import routes as token_count_routes
+from contracts.events import DownloadResult, EmbeddingResult, GenerationResult, TokenCountResult
+from contracts.jobs import JobKind
 from contracts.log_setup import configure_logging
 from contracts.settings import Settings
 
@@ -48,14 +56,25 @@ def create_app(settings: Settings | None = None) -> Flask:
         health_routes.bp,
         openapi.bp,
         status_page.bp,
+        azure_routes.bp,
+        databricks_routes.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    # How GET /v1/jobs/{id} shows a finished job's result: in the shape its endpoint returns.
+    register_renderer(JobKind.CHAT, GenerationResult, chat_render.job_result_body)
+    register_renderer(JobKind.COMPLETION, GenerationResult, completion_render.job_result_body)
+    register_renderer(JobKind.EMBEDDING, EmbeddingResult, embedding_protocol.job_result_body)
+    register_renderer(JobKind.TOKEN_COUNT, TokenCountResult, token_count_protocol.job_result_body)
+    register_renderer(JobKind.DOWNLOAD, DownloadResult, download_protocol.job_result_body)
     metrics.install(app, app.extensions["ladle"])
 
     @app.before_request
     def assign_request_id() -> None:
-        g.request_id = uuid.uuid4().hex
+        tag_request(uuid.uuid4().hex)
+
+    guard.install(app, ApiKeys.from_settings(settings))
+    rate_limits.install(app, app.extensions["ladle"])
 
     @app.after_request
     def tag_response(response):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import kombu.exceptions
 import pydantic
 import redis
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from contracts import errors
+from contracts.errors import ErrorInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class ErrorEnvelope(pydantic.BaseModel):
 
 
 class ApiError(Exception):
-    """A failure the client should see, with status and OpenAI's error fields."""
+    """A failure the client should see: an `ErrorInfo` (status and OpenAI's error fields) and headers."""
 
     def __init__(
         self,
@@ -51,12 +55,32 @@ class ApiError(Exception):
         headers: dict | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
+        self.info = ErrorInfo(status=status, message=message, type=type, param=param, code=code)
         self.headers = headers or {}
+
+    @classmethod
+    def of(cls, info: ErrorInfo, headers: dict | None = None) -> ApiError:
+        return cls(info.status, info.message, type=info.type, param=info.param, code=info.code, headers=headers)
+
+    @property
+    def status(self) -> int:
+        return self.info.status
+
+    @property
+    def message(self) -> str:
+        return self.info.message
+
+    @property
+    def type(self) -> str:
+        return self.info.type
+
+    @property
+    def param(self) -> str | None:
+        return self.info.param
+
+    @property
+    def code(self) -> str | None:
+        return self.info.code
 
     def body(self) -> dict:
         detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
@@ -64,11 +88,11 @@ class ApiError(Exception):
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, param=param, code=code)
+    return ApiError.of(errors.invalid_request(message, param, code))
 
 
 def model_not_found(name: str) -> ApiError:
-    return ApiError(404, f"The model '{name}' does not exist.", param="model", code="model_not_found")
+    return ApiError.of(errors.model_not_found(name))
 
 
 def validation_error(error: pydantic.ValidationError) -> ApiError:
@@ -85,10 +109,32 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (part.startswith(("list[", "dict[")) or part in {"str", "int", "float"})
 
 
+# The error shapes of the other dialects the API speaks (Azure AI Model Inference, Databricks): a
+# function giving an error's body and headers, by the name of the dialect's blueprint, and the path
+# prefixes that are the dialect's even when no route matched (404, 405).
+ErrorShape = Callable[[ApiError], tuple[dict, dict]]
+_DIALECTS: dict[str, ErrorShape] = {}
+_DIALECT_PREFIXES: dict[str, str] = {}
+
+
+def register_dialect(blueprint: str, shape: ErrorShape, path_prefix: str | None = None) -> None:
+    _DIALECTS[blueprint] = shape
+    if path_prefix:
+        _DIALECT_PREFIXES[path_prefix] = blueprint
+
+
+def render_error(error: ApiError):
+    """The error response in the shape of the dialect the request was made in (OpenAI's by default)."""
+    dialect = request.blueprint or next((b for p, b in _DIALECT_PREFIXES.items() if request.path.startswith(p)), "")
+    shape = _DIALECTS.get(dialect)
+    body, headers = shape(error) if shape else (error.body(), error.headers)
+    return jsonify(body), error.status, headers
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
-        return jsonify(error.body()), error.status, error.headers
+        return render_error(error)
 
     @app.errorhandler(pydantic.ValidationError)
     def invalid(error: pydantic.ValidationError):

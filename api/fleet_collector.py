@@ -16,9 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from api.fleet_view import down_workers, queue_depths
-from api.job_client import JobClient
+from api.queue.client import JobClient
 from contracts import fleet_metrics
-from contracts.jobs import DOWNLOADS_LANE
+from contracts.queues import DOWNLOADS_LANE
 
 log = logging.getLogger(__name__)
 

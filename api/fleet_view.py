@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from api.job_client import JobClient
+from api.queue.client import JobClient
 from contracts import keys
 from contracts.job_store import JobRecord, JobStore
 from contracts.jobs import JobKind
@@ -52,10 +52,12 @@ def job_summary(record: JobRecord) -> dict:
     }
 
 
-def snapshot(jobs: JobClient, store: JobStore, recent: int = 50) -> dict:
-    """Workers (live and recently down), queue depths, the newest jobs and unfinished downloads."""
+def snapshot(jobs: JobClient, store: JobStore, recent: int = 50, viewer: str | None = None) -> dict:
+    """Workers (live and recently down), queue depths, the newest jobs and unfinished downloads;
+    with a `viewer` (an API key's ID), only the jobs that key may see: its own and shared ones."""
     workers = jobs.live_workers()
-    listed = [job_summary(record) for record in store.recent(recent)]
+    records = [r for r in store.recent(recent) if viewer is None or r.owner in (None, viewer)]
+    listed = [job_summary(record) for record in records]
     return {
         "time": time.time(),
         "workers": [w.model_dump(exclude_none=True) for w in sorted(workers, key=lambda w: w.name)],

@@ -41,12 +41,14 @@ bp = Blueprint("openapi", __name__)
 
 @dataclass(frozen=True)
 class Operation:
-    """What a route declares beyond its path: JSON body, query and header parameters, JSON response."""
+    """What a route declares beyond its path: JSON body, query and header parameters, JSON response,
+    and its error body when its dialect has its own (OpenAI's envelope otherwise)."""
 
     body: Any = None
     query: type[BaseModel] | None = None
     headers: type[BaseModel] | None = None
     response: Any = None
+    error: type[BaseModel] = ErrorEnvelope
 
 
 def documented(
@@ -55,11 +57,12 @@ def documented(
     query: type[BaseModel] | None = None,
     headers: type[BaseModel] | None = None,
     response: Any = None,
+    error: type[BaseModel] = ErrorEnvelope,
 ) -> Callable[[View], View]:
-    """Attach the route's request and response types (pydantic models or types) to its view."""
+    """Attach the route's request, response and error types (pydantic models or types) to its view."""
 
     def mark(view: View) -> View:
-        view.openapi_operation = Operation(body, query, headers, response)
+        view.openapi_operation = Operation(body, query, headers, response, error)
         return view
 
     return mark
@@ -122,6 +125,7 @@ def _schemas(operations) -> tuple[dict, dict]:
                 inputs[(kind, "validation")] = TypeAdapter(kind)
         if operation.response is not None:
             inputs[(operation.response, "serialization")] = TypeAdapter(operation.response)
+        inputs[(operation.error, "serialization")] = TypeAdapter(operation.error)
     keyed, definitions = TypeAdapter.json_schemas(
         [(key, key[1], adapter) for key, adapter in inputs.items()], ref_template=REF_TEMPLATE
     )
@@ -147,8 +151,8 @@ def _operation_object(
     rule: Rule, path: str, method: str, view: Callable, operation: Operation, parameters: list[dict], schemas: dict
 ) -> dict:
     error = {
-        "description": "OpenAI's error envelope.",
-        "content": {"application/json": {"schema": schemas[(ErrorEnvelope, "serialization")]}},
+        "description": "OpenAI's error envelope." if operation.error is ErrorEnvelope else operation.error.__doc__,
+        "content": {"application/json": {"schema": schemas[(operation.error, "serialization")]}},
     }
     success: dict[str, Any] = {"description": "Success."}
     if operation.response is not None:

@@ -9,6 +9,15 @@ from flask import g, has_request_context, request
 access_log = logging.getLogger("ladle.access")
 
 
+def tag_request(request_id: str) -> str:
+    """Make `request_id` the current request's ID (its X-Request-Id header and log records); returns it.
+
+    A request that submits or names a job takes the job's ID, so one ID follows it everywhere.
+    """
+    g.request_id = request_id
+    return request_id
+
+
 class RequestIdFilter(logging.Filter):
     """Adds `request_id` (the job ID for job requests) to records logged inside a request."""
 

@@ -12,10 +12,12 @@ from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.catalog.catalog import best_variant, load_catalog
-from api.embeddings.bundler import EmbeddingBundler
 from api.errors import ApiError, bad_request, model_not_found
-from api.job_client import JobClient, new_job_id
-from api.job_events import JobEventFeed
+from api.queue.bundler import EmbeddingBundler
+from api.queue.client import JobClient, new_job_id
+from api.queue.events import JobEventFeed
+from api.request_logging import tag_request
+from contracts import errors
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
 from contracts.jobs import JobKind
@@ -88,10 +90,7 @@ class Services:
         if found is None:
             raise model_not_found(name)
         if found != kind:
-            use = "/v1/embeddings" if kind == GENERATION else "/v1/chat/completions or /v1/completions"
-            raise bad_request(
-                f"The model '{name}' is not a {kind} model; use it with {use}.", "model", "wrong_model_type"
-            )
+            raise ApiError.of(errors.wrong_model_kind(name, kind))
         if kind != GENERATION:
             return name
         context = self.models.context_length(name)
@@ -161,12 +160,18 @@ def query_args(model: type[Query]) -> Query:
     return model.model_validate(request.args.to_dict())
 
 
+def new_request_job_id() -> str:
+    """A new job ID for this request's job; it becomes the request's ID too (X-Request-Id, log records)."""
+    return tag_request(new_job_id())
+
+
 def submit_request(
     task: str, kind: JobKind, model: str, to_job: Callable[[str], BaseModel], device: str
 ) -> tuple[str, JobEventFeed | None]:
     """Record and enqueue a request's job, followed unless the client prefers async; tags the response."""
-    g.request_id = job_id = new_job_id()
-    feed = services().jobs.submit(task, kind, model, to_job(job_id).model_dump(), device, not prefers_async())
+    job_id = new_request_job_id()
+    payload = to_job(job_id).model_dump()
+    feed = services().jobs.submit(task, kind, model, payload, device, not prefers_async(), owner=g.get("api_key_id"))
     return job_id, feed
 
 

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from api.errors import bad_request
 from api.fleet_view import snapshot
@@ -34,7 +34,7 @@ def page():
 def fleet():
     """The fleet now: workers, queue depths, recent jobs, downloads."""
     ladle = services()
-    return jsonify(snapshot(ladle.jobs, ladle.store))
+    return jsonify(snapshot(ladle.jobs, ladle.store, viewer=g.get("api_key_id")))
 
 
 @bp.get("/v1/fleet/events")
@@ -42,11 +42,12 @@ def fleet_events():
     """SSE: a `snapshot` event at once and whenever the fleet changes (checked every second)."""
     ladle = services()
     poll_s = _interval(request.args.get("interval"))
+    viewer = g.get("api_key_id")
 
     def frames() -> Iterator[str]:
         last, last_sent = None, 0.0
         while True:
-            current = snapshot(ladle.jobs, ladle.store)
+            current = snapshot(ladle.jobs, ladle.store, viewer=viewer)
             stamp = current.pop("time")
             # Heartbeats move `seen_at` every beat; a change is anything else.
             text = json.dumps({**current, "workers": [_steady(w) for w in current["workers"]]}, sort_keys=True)

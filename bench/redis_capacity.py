@@ -45,17 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cli.embedded_redis import EmbeddedRedis  # noqa: E402
 from contracts import keys  # noqa: E402
+from contracts.events import Choice, DeltaEvent, DoneEvent, GenerationResult, StartedEvent, Usage
 from contracts.job_store import _FINISH, JobStore, live_lines  # noqa: E402
-from contracts.jobs import (  # noqa: E402
-    Choice,
-    DeltaEvent,
-    DoneEvent,
-    GenerationResult,
-    JobKind,
-    JobStatus,
-    StartedEvent,
-    Usage,
-)
+from contracts.jobs import JobKind, JobStatus
 from worker.runtime.event_publisher import EventPublisher, _Outgoing  # noqa: E402
 
 TOKEN = " the"

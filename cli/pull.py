@@ -14,7 +14,7 @@ import sys
 import requests
 from tqdm import tqdm
 
-from contracts.jobs import DownloadProgress
+from contracts.events import DownloadProgress
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,29 +96,20 @@ def _pull_via_service(url: str, body: dict) -> int:
 def _pull_in_process(settings: Settings, body: dict) -> int:
     # The API's own request parsing and source resolution, then the worker's download code.
     from api.catalog.catalog import load_catalog
-    from api.downloads.protocol import DownloadRequest as DownloadBody
+    from api.downloads.protocol import DownloadRequest
     from api.downloads.sources import plan_download
     from api.errors import ApiError
-    from worker.hub.model_download import DownloadFailed, DownloadRequest, download_model
+    from worker.hub.model_download import DownloadFailed, download_model
 
     try:
-        plan = plan_download(DownloadBody.parse(body), load_catalog(settings.user_catalog_dir), {"cpu"})
+        plan = plan_download(DownloadRequest.parse(body), load_catalog(settings.user_catalog_dir), {"cpu"})
     except ApiError as error:
         print(f"ladle: {error.message}", file=sys.stderr)
         return 2
-    request = DownloadRequest(
-        model=plan.model,
-        repo_id=plan.source.repo_id,
-        target_root=settings.model_dir,
-        revision=plan.source.revision,
-        subfolder=plan.source.subfolder,
-        token=body["token"],
-        prompt_template=plan.prompt_template,
-        publisher=plan.publisher,
-    )
+    job = plan.to_job(job_id="", target_root=settings.model_dir)
     bar = _Bar(plan.model)
     try:
-        result = download_model(request, bar.show, lambda: False)
+        result = download_model(job, body["token"], bar.show, lambda: False)
     except DownloadFailed as failed:
         print(f"ladle: {failed}", file=sys.stderr)
         return 1

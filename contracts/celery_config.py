@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.jobs import DEFAULT_DEVICE, queue_for_device
+from contracts.queues import DEFAULT_DEVICE, queue_for_device
 from contracts.redis_connection import broker_transport_options
 from contracts.settings import Settings
 

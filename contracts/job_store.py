@@ -20,20 +20,25 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from contracts import keys
-from contracts.jobs import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent, JobKind, JobStatus
+from contracts.events import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent
+from contracts.jobs import JobKind, JobStatus
 
 # Record queued jobs and send their task: one command instead of a MULTI of five or more.
 # KEYS: the recent-jobs index, the task's queue (the index again when none), then each job's
 # record. ARGV: kind, model, now, task ID ('' = each job's own ID), record TTL, task message
-# ('' = none to send), how many of the newest jobs the index keeps (0 = do not trim it now), then
-# each job's ID.
+# ('' = none to send), how many of the newest jobs the index keeps (0 = do not trim it now), the
+# ID of the API key that submitted the jobs ('' = none), then each job's ID.
 _CREATE = """
 local index = {}
 for i = 3, #KEYS do
-  local job_id = ARGV[i + 5]
+  local job_id = ARGV[i + 6]
   local task = ARGV[4]
   if task == '' then task = job_id end
   local record = {'kind', ARGV[1], 'model', ARGV[2], 'status', 'queued', 'created_at', ARGV[3], 'task', task}
+  if ARGV[8] ~= '' then
+    record[#record + 1] = 'owner'
+    record[#record + 1] = ARGV[8]
+  end
   redis.call('HSET', KEYS[i], unpack(record))
   redis.call('EXPIRE', KEYS[i], ARGV[5])
   index[#index + 1] = ARGV[3]
@@ -160,6 +165,9 @@ class JobRecord:
     error: dict | None
     # Long jobs (downloads): the latest progress report.
     progress: dict | None = None
+    # The non-secret ID of the API key that submitted the job (None: submitted without keys, or
+    # shared by every key, like model downloads); only that key may read or cancel it.
+    owner: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, fields: dict[str, str]) -> JobRecord:
@@ -181,6 +189,7 @@ class JobRecord:
             result=document("result"),
             error=document("error"),
             progress=document("progress"),
+            owner=fields.get("owner"),
         )
 
 
@@ -255,6 +264,7 @@ class JobStore:
         model: str,
         task_id: str | None = None,
         message: tuple[str, str] | None = None,
+        owner: str | None = None,
     ) -> None:
         """Record queued jobs, sent in the Celery task `task_id` (default: the job's ID), in one
         command for all: with `message` (queue, payload), the script also pushes the task message
@@ -264,7 +274,7 @@ class JobStore:
         trim = keys.RECENT_JOBS_LIMIT if self._creates % RECENT_TRIM_EVERY == 0 else 0
         queue, payload = message or ("", "")
         job_keys = [keys.job_key(job_id) for job_id in job_ids]
-        args = [kind.value, model, time.time(), task_id or "", self.ttl_s, payload, trim, *job_ids]
+        args = [kind.value, model, time.time(), task_id or "", self.ttl_s, payload, trim, owner or "", *job_ids]
         _run_script(self._create, [keys.RECENT_JOBS, queue or keys.RECENT_JOBS, *job_keys], args)
 
     def claim_shared(self, share_key: str, job_id: str) -> str:
@@ -426,7 +436,18 @@ def _run_script(script: Script, script_keys: list[str], args: list, client=None)
 
 
 # What a listing of jobs shows (results stay out: they can be large).
-_LISTED_FIELDS = ("kind", "model", "status", "created_at", "started_at", "finished_at", "worker", "progress", "error")
+_LISTED_FIELDS = (
+    "kind",
+    "model",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker",
+    "progress",
+    "error",
+    "owner",
+)
 
 
 def _float(value: bytes | str | None) -> float | None:

@@ -27,6 +27,10 @@ def _flag(value: str) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off")
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def _log_format(value: str) -> str:
     if value.strip().lower() not in ("text", "json"):
         raise ValueError(f"LADLE_LOG_FORMAT must be text or json, not {value!r}")
@@ -113,6 +117,18 @@ class Settings:
     # LADLE_LOG_FORMAT: "text" (human-readable lines) or "json" (one JSON object per line, with
     # the request and job IDs as fields) for `ladle serve`, `ladle worker` and the API.
     log_format: str = "text"
+    # LADLE_API_KEYS: API keys clients must send (comma-separated), as `Authorization: Bearer <key>`
+    # or `api-key: <key>`; with neither this nor LADLE_API_KEYS_FILE set, the API is open to anyone
+    # who can reach it.
+    api_keys: tuple[str, ...] = ()
+    # LADLE_API_KEYS_FILE: a file of API keys, one per line (blank lines and #-comments skipped).
+    api_keys_file: Path | None = None
+    # LADLE_RATE_LIMIT: requests each API key may make (every API process shares the count in
+    # Redis), in the notation "100/minute", "10 per 2 seconds"; "" or "off": no limit.
+    rate_limit: str = "100/minute"
+    # LADLE_DEFAULT_MODEL: the model a request that names none (Azure AI Model Inference clients
+    # may leave out `model`) is served by.
+    default_model: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -151,7 +167,8 @@ def _format(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, tuple):
-        return os.pathsep.join(str(part) for part in value)
+        separator = "," if all(isinstance(part, str) for part in value) and value else os.pathsep
+        return separator.join(str(part) for part in value)
     return str(value)
 
 
@@ -189,4 +206,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "drain_s": ("LADLE_DRAIN_S", float),
     "metrics": ("LADLE_METRICS", _flag),
     "log_format": ("LADLE_LOG_FORMAT", _log_format),
+    "api_keys": ("LADLE_API_KEYS", _csv),
+    "api_keys_file": ("LADLE_API_KEYS_FILE", Path),
+    "rate_limit": ("LADLE_RATE_LIMIT", str),
+    "default_model": ("LADLE_DEFAULT_MODEL", str),
 }

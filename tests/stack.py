@@ -160,8 +160,8 @@ class GunicornApi:
             try:
                 if requests.get(f"{self.url}/health", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # the socket is bound before the worker process has imported the app
             time.sleep(0.1)
         raise RuntimeError("gunicorn did not answer /health in time")
 

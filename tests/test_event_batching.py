@@ -11,8 +11,9 @@ import requests
 
 from cli.embedded_redis import EmbeddedRedis
 from contracts import keys
+from contracts.events import DeltaEvent, DoneEvent, GenerationResult, StartedEvent, Usage
 from contracts.job_store import JobStore, parse_event_id, parse_live_lines
-from contracts.jobs import DeltaEvent, DoneEvent, GenerationResult, JobKind, JobStatus, StartedEvent, Usage
+from contracts.jobs import JobKind, JobStatus
 from tests.helpers import ASYNC, TINY, sse_data, sse_events, sse_frames, user
 from worker.runtime import event_publisher
 from worker.runtime.event_publisher import EventPublisher, coalesced_events

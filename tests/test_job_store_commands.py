@@ -7,17 +7,10 @@ import redis
 
 from cli.embedded_redis import EmbeddedRedis
 from contracts import fleet_metrics, keys
+from contracts.errors import ErrorInfo
+from contracts.events import DeltaEvent, DoneEvent, ErrorEvent, TokenCountResult
 from contracts.job_store import RECENT_TRIM_EVERY, Ending, JobStore, parse_live_lines
-from contracts.jobs import (
-    DeltaEvent,
-    DoneEvent,
-    ErrorEvent,
-    ErrorInfo,
-    JobKind,
-    JobStatus,
-    TokenCountJob,
-    TokenCountResult,
-)
+from contracts.jobs import JobKind, JobStatus, TokenCountJob
 from contracts.settings import Settings
 from tests.test_event_batching import command_counts, commands_since
 from worker.runtime.event_publisher import EventPublisher
@@ -92,6 +85,9 @@ def test_create_records_the_jobs_and_sends_their_task_in_one_command(tmp_path):
         store.create(["solo"], JobKind.CHAT, "smol")  # no message: nothing sent; the task is the job
         assert client.llen("queue:x") == 1
         assert client.hget(keys.job_key("solo"), "task") == b"solo"
+        assert client.hget(keys.job_key("solo"), "owner") is None
+        store.create(["keyed"], JobKind.CHAT, "smol", owner="key-1")  # the API key that submitted it
+        assert store.get("keyed").owner == "key-1"
     finally:
         server.stop()
 

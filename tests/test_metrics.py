@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from cli.embedded_redis import free_port
-from contracts.jobs import queue_for_device
+from contracts.queues import queue_for_device
 from contracts.settings import Settings
 from tests.helpers import TINY, user
 from tests.metrics_scrape import scrape, value

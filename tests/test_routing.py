@@ -11,7 +11,8 @@ from celery import Celery
 
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, GenerationJob, JobKind, queue_for_worker
+from contracts.jobs import GenerationJob, JobKind
+from contracts.queues import GENERATE_TASK, queue_for_worker
 from tests.helpers import ASYNC, TINY, user, wait_for
 from tests.stack import start_fleet, stop_fleet
 

@@ -18,12 +18,13 @@ import pytest
 import requests
 from celery import Celery
 
-from api.job_client import new_job_id
+from api.queue.client import new_job_id
 from cli.embedded_redis import EmbeddedRedis, free_port
 from contracts import keys
 from contracts.celery_config import celery_config
 from contracts.job_store import JobStore
-from contracts.jobs import GENERATE_TASK, JobKind, JobStatus, queue_for_device
+from contracts.jobs import JobKind, JobStatus
+from contracts.queues import GENERATE_TASK, queue_for_device
 from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from tests.helpers import ASYNC, TINY, sse_events, user

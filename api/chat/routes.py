@@ -7,13 +7,13 @@ import time
 from flask import Blueprint, jsonify
 
 from api.chat.protocol import ChatCompletionRequest
-from api.chat.serving import chunk_frames, completion_body
-from api.devices import device_for_request
-from api.job_responses import stream_job, wait_for_result
-from api.jobs_routes import accepted
+from api.chat.render import chunk_frames, completion_body
 from api.openapi import documented
+from api.queue.devices import device_for_request
+from api.queue.responses import accepted, stream_job, wait_for_result
 from api.services import AsyncPreference, json_body, services, submit_request
-from contracts.jobs import GENERATE_TASK, JobKind
+from contracts.jobs import JobKind
+from contracts.queues import GENERATE_TASK
 
 bp = Blueprint("chat", __name__)
 
@@ -22,16 +22,20 @@ bp = Blueprint("chat", __name__)
 @documented(body=ChatCompletionRequest, headers=AsyncPreference)
 def create_chat_completion():
     """A chat completion: answered whole, streamed as SSE, or as a job (`Prefer: respond-async`)."""
-    chat = ChatCompletionRequest.model_validate(json_body())
+    return serve_chat(ChatCompletionRequest.model_validate(json_body()))
+
+
+def serve_chat(chat: ChatCompletionRequest):
+    """Run a validated chat request (any dialect's): the response, streamed or whole, or 202."""
     ctx = services()
     chat.model = ctx.require_model(chat.model, chat.output_limit, limit_param=chat.output_limit_param)
-    device = device_for_request(chat.ep)
+    device = device_for_request(chat.ep, ctx.jobs)
     job_id, feed = submit_request(GENERATE_TASK, JobKind.CHAT, chat.model, chat.to_job, device)
     if feed is None:
-        return accepted(job_id)
-    deadline = time.monotonic() + ctx.settings.sync_timeout_s
+        return accepted(ctx.store, job_id)
+    timeout_s = ctx.settings.sync_timeout_s
     if chat.stream:
         return stream_job(
-            feed, deadline, lambda events: chunk_frames(events, job_id, chat.model, chat.n, chat.include_usage)
+            feed, timeout_s, lambda events: chunk_frames(events, job_id, chat.model, chat.n, chat.include_usage)
         )
-    return jsonify(completion_body(job_id, chat.model, int(time.time()), wait_for_result(feed, deadline)))
+    return jsonify(completion_body(job_id, chat.model, int(time.time()), wait_for_result(feed, timeout_s)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from contracts.jobs import DoneEvent, ErrorEvent, JobEvent, ProgressEvent
+from contracts.events import DoneEvent, ErrorEvent, JobEvent, ProgressEvent
 
 
 def progress_line(file: str, fraction: float, overall: float) -> str:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.events import DownloadResult
+from contracts.job_store import JobRecord
+
 
 class ModelSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,3 +49,8 @@ def _canonical_keys(raw: dict, fields: dict) -> dict:
     """`raw` with each key spelled as the field it names regardless of case (others kept as given)."""
     by_lower = {name.lower(): name for name in fields}
     return {by_lower.get(key.lower(), key): value for key, value in raw.items()}
+
+
+def job_result_body(record: JobRecord, result: DownloadResult) -> dict:
+    """A finished download job's result, as GET /v1/jobs/{id} shows it."""
+    return result.model_dump()

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, g, stream_with_context
+from flask import Blueprint, Response, stream_with_context
 
 from api.catalog.catalog import load_catalog
 from api.downloads.progress_lines import download_lines, final_line
 from api.downloads.protocol import DownloadRequest
 from api.downloads.sources import download_root, plan_download
-from api.job_client import new_job_id
-from api.job_events import JobEventFeed
-from api.jobs_routes import accepted
 from api.openapi import documented
-from api.services import AsyncPreference, json_body, prefers_async, services
+from api.queue.events import JobEventFeed
+from api.queue.responses import accepted
+from api.request_logging import tag_request
+from api.services import AsyncPreference, json_body, new_request_job_id, prefers_async, services
 from contracts import keys
-from contracts.jobs import DOWNLOAD_TASK, DOWNLOADS_LANE, DownloadJob, JobKind
+from contracts.jobs import JobKind
+from contracts.queues import DOWNLOAD_TASK, DOWNLOADS_LANE
 
 bp = Blueprint("downloads", __name__)
 
@@ -29,26 +30,16 @@ def download():
     request = DownloadRequest.parse(json_body())
     plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())
     root = download_root(request.customDirPath, ctx.settings)
-    g.request_id = job_id = new_job_id()
-    job = DownloadJob(
-        job_id=job_id,
-        model=plan.model,
-        repo_id=plan.source.repo_id,
-        revision=plan.source.revision,
-        subfolder=plan.source.subfolder,
-        target_root=str(root),
-        sealed_token=ctx.seal.seal(request.token) if request.token else None,
-        prompt_template=plan.prompt_template,
-        publisher=plan.publisher,
-        force=request.force,
-    )
+    job_id = new_request_job_id()
+    sealed_token = ctx.seal.seal(request.token) if request.token else None
+    job = plan.to_job(job_id, root, sealed_token, request.force)
     share_key = keys.download_key(str(root / plan.model))
     job_id, feed = ctx.jobs.submit_shared(
         DOWNLOAD_TASK, JobKind.DOWNLOAD, plan.model, job.model_dump(), share_key, not prefers_async(), DOWNLOADS_LANE
     )
-    g.request_id = job_id
+    tag_request(job_id)
     if feed is None:
-        return accepted(job_id)
+        return accepted(ctx.store, job_id)
     response = Response(stream_with_context(_lines(feed)), mimetype="text/plain")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from api.catalog.catalog import CatalogEntry, best_variant
 from api.downloads.protocol import DownloadRequest
 from api.errors import ApiError, bad_request
+from contracts.jobs import DownloadJob
 from contracts.settings import Settings
 
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
@@ -42,6 +43,23 @@ class DownloadPlan:
     source: HubSource
     prompt_template: dict | None
     publisher: str | None
+
+    def to_job(
+        self, job_id: str, target_root: Path, sealed_token: str | None = None, force: bool = False
+    ) -> DownloadJob:
+        """The job that fetches this plan's files into `<target_root>/<model>`."""
+        return DownloadJob(
+            job_id=job_id,
+            model=self.model,
+            repo_id=self.source.repo_id,
+            revision=self.source.revision,
+            subfolder=self.source.subfolder,
+            target_root=str(target_root),
+            sealed_token=sealed_token,
+            prompt_template=self.prompt_template,
+            publisher=self.publisher,
+            force=force,
+        )
 
 
 def parse_hub_uri(uri: str) -> HubSource | None:

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from api.sampling_protocol import NON_EMPTY_TEXTS, StrictModel
-from contracts.jobs import EmbeddingJob, EmbeddingResult
+from contracts.events import EmbeddingResult
+from contracts.job_store import JobRecord
+from contracts.jobs import EmbeddingJob
 
 
 class EmbeddingRequest(StrictModel):
@@ -54,5 +56,6 @@ def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str = 
     }
 
 
-def job_result_body(job_id: str, model: str, created: int, result: EmbeddingResult) -> dict:
-    return embeddings_body(model, result)
+def job_result_body(record: JobRecord, result: EmbeddingResult) -> dict:
+    """A finished embedding job's result, as GET /v1/jobs/{id} shows it."""
+    return embeddings_body(record.model, result)

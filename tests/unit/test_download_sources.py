@@ -111,3 +111,11 @@ def test_a_relative_custom_dir_is_refused(tmp_path):
     with pytest.raises(ApiError) as error:
         download_root("models/here", Settings(model_dir=tmp_path))
     assert error.value.code == "invalid_path"
+
+
+def test_a_plan_becomes_the_job_workers_and_the_cli_run(tmp_path):
+    job = plan("phi-mini-cpu:2").to_job("job-1", tmp_path, sealed_token="sealed", force=True)
+    assert (job.job_id, job.model, job.target_root) == ("job-1", "phi-mini-cpu", str(tmp_path))
+    assert (job.repo_id, job.revision, job.subfolder) == ("acme/phi-onnx", "main", "cpu-int4")
+    assert (job.sealed_token, job.force, job.publisher) == ("sealed", True, "acme")
+    assert job.prompt_template == HUB_ENTRY.promptTemplate.model_dump()

@@ -1,10 +1,13 @@
-"""Pydantic validation errors as OpenAI's error envelope, naming the parameter."""
+"""Pydantic validation errors as OpenAI's error envelope, naming the parameter; one error model for API and workers."""
 
 import pydantic
 import pytest
 
 from api.chat.protocol import ChatCompletionRequest
 from api.errors import ApiError, validation_error
+from api.errors import model_not_found as api_model_not_found
+from contracts.errors import wrong_model_kind
+from worker.errors import model_not_found as worker_model_not_found
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -36,3 +39,17 @@ def test_the_body_is_openais_envelope():
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_the_api_and_a_worker_report_a_missing_model_alike():
+    api_error, rejected = api_model_not_found("gpt-9"), worker_model_not_found("gpt-9")
+    assert api_error.info == rejected.info
+    assert (api_error.status, api_error.param, api_error.code) == (404, "model", "model_not_found")
+    assert "gpt-9" in api_error.message
+
+
+def test_an_error_a_job_ended_with_becomes_the_same_api_error():
+    info = wrong_model_kind("tiny-embed", "generation")
+    error = ApiError.of(info, headers={"X-Request-Id": "job-1"})
+    assert error.info == info and error.headers == {"X-Request-Id": "job-1"}
+    assert error.body()["error"] == {"message": info.message, "type": info.type, "param": "model", "code": info.code}

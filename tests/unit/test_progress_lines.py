@@ -1,15 +1,8 @@
 """Download progress in Foundry Local's line format."""
 
 from api.downloads.progress_lines import download_lines, final_line, progress_line
-from contracts.jobs import (
-    DoneEvent,
-    DownloadProgress,
-    DownloadResult,
-    ErrorEvent,
-    ErrorInfo,
-    FileProgress,
-    ProgressEvent,
-)
+from contracts.errors import ErrorInfo
+from contracts.events import DoneEvent, DownloadProgress, DownloadResult, ErrorEvent, FileProgress, ProgressEvent
 
 
 def test_a_progress_line_gives_the_files_fraction_then_the_overall_percentage():

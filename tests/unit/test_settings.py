@@ -38,6 +38,10 @@ NON_DEFAULT = Settings(
     drain_s=2.5,
     metrics=False,
     log_format="json",
+    api_keys=("key-one", "key-two"),
+    api_keys_file=Path("/srv/keys.txt"),
+    rate_limit="10 per 2 seconds",
+    default_model="phi-4-mini",
 )
 
 

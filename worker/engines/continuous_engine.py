@@ -6,6 +6,10 @@ cancelled rows leave at once; rows still reading their prompts read up to `prefi
 tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
 for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
 stop strings and max tokens; a finished row frees its slot for the next waiting row.
+
+Rows that ask for logprobs get them from the logits of their own step (worker/engines/token_logprobs.py);
+a row that asks for its prompt's reads the prompt with logits for every position, and without the
+prefix cache (whose positions would have no logits).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from worker.engines.generation_request import GenerationRequest, Row, complete
 from worker.engines.sampling import RowSampler
+from worker.engines.token_logprobs import TokenLogprobs
 from worker.errors import model_unloaded
 from worker.onnx.onnx_decoder import OnnxDecoder
 from worker.onnx.prefix_cache import PrefixCache
@@ -41,6 +46,7 @@ class _RowState:
     filled: int = 0  # prompt tokens in the cache
     reused: int = 0  # of which copied from the prefix cache
     next_token: int = 0  # sampled, fed at the next step
+    prompt_logprobs: list = field(default_factory=list)  # of the prompt read so far, when asked
 
     @property
     def prefilling(self) -> bool:
@@ -58,6 +64,8 @@ class _Tracked:
 
 class ContinuousBatchEngine:
     """Same interface as StaticBatchEngine (`submit`, `idle`, `stop`), with continuous batching."""
+
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -78,6 +86,8 @@ class ContinuousBatchEngine:
         self.prefill_chunk = prefill_chunk
         self.name = name
         self.prefixes = prefixes
+        self._token_logprobs: TokenLogprobs | None = None  # built at the first request for logprobs
+        self._table_lock = threading.Lock()
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
@@ -90,6 +100,8 @@ class ContinuousBatchEngine:
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.logprobs is not None:
+            self._logprobs_table()  # built here, in the job's thread, rather than stalling every row's step
         rows = [
             _RowState(
                 Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
@@ -210,20 +222,40 @@ class ContinuousBatchEngine:
         for _, index in waiting:
             state = self.slots[index]
             prompt = state.row.prompt
-            if state.filled == 0 and self.prefixes is not None:
+            scored = state.row.request.prompt_logprobs  # logits of every prompt position wanted
+            if state.filled == 0 and self.prefixes is not None and not scored:
                 state.filled = state.reused = self.prefixes.restore(prompt, self.decoder.cache, index)
             while state.prefilling and budget > 0:
                 end = min(len(prompt), (state.filled // PREFILL_BLOCK + 1) * PREFILL_BLOCK)
                 if end - state.filled > budget:
                     return
-                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled)
+                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled, scored)
+                if scored:
+                    self._score_prompt(state, logits, end)
+                    logits = logits[-1]
                 budget -= end - state.filled
                 state.filled = end
             if state.prefilling:
                 return
             if self.prefixes is not None:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
-            self._accept(index, state, state.sampler.pick(logits))
+            if scored:
+                state.row.send_prompt_logprobs(state.prompt_logprobs)
+            self._accept(index, state, state.sampler.pick(logits), logits)
+
+    def _score_prompt(self, state: _RowState, logits: np.ndarray, end: int) -> None:
+        """Logprobs of the prompt tokens after positions filled..end-1 (whose logits these are)."""
+        prompt, table = state.row.prompt, self._logprobs_table()
+        if state.filled == 0:
+            state.prompt_logprobs = [table.first(prompt[0])]
+        following = prompt[state.filled + 1 : end + 1]
+        state.prompt_logprobs += table.following(logits[: len(following)], following, state.row.request.logprobs)
+
+    def _logprobs_table(self) -> TokenLogprobs:
+        with self._table_lock:
+            if self._token_logprobs is None:
+                self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
+            return self._token_logprobs
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
@@ -243,11 +275,13 @@ class ContinuousBatchEngine:
         for index in generating:
             state = self.slots[index]
             token = picks[index] if index in picks else state.sampler.pick(logits[index])
-            self._accept(index, state, token)
+            self._accept(index, state, token, logits[index])
 
-    def _accept(self, index: int, state: _RowState, token: int) -> None:
-        """Hand the row its next token; a row that finished leaves its slot."""
-        state.row.accept(token)
+    def _accept(self, index: int, state: _RowState, token: int, logits: np.ndarray) -> None:
+        """Hand the row its next token (and its logprobs, from the step's `logits`, if the row asks);
+        a row that finished leaves its slot."""
+        k = state.row.request.logprobs
+        state.row.accept(token, None if k is None else self._logprobs_table().entry(logits, token, k))
         cached = state.filled + state.row.generated  # once the token is fed at the next step
         if not state.row.finish_reason and cached > self.decoder.context_length:
             state.row.finish("length")

@@ -6,13 +6,14 @@ import logging
 import time
 from pathlib import Path
 
+from contracts.errors import ErrorInfo, job_cancelled
+from contracts.events import DoneEvent, DownloadProgress, ErrorEvent
 from contracts.job_store import JobStore
-from contracts.jobs import DoneEvent, DownloadJob, DownloadProgress, ErrorEvent, ErrorInfo, JobStatus, cancelled_error
+from contracts.jobs import DownloadJob, JobStatus
 from contracts.token_seal import SealError, TokenSeal
 from worker.hub.model_download import (
     DownloadCancelled,
     DownloadFailed,
-    DownloadRequest,
     discard_staging,
     download_model,
 )
@@ -34,25 +35,13 @@ class DownloadRunner:
             token = self.seal.open(job.sealed_token) if job.sealed_token else None
         except SealError as error:
             return _failed(500, "token_unreadable", str(error))
-        request = DownloadRequest(
-            model=job.model,
-            repo_id=job.repo_id,
-            target_root=Path(job.target_root),
-            revision=job.revision,
-            subfolder=job.subfolder,
-            token=token,
-            prompt_template=job.prompt_template,
-            publisher=job.publisher,
-            force=job.force,
-            job_id=job.job_id,
-        )
         log.info("download started", extra={"job_id": job.job_id, "model": job.model, "repo_id": job.repo_id})
         try:
-            result = download_model(request, self._reporter(job.job_id), _CancelCheck(self.store, job.job_id))
+            result = download_model(job, token, self._reporter(job.job_id), _CancelCheck(self.store, job.job_id))
         except DownloadCancelled:
-            discard_staging(request.target_root, request.model)
+            discard_staging(Path(job.target_root), job.model)
             log.info("download cancelled", extra={"job_id": job.job_id, "model": job.model})
-            return ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED
+            return ErrorEvent(error=job_cancelled()), JobStatus.CANCELLED
         except DownloadFailed as failed:
             log.warning("download failed", extra={"job_id": job.job_id, "code": failed.code, "error": str(failed)})
             return _failed(failed.status, failed.code, str(failed))

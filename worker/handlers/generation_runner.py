@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from contracts.jobs import DoneEvent, ErrorEvent, GenerationJob, JobStatus, StartedEvent, cancelled_error
+from contracts.errors import job_cancelled
+from contracts.events import DoneEvent, ErrorEvent, StartedEvent
+from contracts.jobs import GenerationJob, JobStatus
 from worker.models.model_registry import ModelRegistry
 from worker.runtime.drain import HandedBack
 from worker.runtime.event_publisher import EventPublisher
@@ -96,5 +98,5 @@ class GenerationRunner:
         if handed_back and not self.store.is_cancel_requested(job.job_id):
             raise HandedBack(job.job_id)
         if request.cancelled.is_set():
-            return ErrorEvent(error=cancelled_error()), JobStatus.CANCELLED
+            return ErrorEvent(error=job_cancelled()), JobStatus.CANCELLED
         return DoneEvent(result=request.result), JobStatus.SUCCEEDED

@@ -6,15 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from contracts.jobs import (
-    DoneEvent,
-    EmbeddingJob,
-    EmbeddingResult,
-    ErrorEvent,
-    JobStatus,
-    TokenCountJob,
-    TokenCountResult,
-)
+from contracts.events import DoneEvent, EmbeddingResult, ErrorEvent, TokenCountResult
+from contracts.jobs import EmbeddingJob, JobStatus, TokenCountJob
 from worker.errors import JobRejected
 from worker.models.model_registry import ModelRegistry
 from worker.models.token_counter import TokenCounter

@@ -35,7 +35,8 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers
 
-from contracts.jobs import DownloadProgress, DownloadResult, FileProgress
+from contracts.events import DownloadProgress, DownloadResult, FileProgress
+from contracts.jobs import DownloadJob
 from contracts.model_directory import INCOMPLETE_MARKER, ModelDirectory
 
 log = logging.getLogger(__name__)
@@ -62,22 +63,6 @@ class DownloadFailed(Exception):
 
 
 @dataclass(frozen=True)
-class DownloadRequest:
-    """What to fetch and where; `token` is held in memory only."""
-
-    model: str
-    repo_id: str
-    target_root: Path
-    revision: str = "main"
-    subfolder: str = ""
-    token: str | None = None
-    prompt_template: dict | None = None
-    publisher: str | None = None
-    force: bool = False
-    job_id: str = ""
-
-
-@dataclass(frozen=True)
 class RemoteFile:
     path_in_repo: str
     name: str  # relative to the model folder
@@ -87,32 +72,35 @@ class RemoteFile:
 
 
 def download_model(
-    request: DownloadRequest,
+    job: DownloadJob,
+    token: str | None,
     on_progress: Callable[[DownloadProgress], None],
     is_cancelled: Callable[[], bool],
 ) -> DownloadResult:
-    """Fetch, verify and land the model; raises DownloadCancelled or DownloadFailed."""
-    directory = ModelDirectory(request.target_root)
-    target = directory.path(request.model)
-    if directory.exists(request.model) and not request.force:
-        return _already_present(request, target, on_progress)
+    """Fetch, verify and land the job's model (`token`: the hub token, in clear, held in memory only);
+    raises DownloadCancelled or DownloadFailed."""
+    target_root = Path(job.target_root)
+    directory = ModelDirectory(target_root)
+    target = directory.path(job.model)
+    if directory.exists(job.model) and not job.force:
+        return _already_present(job, target, on_progress)
     huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE = CHUNK_BYTES  # progress and cancel checks per chunk
-    staging_root = request.target_root / STAGING_DIR
+    staging_root = target_root / STAGING_DIR
     staging_root.mkdir(parents=True, exist_ok=True)
-    staging = staging_root / request.model
-    with FileLock(str(staging_root / f"{request.model}.lock")):
+    staging = staging_root / job.model
+    with FileLock(str(staging_root / f"{job.model}.lock")):
         staging.mkdir(exist_ok=True)
-        marker = {"job": request.job_id, "repo_id": request.repo_id, "revision": request.revision}
+        marker = {"job": job.job_id, "repo_id": job.repo_id, "revision": job.revision}
         (staging / INCOMPLETE_MARKER).write_text(json.dumps(marker))
-        commit, files = _remote_files(request)
+        commit, files = _remote_files(job, token)
         tracker = _ProgressTracker(files, staging, on_progress, is_cancelled)
         tracker.report(force=True)
         for remote in files:
-            _fetch(request, commit, remote, staging, tracker)
-        _land(request, staging, target)
-    log.info("model downloaded", extra={"model": request.model, "repo_id": request.repo_id, "files": len(files)})
+            _fetch(job, token, commit, remote, staging, tracker)
+        _land(job, staging, target)
+    log.info("model downloaded", extra={"model": job.model, "repo_id": job.repo_id, "files": len(files)})
     progress = tracker.progress()
-    return DownloadResult(model=request.model, path=str(target), files=progress.files, bytes_total=progress.bytes_total)
+    return DownloadResult(model=job.model, path=str(target), files=progress.files, bytes_total=progress.bytes_total)
 
 
 def discard_staging(target_root: Path, model: str) -> None:
@@ -120,33 +108,31 @@ def discard_staging(target_root: Path, model: str) -> None:
     shutil.rmtree(target_root / STAGING_DIR / model, ignore_errors=True)
 
 
-def _already_present(request: DownloadRequest, target: Path, on_progress) -> DownloadResult:
+def _already_present(job: DownloadJob, target: Path, on_progress) -> DownloadResult:
     sizes = {str(p.relative_to(target)): p.stat().st_size for p in sorted(target.rglob("*")) if p.is_file()}
     files = [FileProgress(name=name, bytes_done=size, bytes_total=size) for name, size in sizes.items()]
     total = sum(f.bytes_total for f in files)
     on_progress(DownloadProgress(files=files, bytes_done=total, bytes_total=total))
-    return DownloadResult(model=request.model, path=str(target), files=files, bytes_total=total, already_present=True)
+    return DownloadResult(model=job.model, path=str(target), files=files, bytes_total=total, already_present=True)
 
 
-def _remote_files(request: DownloadRequest) -> tuple[str, list[RemoteFile]]:
+def _remote_files(job: DownloadJob, token: str | None) -> tuple[str, list[RemoteFile]]:
     """The commit the revision points at, and the files under the subfolder at that commit."""
-    api = HfApi(token=request.token or False)
+    api = HfApi(token=token or False)
     try:
-        commit = api.model_info(request.repo_id, revision=request.revision).sha
-        entries = api.list_repo_tree(
-            request.repo_id, path_in_repo=request.subfolder or None, revision=commit, recursive=True
-        )
+        commit = api.model_info(job.repo_id, revision=job.revision).sha
+        entries = api.list_repo_tree(job.repo_id, path_in_repo=job.subfolder or None, revision=commit, recursive=True)
         listed = [e for e in entries if isinstance(e, RepoFile)]
     except huggingface_hub.errors.HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else 502
-        where = f"{request.repo_id}@{request.revision}" + (f"/{request.subfolder}" if request.subfolder else "")
+        where = f"{job.repo_id}@{job.revision}" + (f"/{job.subfolder}" if job.subfolder else "")
         code = {401: "hub_unauthorized", 403: "hub_forbidden", 404: "hub_not_found"}.get(status, "hub_error")
         message = f"The hub refused to list {where} (HTTP {status})."
         raise DownloadFailed(code, message, status=_client_status(status)) from None
     except Exception as error:  # the hub unreachable (after huggingface_hub's retries)
-        log.warning("hub unreachable", extra={"repo_id": request.repo_id, "error": repr(error)})
+        log.warning("hub unreachable", extra={"repo_id": job.repo_id, "error": repr(error)})
         raise DownloadFailed("hub_unreachable", f"Could not reach the hub: {type(error).__name__}.") from None
-    prefix = f"{request.subfolder.strip('/')}/" if request.subfolder else ""
+    prefix = f"{job.subfolder.strip('/')}/" if job.subfolder else ""
     files = [
         RemoteFile(
             path_in_repo=e.path,
@@ -159,7 +145,7 @@ def _remote_files(request: DownloadRequest) -> tuple[str, list[RemoteFile]]:
         if e.path.startswith(prefix) and not e.path.endswith(".gitattributes")
     ]
     if not files:
-        raise DownloadFailed("hub_not_found", f"No files at {request.repo_id}/{request.subfolder}.", status=404)
+        raise DownloadFailed("hub_not_found", f"No files at {job.repo_id}/{job.subfolder}.", status=404)
     for remote in files:
         if remote.name.startswith("/") or ".." in Path(remote.name).parts:
             raise DownloadFailed("hub_bad_listing", f"The hub listed an unsafe file name {remote.name!r}.")
@@ -171,7 +157,9 @@ def _client_status(hub_status: int) -> int:
     return hub_status if hub_status in (401, 403, 404) else 502
 
 
-def _fetch(request: DownloadRequest, commit: str, remote: RemoteFile, staging: Path, tracker: _ProgressTracker) -> None:
+def _fetch(
+    job: DownloadJob, token: str | None, commit: str, remote: RemoteFile, staging: Path, tracker: _ProgressTracker
+) -> None:
     final = staging / remote.name
     if final.is_file() and final.stat().st_size == remote.size:
         return  # fetched and verified before (an earlier delivery of this job)
@@ -181,8 +169,8 @@ def _fetch(request: DownloadRequest, commit: str, remote: RemoteFile, staging: P
     if done > remote.size:
         partial.unlink()
         done = 0
-    url = hf_hub_url(request.repo_id, remote.path_in_repo, revision=commit)
-    headers = build_hf_headers(token=request.token or False)
+    url = hf_hub_url(job.repo_id, remote.path_in_repo, revision=commit)
+    headers = build_hf_headers(token=token or False)
     tracker.start_file(remote.name, done)
     try:
         with partial.open("ab") as sink:
@@ -234,9 +222,9 @@ def _verify(path: Path, remote: RemoteFile) -> None:
         )
 
 
-def _land(request: DownloadRequest, staging: Path, target: Path) -> None:
+def _land(job: DownloadJob, staging: Path, target: Path) -> None:
     shutil.rmtree(staging / PARTIAL_DIR, ignore_errors=True)
-    foundry = {"Name": request.model, "PromptTemplate": request.prompt_template, "Publisher": request.publisher}
+    foundry = {"Name": job.model, "PromptTemplate": job.prompt_template, "Publisher": job.publisher}
     if not (staging / FOUNDRY_MODEL_FILE).exists():
         (staging / FOUNDRY_MODEL_FILE).write_text(json.dumps(foundry, indent=2))
     (staging / INCOMPLETE_MARKER).unlink()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from worker.onnx.decoder_graph import last_position_graph
+from worker.onnx.decoder_graph import FIRST_POSITION, last_position_graph
 from worker.onnx.kv_cache import KvCache
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class OnnxDecoder:
         )
         self._logits = np.zeros((slots, 1, self.vocab_size), dtype=np.float32)
         self._bindings: dict[str, tuple[tuple, ort.IOBinding]] = {}
+        self._last_only = np.asarray([-1], dtype=np.int64)  # FIRST_POSITION of decode steps
 
     def reset_cache(self) -> None:
         """Shrink the cache back (when no row is in flight) and drop bindings of the old buffers."""
@@ -90,20 +91,32 @@ class OnnxDecoder:
         self._run("decode", (0, rows), tokens.reshape(rows, 1).astype(self._ids_type), mask, logits)
         return logits[:, 0]
 
-    def prefill(self, row: int, tokens: list[int], start: int) -> np.ndarray:
-        """Put `tokens` (the prompt from position `start`) into `row`'s cache; logits of the last one."""
+    def prefill(self, row: int, tokens: list[int], start: int, every_position: bool = False) -> np.ndarray:
+        """Put `tokens` (the prompt from position `start`) into `row`'s cache; logits of the last one,
+        or with `every_position` of each one ([tokens, vocab]: row i scores the token after tokens[i])."""
         total = start + len(tokens)
         self.cache.ensure(total)
-        positions = 1 if self.last_position_only else len(tokens)
+        positions = len(tokens) if every_position or not self.last_position_only else 1
         logits = np.empty((1, positions, self.vocab_size), dtype=np.float32)
         ids = np.asarray([tokens], dtype=self._ids_type)
-        self._run("prefill", (row, row + 1), ids, np.ones((1, total), dtype=self._mask_type), logits)
-        return logits[0, -1]
+        first = np.asarray([0 if every_position else -1], dtype=np.int64)
+        self._run("prefill", (row, row + 1), ids, np.ones((1, total), dtype=self._mask_type), logits, first)
+        return logits[0] if every_position else logits[0, -1]
 
-    def _run(self, kind: str, rows: tuple[int, int], ids: np.ndarray, mask: np.ndarray, logits: np.ndarray) -> None:
+    def _run(
+        self,
+        kind: str,
+        rows: tuple[int, int],
+        ids: np.ndarray,
+        mask: np.ndarray,
+        logits: np.ndarray,
+        first: np.ndarray | None = None,
+    ) -> None:
         binding = self._binding(kind, rows)
         binding.bind_cpu_input(self._ids_name, ids)
         binding.bind_cpu_input(self._mask_name, mask)
+        if first is not None and self.last_position_only:
+            binding.bind_cpu_input(FIRST_POSITION, first)
         binding.bind_ortvalue_output(self._logits_name, ort.OrtValue.ortvalue_from_numpy(logits))
         self.session.run_with_iobinding(binding)
 
@@ -115,6 +128,8 @@ class OnnxDecoder:
         if cached is not None and cached[0] == key:
             return cached[1]
         binding = self.session.io_binding()
+        if self.last_position_only:  # decode steps keep this; each prefill binds its own
+            binding.bind_cpu_input(FIRST_POSITION, self._last_only)
         for past, buffer in self.cache.rows(*rows).items():
             value = ort.OrtValue.ortvalue_from_numpy(buffer)
             binding.bind_ortvalue_input(past, value)

@@ -12,22 +12,16 @@ from celery import Celery, signals
 
 from contracts import keys
 from contracts.celery_config import celery_config
+from contracts.events import DoneEvent, LoadResult
 from contracts.job_store import JobStore
-from contracts.jobs import (
+from contracts.jobs import DownloadJob, EmbeddingJob, GenerationJob, JobStatus, LoadJob, TokenCountJob
+from contracts.queues import (
     COMPUTE_LANE,
     COUNT_TOKENS_TASK,
     DOWNLOAD_TASK,
     EMBED_TASK,
     GENERATE_TASK,
     LOAD_TASK,
-    DoneEvent,
-    DownloadJob,
-    EmbeddingJob,
-    GenerationJob,
-    JobStatus,
-    LoadJob,
-    LoadResult,
-    TokenCountJob,
     queue_for_device,
     queue_for_worker,
 )

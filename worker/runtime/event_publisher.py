@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from contracts import keys
+from contracts.events import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, ProgressEvent
 from contracts.job_store import Ending, JobStore
-from contracts.jobs import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, JobStatus, ProgressEvent
+from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 

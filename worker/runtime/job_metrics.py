@@ -17,8 +17,9 @@ import time
 import redis
 
 from contracts import fleet_metrics, keys
+from contracts.events import DoneEvent, ErrorEvent, GenerationResult
 from contracts.job_store import JobStart
-from contracts.jobs import DoneEvent, ErrorEvent, GenerationResult, JobStatus
+from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 

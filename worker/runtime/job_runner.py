@@ -10,8 +10,10 @@ from typing import TypeVar
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 
+from contracts.errors import ErrorInfo, server_error
+from contracts.events import DoneEvent, ErrorEvent
 from contracts.job_store import JobStart, JobStore
-from contracts.jobs import DoneEvent, ErrorEvent, ErrorInfo, JobStatus
+from contracts.jobs import JobStatus
 from contracts.settings import Settings
 from worker.errors import JobRejected
 from worker.runtime.drain import HandedBack, requeue_current_task
@@ -93,9 +95,7 @@ class JobRunner:
                 job_id = payload.get("job_id") if isinstance(payload, dict) else None
                 log.error("malformed job payload", extra={"job_id": job_id, "error": str(invalid)})
                 if isinstance(job_id, str):
-                    self._fail(
-                        job_id, ErrorInfo(status=500, type="server_error", code="bad_job", message="Unreadable job.")
-                    )
+                    self._fail(job_id, server_error("bad_job", "Unreadable job."))
         return jobs
 
     def _start(self, jobs: list[Job]) -> tuple[list[Job], dict[str, JobStart]]:
@@ -108,8 +108,7 @@ class JobRunner:
                 count = start.deliveries
                 log.error("job keeps killing workers; failing it", extra={"job_id": job.job_id, "deliveries": -count})
                 message = f"The job was abandoned after {-count - 1} workers died running it."
-                info = ErrorInfo(status=500, type="server_error", code="worker_lost", message=message)
-                self._fail(job.job_id, info, start)
+                self._fail(job.job_id, server_error("worker_lost", message), start)
             elif start.deliveries > 0:
                 self.publisher.start(job.job_id, start.deliveries)  # its events are numbered after this delivery
                 starting.append(job)
@@ -122,5 +121,4 @@ class JobRunner:
 
 def _internal_error(job_id: str) -> Outcome:
     message = f"The worker failed while running job {job_id}."
-    info = ErrorInfo(status=500, type="server_error", code="internal_error", message=message)
-    return ErrorEvent(error=info), JobStatus.FAILED
+    return ErrorEvent(error=server_error("internal_error", message)), JobStatus.FAILED

@@ -16,8 +16,10 @@ import threading
 import time
 
 from contracts import keys
+from contracts.errors import service_unavailable
+from contracts.events import ErrorEvent
 from contracts.job_store import JobStore
-from contracts.jobs import ErrorEvent, ErrorInfo, JobStatus
+from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,9 @@ class LostJobSweeper:
         if suspects:
             time.sleep(SECOND_LOOK_AFTER_S)
             suspects = self._unsent(suspects)
-        info = ErrorInfo(
-            status=503,
-            type="service_unavailable",
-            code="job_lost",
-            message="The job was lost when the job queue (Redis) failed over before a worker took it; submit it again.",
+        info = service_unavailable(
+            "job_lost",
+            "The job was lost when the job queue (Redis) failed over before a worker took it; submit it again.",
         )
         failed = 0
         for job_id in suspects:

@@ -16,7 +16,7 @@ import time
 import redis
 
 from contracts import workers
-from contracts.jobs import queue_for_worker
+from contracts.queues import queue_for_worker
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import redis
+
 from api.errors import ApiError, bad_request
-from api.services import services
+from api.queue.client import JobClient
 from contracts import keys
-from contracts.jobs import COMPUTE_LANE, DEFAULT_DEVICE
+from contracts.queues import COMPUTE_LANE, DEFAULT_DEVICE
 from contracts.workers import WorkerInfo
 
 EXECUTION_PROVIDERS = ("cpu", "cuda", "dml", "qnn", "webgpu")
@@ -20,17 +22,17 @@ def gpu_ids(workers: list[WorkerInfo]) -> list[int]:
     return sorted({int(w.device.partition(":")[2]) for w in compute_workers(workers) if w.device.startswith("cuda:")})
 
 
-def preferred_gpu() -> int | None:
+def preferred_gpu(client: redis.Redis) -> int | None:
     """The GPU device new loads use (set by Foundry's setgpudevice)."""
-    value = services().store.client.get(keys.GPU_DEVICE_KEY)
+    value = client.get(keys.GPU_DEVICE_KEY)
     return int(value) if value is not None else None
 
 
-def device_for_request(ep: str | None) -> str:
+def device_for_request(ep: str | None, jobs: JobClient) -> str:
     """The device for a request naming `ep`; plain CPU requests cost no Redis reads."""
     if ep is None or ep == "cpu":
         return DEFAULT_DEVICE
-    return device_for_provider(ep, services().jobs.live_workers(), preferred_gpu())
+    return device_for_provider(ep, jobs.live_workers(), preferred_gpu(jobs.store.client))
 
 
 def device_for_provider(ep: str | None, workers: list[WorkerInfo], preferred_gpu: int | None) -> str:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from api.job_responses import EventStream, error_from_info
+from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
-from contracts.jobs import DeltaEvent, DoneEvent, ErrorEvent, ErrorInfo, GenerationResult, StartedEvent
+from api.streaming import non_delta_frames, public_finish_reason
+from contracts.events import DeltaEvent, GenerationResult, StartedEvent, TokenLogprob
+from contracts.job_store import JobRecord
 
 
 def completion_id(job_id: str) -> str:
     return f"chatcmpl-{job_id}"
 
 
-def public_finish_reason(reason: str) -> str:
-    return "stop" if reason == "cancelled" else reason
+def logprobs_body(entries: list[TokenLogprob] | None) -> dict | None:
+    """A choice's `logprobs`: its tokens with their alternatives (None when not asked for)."""
+    return None if entries is None else {"content": [e.model_dump() for e in entries], "refusal": None}
 
 
 def completion_body(job_id: str, model: str, created: int, result: GenerationResult) -> dict:
@@ -30,7 +33,7 @@ def completion_body(job_id: str, model: str, created: int, result: GenerationRes
             {
                 "index": c.index,
                 "message": {"role": "assistant", "content": c.text},
-                "logprobs": None,
+                "logprobs": logprobs_body(c.logprobs),
                 "finish_reason": public_finish_reason(c.finish_reason),
             }
             for c in result.choices
@@ -40,26 +43,9 @@ def completion_body(job_id: str, model: str, created: int, result: GenerationRes
     }
 
 
-def restarted_error(job_id: str) -> ErrorInfo:
-    """Sent to a stream whose job restarted on another worker: text already sent cannot be taken back."""
-    return ErrorInfo(
-        status=503,
-        type="server_error",
-        code="worker_restarted",
-        message=f"The worker running job {job_id} died; the job restarted elsewhere. "
-        f"Poll GET /v1/jobs/{job_id} for its result.",
-    )
-
-
-def non_delta_frames(event, job_id: str, usage_chunk: Callable[[dict], str] | None) -> list[str]:
-    """Frames for the events every stream treats alike: done (usage), error, a restart (error)."""
-    if isinstance(event, DoneEvent):
-        return [usage_chunk(event.result.usage.model_dump())] if usage_chunk else []
-    if isinstance(event, ErrorEvent):
-        return [sse_frame(json.dumps(error_from_info(event.error, job_id).body()))]
-    if isinstance(event, StartedEvent):
-        return [sse_frame(json.dumps(error_from_info(restarted_error(job_id), job_id).body()))]
-    return []
+def job_result_body(record: JobRecord, result: GenerationResult) -> dict:
+    """A finished chat job's result, as GET /v1/jobs/{id} shows it."""
+    return completion_body(record.job_id, record.model, int(record.created_at), result)
 
 
 def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_usage: bool) -> Iterator[str]:
@@ -82,8 +68,8 @@ def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_u
     yield chunk([_choice(i, {"role": "assistant", "content": ""}) for i in range(n)])
     for _, event in events:
         if isinstance(event, DeltaEvent):
-            if event.text:
-                yield chunk([_choice(event.index, {"content": event.text})])
+            if event.text or event.logprobs:
+                yield chunk([_choice(event.index, {"content": event.text}, logprobs=logprobs_body(event.logprobs))])
             if event.finish_reason and event.finish_reason != "cancelled":
                 yield chunk([_choice(event.index, {}, event.finish_reason)])
             continue
@@ -93,5 +79,5 @@ def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_u
     yield DONE_FRAME
 
 
-def _choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def _choice(index: int, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}

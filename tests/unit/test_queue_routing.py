@@ -1,7 +1,7 @@
 """Which queue a compute job goes to, from what live workers advertise (model affinity)."""
 
-from api.job_routing import JobRouter
-from contracts.jobs import queue_for_device, queue_for_worker
+from api.queue.routing import JobRouter
+from contracts.queues import queue_for_device, queue_for_worker
 from contracts.workers import LoadedModelInfo, WorkerInfo
 
 

@@ -12,9 +12,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from api.job_client import JobClient
-from api.job_events import JobEventFeed
-from contracts.jobs import EMBED_TASK, EmbeddingJob, JobKind
+from api.queue.client import JobClient
+from api.queue.events import JobEventFeed
+from contracts.jobs import EmbeddingJob, JobKind
+from contracts.queues import EMBED_TASK
 
 
 @dataclass
@@ -32,12 +33,13 @@ class EmbeddingBundler:
         self.jobs = jobs
         self.window_s = window_s
         self.max_inputs = max_inputs
-        self._open: dict[tuple[str, str], _Bundle] = {}
+        self._open: dict[tuple[str, str, str | None], _Bundle] = {}
         self._changed = threading.Condition()
 
-    def submit(self, job: EmbeddingJob, device: str, follow: bool) -> JobEventFeed | None:
-        """Record and enqueue `job` in a bundle; its feed when `follow` is set."""
-        key = (job.model, device)
+    def submit(self, job: EmbeddingJob, device: str, follow: bool, owner: str | None = None) -> JobEventFeed | None:
+        """Record and enqueue `job` (of API key `owner`: a bundle holds one key's jobs) in a bundle;
+        its feed when `follow` is set."""
+        key = (job.model, device, owner)
         with self._changed:
             bundle = self._open.get(key)
             if bundle is not None and bundle.inputs + len(job.inputs) > self.max_inputs:
@@ -61,7 +63,7 @@ class EmbeddingBundler:
         if leading:
             try:
                 bundle.feeds = self.jobs.submit_bundle(
-                    EMBED_TASK, JobKind.EMBEDDING, job.model, bundle.payloads, device, bundle.follow
+                    EMBED_TASK, JobKind.EMBEDDING, job.model, bundle.payloads, device, bundle.follow, owner
                 )
             except BaseException as error:  # every job of the bundle fails the same way
                 bundle.error = error
@@ -72,7 +74,7 @@ class EmbeddingBundler:
             raise bundle.error
         return bundle.feeds[position]
 
-    def _close(self, key: tuple[str, str]) -> None:
+    def _close(self, key: tuple[str, str, str | None]) -> None:
         """Take the open bundle for `key` out of reach (lock held) and wake its leader."""
         self._open.pop(key, None)
         self._changed.notify_all()

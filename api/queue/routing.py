@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from contracts.jobs import COMPUTE_LANE, queue_for_device, queue_for_worker
+from contracts.queues import COMPUTE_LANE, queue_for_device, queue_for_worker
 from contracts.workers import WorkerInfo
 
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import redis
 
 from contracts import keys
+from contracts.events import TERMINAL_EVENT_TYPES, JobEvent, job_event_adapter
 from contracts.job_store import EventId, JobStore, follows, format_event_id, parse_event_id, parse_live_lines
-from contracts.jobs import TERMINAL_EVENT_TYPES, JobEvent, job_event_adapter
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import json
 import redis
 from celery import Celery
 
-from api.task_messages import TaskMessages
+from api.queue.messages import TaskMessages
 from contracts.celery_config import celery_config
 from contracts.settings import Settings
 

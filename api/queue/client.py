@@ -10,12 +10,15 @@ import redis
 from celery import Celery
 
 from api.errors import ApiError
-from api.job_events import JobEventFeed, JobEventHub
-from api.job_routing import JobRouter
-from api.task_messages import TaskMessages
+from api.queue.events import JobEventFeed, JobEventHub
+from api.queue.messages import TaskMessages
+from api.queue.routing import JobRouter
 from contracts import workers
+from contracts.errors import service_unavailable
+from contracts.events import ErrorEvent
 from contracts.job_store import JobStore
-from contracts.jobs import COMPUTE_LANE, DOWNLOADS_LANE, ErrorEvent, ErrorInfo, JobKind, JobStatus, queue_for_device
+from contracts.jobs import JobKind, JobStatus
+from contracts.queues import COMPUTE_LANE, DOWNLOADS_LANE, queue_for_device
 from contracts.settings import Settings
 from contracts.workers import WorkerInfo
 
@@ -87,16 +90,31 @@ class JobClient:
         return JobEventFeed(self.store, self.hub, job_id, fresh)
 
     def submit(
-        self, task: str, kind: JobKind, model: str, payload: dict, device: str, follow: bool, lane: str = COMPUTE_LANE
+        self,
+        task: str,
+        kind: JobKind,
+        model: str,
+        payload: dict,
+        device: str,
+        follow: bool,
+        lane: str = COMPUTE_LANE,
+        owner: str | None = None,
     ) -> JobEventFeed | None:
-        """Record and enqueue the job `payload["job_id"]`; returns a feed when `follow` is set."""
+        """Record and enqueue the job `payload["job_id"]` (of API key `owner`); returns a feed when `follow` is set."""
         self.require_worker(device, lane)
         job_id = payload["job_id"]
         queue = self.router.queue_for(model, device) if lane == COMPUTE_LANE else queue_for_device(device, lane)
-        return self._enqueue(task, payload, [job_id], [follow], queue, job_id, (kind, model))[0]
+        return self._enqueue(task, payload, [job_id], [follow], queue, job_id, (kind, model, owner))[0]
 
     def submit_bundle(
-        self, task: str, kind: JobKind, model: str, payloads: list[dict], device: str, follow: list[bool]
+        self,
+        task: str,
+        kind: JobKind,
+        model: str,
+        payloads: list[dict],
+        device: str,
+        follow: list[bool],
+        owner: str | None = None,
     ) -> list[JobEventFeed | None]:
         """Record several jobs for one model and send them as one task (its argument: the payloads).
 
@@ -105,7 +123,7 @@ class JobClient:
         self.require_worker(device)
         task_id, job_ids = new_job_id(), [payload["job_id"] for payload in payloads]
         queue = self.router.queue_for(model, device)
-        return self._enqueue(task, payloads, job_ids, follow, queue, task_id, (kind, model))
+        return self._enqueue(task, payloads, job_ids, follow, queue, task_id, (kind, model, owner))
 
     def submit_shared(
         self, task: str, kind: JobKind, model: str, payload: dict, share_key: str, follow: bool, lane: str
@@ -131,12 +149,12 @@ class JobClient:
         follow: list[bool],
         queue: str,
         task_id: str,
-        record: tuple[JobKind, str] | None = None,
+        record: tuple[JobKind, str, str | None] | None = None,
     ) -> list[JobEventFeed | None]:
         """Send the task carrying the jobs `job_ids`, following those asked for before it is sent,
         so no event is missed; a feed (or None) per job.
 
-        With `record` (kind, model), the jobs are recorded by the same command (a script: the
+        With `record` (kind, model, owner), the jobs are recorded by the same command (a script: the
         task is never visible without its records); otherwise they are recorded already.
         """
         wanted = zip(job_ids, follow, strict=True)
@@ -145,7 +163,9 @@ class JobClient:
             # A short argsrepr: Celery's own repr of long payloads costs more than sending them.
             message = self.messages.build(task, argument, queue, task_id, "jobs " + " ".join(job_ids))
             if record is not None:
-                self.store.create(job_ids, *record, task_id=task_id, message=(message.queue, message.payload))
+                kind, model, owner = record
+                message_to_send = (message.queue, message.payload)
+                self.store.create(job_ids, kind, model, task_id=task_id, message=message_to_send, owner=owner)
             else:
                 self.store.client.lpush(message.queue, message.payload)
         except Exception:
@@ -158,11 +178,8 @@ class JobClient:
 
     def _fail_unsent(self, job_ids: list[str]) -> None:
         """Fail recorded jobs whose task could not be sent (Redis failing over), so none reads `queued` forever."""
-        info = ErrorInfo(
-            status=503,
-            type="service_unavailable",
-            code="queue_unavailable",
-            message="The job could not be queued: the job queue (Redis) was unavailable. Submit it again.",
+        info = service_unavailable(
+            "queue_unavailable", "The job could not be queued: the job queue (Redis) was unavailable. Submit it again."
         )
         try:
             for job_id in job_ids:

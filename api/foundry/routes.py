@@ -9,18 +9,18 @@ import json
 import re
 import time
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.catalog.catalog import CatalogEntry, load_catalog
-from api.devices import device_for_provider, gpu_ids, preferred_gpu
 from api.errors import ApiError, bad_request, model_not_found
-from api.job_client import new_job_id
-from api.job_responses import wait_for_result
 from api.openapi import documented
-from api.services import query_args, services
+from api.queue.devices import device_for_provider, gpu_ids, preferred_gpu
+from api.queue.responses import wait_for_result
+from api.services import new_request_job_id, query_args, services
 from contracts import keys
-from contracts.jobs import LOAD_TASK, JobKind, LoadJob
+from contracts.jobs import JobKind, LoadJob
+from contracts.queues import LOAD_TASK
 from contracts.workers import WorkerInfo
 
 bp = Blueprint("foundry", __name__)
@@ -94,11 +94,11 @@ def load_model(name: str):
     options = query_args(LoadOptions)
     name = _local_model(name)
     ttl_s = _ttl(options, ctx.settings.model_ttl_s)
-    device = device_for_provider(options.ep, ctx.jobs.live_workers(), preferred_gpu())
-    g.request_id = job_id = new_job_id()
+    device = device_for_provider(options.ep, ctx.jobs.live_workers(), preferred_gpu(ctx.store.client))
+    job_id = new_request_job_id()
     payload = LoadJob(job_id=job_id, model=name, ttl_s=ttl_s).model_dump()
     feed = ctx.jobs.submit(LOAD_TASK, JobKind.LOAD, name, payload, device, True)
-    result = wait_for_result(feed, time.monotonic() + ctx.settings.sync_timeout_s)
+    result = wait_for_result(feed, ctx.settings.sync_timeout_s)
     return jsonify({"name": name, "loaded": True, "worker": result.worker, "device": device, "ttl": ttl_s})
 
 
@@ -127,7 +127,7 @@ def unload_all():
 @documented(response=int)
 def get_gpu_device():
     """The GPU device new CUDA loads prefer."""
-    return jsonify(preferred_gpu() or 0)
+    return jsonify(preferred_gpu(services().store.client) or 0)
 
 
 @bp.get("/openai/setgpudevice/<device_id>")

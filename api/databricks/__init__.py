@@ -1,0 +1,2 @@
+"""Databricks Foundation Model APIs: /serving-endpoints/{name}/invocations and the OpenAI-style
+/serving-endpoints/... routes OpenAI clients pointed at Databricks call."""

@@ -1,0 +1,1 @@
+"""Foundry Local's management routes: catalog, load/unload, GPU choice."""

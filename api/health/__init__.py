@@ -1,0 +1,1 @@
+"""Probes: /health and /ready."""

@@ -1,0 +1,1 @@
+"""/v1/jobs/{id}: a job's record, events and cancel."""

@@ -1,0 +1,1 @@
+"""The models in the model directory (OpenAI and Foundry lists)."""

@@ -1,0 +1,1 @@
+"""The API side of the job queue: submit and route jobs, follow their events, answer from them."""

@@ -1,0 +1,1 @@
+"""Foundry Local's token count endpoint."""

@@ -1,0 +1,32 @@
+"""Foundry Local's token count: the request body and the answer's shape."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.chat.protocol import ChatMessage
+from contracts.events import TokenCountResult
+from contracts.job_store import JobRecord
+from contracts.jobs import TokenCountJob
+
+
+class TokenCountRequest(BaseModel):
+    """Foundry's body; other chat fields are ignored (they do not change the prompt's length)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    def to_job(self, job_id: str) -> TokenCountJob:
+        messages = [m.model_dump(exclude_none=True) for m in self.messages]
+        return TokenCountJob(job_id=job_id, model=self.model, messages=messages)
+
+
+def count_body(result: TokenCountResult) -> dict:
+    return {"tokenCount": result.token_count}
+
+
+def job_result_body(record: JobRecord, result: TokenCountResult) -> dict:
+    """A finished token count job's result, as GET /v1/jobs/{id} shows it."""
+    return count_body(result)

@@ -1,0 +1,176 @@
+"""What a job reports: its results and the events of its stream (started, delta, progress, done, error)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, TypeAdapter
+
+from contracts.errors import ErrorInfo
+
+
+def _absent(value: object) -> bool:
+    """Fields left out of the JSON when None, so events and results without logprobs stay as small."""
+    return value is None
+
+
+class TopLogprob(BaseModel):
+    """A token with its log probability: `token` is its text (its bytes written `bytes:\\xNN...`
+    when they are not whole UTF-8 characters), `bytes` exactly the bytes it stands for."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    """A token of the text, its log probability and the most likely tokens at its position (the
+    model's distribution before temperature, top-k and top-p, as vLLM reports by default). A
+    prompt's first token has no context: its logprob and top_logprobs are None."""
+
+    logprob: float | None
+    top_logprobs: list[TopLogprob] | None = []
+
+
+class Choice(BaseModel):
+    """One generated sequence, with its tokens' log probabilities when the job asked for them."""
+
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+    logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
+    prompt_logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
+
+
+class PromptTokensDetails(BaseModel):
+    # Prompt tokens whose key/values came from the prefix cache instead of being read again.
+    cached_tokens: int = 0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+
+
+class GenerationResult(BaseModel):
+    """What a finished chat or completion job produced."""
+
+    choices: list[Choice]
+    usage: Usage
+    # Sequences decoded together in the batch this job ran in (all jobs in it, this one included).
+    batch_size: int = 1
+
+
+class TokenCountResult(BaseModel):
+    token_count: int
+
+
+class EmbeddingResult(BaseModel):
+    # Each vector as base64 of little-endian float32 (OpenAI's base64 encoding): compact in Redis
+    # and exact; `vectors()` decodes them.
+    embeddings: list[str]
+    prompt_tokens: int
+    # Texts run in the same onnxruntime call as this job's (its own included).
+    batch_size: int = 1
+
+    @classmethod
+    def of(cls, vectors, prompt_tokens: int, batch_size: int) -> EmbeddingResult:
+        """From a float array [texts, dimensions]."""
+        rows = [base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        return cls(embeddings=rows, prompt_tokens=prompt_tokens, batch_size=batch_size)
+
+    def vectors(self) -> list[list[float]]:
+        return [np.frombuffer(base64.b64decode(row), dtype="<f4").tolist() for row in self.embeddings]
+
+
+class LoadResult(BaseModel):
+    loaded_model: str
+    worker: str
+
+
+class FileProgress(BaseModel):
+    """Bytes of one file of a download (path relative to the model folder)."""
+
+    name: str
+    bytes_done: int
+    bytes_total: int
+
+
+class DownloadProgress(BaseModel):
+    """A download's progress: per file and overall."""
+
+    files: list[FileProgress]
+    bytes_done: int
+    bytes_total: int
+    # The file most recently advanced ("" before the first byte and once complete).
+    current_file: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.bytes_done / self.bytes_total if self.bytes_total else 1.0
+
+    def file_fraction(self, name: str) -> float:
+        for file in self.files:
+            if file.name == name:
+                return file.bytes_done / file.bytes_total if file.bytes_total else 1.0
+        return 1.0
+
+
+class DownloadResult(BaseModel):
+    model: str
+    path: str
+    files: list[FileProgress]
+    bytes_total: int
+    # True when the model was already complete in the directory and nothing was fetched.
+    already_present: bool = False
+
+
+class StartedEvent(BaseModel):
+    type: Literal["started"] = "started"
+    worker: str
+
+
+class DeltaEvent(BaseModel):
+    """New text of one choice; finish_reason is set on the choice's last delta.
+
+    When the job asked for logprobs, `logprobs` holds those of the tokens whose text this delta
+    completes, and one delta before the first text holds the prompt's (`prompt_logprobs`).
+    """
+
+    type: Literal["delta"] = "delta"
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
+    logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
+    prompt_logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
+
+
+class ProgressEvent(BaseModel):
+    """How far a long job (a download) has come."""
+
+    type: Literal["progress"] = "progress"
+    progress: DownloadProgress
+
+
+class DoneEvent(BaseModel):
+    """Terminal: the job succeeded."""
+
+    type: Literal["done"] = "done"
+    result: GenerationResult | EmbeddingResult | TokenCountResult | LoadResult | DownloadResult
+
+
+class ErrorEvent(BaseModel):
+    """Terminal: the job failed or was cancelled."""
+
+    type: Literal["error"] = "error"
+    error: ErrorInfo
+
+
+JobEvent = Annotated[StartedEvent | DeltaEvent | ProgressEvent | DoneEvent | ErrorEvent, Field(discriminator="type")]
+job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
+
+TERMINAL_EVENT_TYPES = frozenset({"done", "error"})
