@@ -210,18 +210,19 @@ class ContinuousBatchEngine:
         for _, index in waiting:
             state = self.slots[index]
             prompt = state.row.prompt
-            if state.filled == 0 and self.prefixes is not None:
+            exact = self.prefixes is not None and self.decoder.exact_prefix(len(prompt))
+            if state.filled == 0 and exact:
                 state.filled = state.reused = self.prefixes.restore(prompt, self.decoder.cache, index)
             while state.prefilling and budget > 0:
                 end = min(len(prompt), (state.filled // PREFILL_BLOCK + 1) * PREFILL_BLOCK)
                 if end - state.filled > budget:
                     return
-                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled)
+                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled, len(prompt))
                 budget -= end - state.filled
                 state.filled = end
             if state.prefilling:
                 return
-            if self.prefixes is not None:
+            if exact:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
             self._accept(index, state, state.sampler.pick(logits))
 

@@ -20,7 +20,7 @@ from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
 from worker.errors import model_not_found, wrong_model_kind
-from worker.models.chat_tokenizer import ChatTokenizer
+from worker.models.chat_tokenizer import ChatTokenizer, chat_template
 from worker.models.prompts import fit_prompts, prompt_texts
 from worker.onnx.onnx_decoder import OnnxDecoder
 from worker.onnx.prefix_cache import PrefixCache
@@ -296,6 +296,4 @@ class ModelRegistry:
                 name,
             )
         log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
-        return LoadedModel(
-            name, tokenizer, (folder / "chat_template.jinja").read_text(), int(genai["context_length"]), engine
-        )
+        return LoadedModel(name, tokenizer, chat_template(folder), int(genai["context_length"]), engine)

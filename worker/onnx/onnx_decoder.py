@@ -4,6 +4,10 @@ Ladle drives the model itself on CPU (onnxruntime-genai's Generator cannot add o
 running batch): a `decode` step advances any set of rows by one token each, and `prefill` fills a
 row's cache with a chunk of its prompt. Inputs and outputs are bound to preallocated buffers
 (IOBinding), so no cache is copied between steps.
+
+The graph's inputs and types are read from the session, not assumed: a `position_ids` input
+(graphs whose rotary embedding is outside attention) is fed each row's positions, and fp16
+logits are cast to fp32 for sampling.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from worker.onnx.decoder_graph import last_position_graph
+from worker.onnx.decoder_graph import LONG_ROPE_INPUT, edited_graph
 from worker.onnx.kv_cache import KvCache
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,7 @@ class OnnxDecoder:
             options.intra_op_num_threads = intra_op_threads
         outputs = decoder["outputs"]
         self._logits_name = outputs["logits"]
-        graph = last_position_graph(folder / decoder["filename"], self._logits_name)
+        graph, last_only, self.long_rope_threshold = edited_graph(folder / decoder["filename"], self._logits_name)
         if graph is None:
             source: str | bytes = str(folder / decoder["filename"])
         else:  # made from bytes: its external weights are found in the model's folder
@@ -44,12 +48,17 @@ class OnnxDecoder:
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         # Logits of the last input position only (edited graph), or of every position.
-        self.last_position_only = graph is not None
+        self.last_position_only = last_only
         inputs = {i.name: i for i in self.session.get_inputs()}
         names = decoder["inputs"]
         self._ids_name, self._mask_name = names["input_ids"], names["attention_mask"]
         self._ids_type = _NUMPY_TYPES[inputs[self._ids_name].type]
         self._mask_type = _NUMPY_TYPES[inputs[self._mask_name].type]
+        self._positions_name = names.get("position_ids")
+        if self._positions_name not in inputs:
+            self._positions_name = None
+        logits_output = next(o for o in self.session.get_outputs() if o.name == self._logits_name)
+        self._logits_type = _NUMPY_TYPES[logits_output.type]
         layers = range(decoder["num_hidden_layers"])
         self._present = {}
         for past, present in (
@@ -69,7 +78,7 @@ class OnnxDecoder:
             initial_capacity=256,
             limit=self.context_length,
         )
-        self._logits = np.zeros((slots, 1, self.vocab_size), dtype=np.float32)
+        self._logits = np.zeros((slots, 1, self.vocab_size), dtype=self._logits_type)
         self._bindings: dict[str, tuple[tuple, ort.IOBinding]] = {}
 
     def reset_cache(self) -> None:
@@ -87,23 +96,45 @@ class OnnxDecoder:
         self.cache.ensure(total)
         mask = (np.arange(total)[None, :] <= lengths[:, None]).astype(self._mask_type)
         logits = self._logits[:rows]
-        self._run("decode", (0, rows), tokens.reshape(rows, 1).astype(self._ids_type), mask, logits)
-        return logits[:, 0]
+        ids = tokens.reshape(rows, 1).astype(self._ids_type)
+        self._run("decode", (0, rows), ids, mask, logits, lengths.reshape(rows, 1), False)
+        return logits[:, 0].astype(np.float32, copy=False)
 
-    def prefill(self, row: int, tokens: list[int], start: int) -> np.ndarray:
-        """Put `tokens` (the prompt from position `start`) into `row`'s cache; logits of the last one."""
+    def exact_prefix(self, prompt_length: int) -> bool:
+        """Whether cache entries of a prompt's prefix are those of any prompt starting alike (not so
+        for LongRoPE prompts past the original context: read wholly with the long factors)."""
+        return self.long_rope_threshold is None or prompt_length <= self.long_rope_threshold
+
+    def prefill(self, row: int, tokens: list[int], start: int, prompt_length: int = 0) -> np.ndarray:
+        """Put `tokens` (the prompt of `prompt_length` tokens, from position `start`) into `row`'s
+        cache; logits of the last one."""
         total = start + len(tokens)
         self.cache.ensure(total)
         positions = 1 if self.last_position_only else len(tokens)
-        logits = np.empty((1, positions, self.vocab_size), dtype=np.float32)
+        logits = np.empty((1, positions, self.vocab_size), dtype=self._logits_type)
         ids = np.asarray([tokens], dtype=self._ids_type)
-        self._run("prefill", (row, row + 1), ids, np.ones((1, total), dtype=self._mask_type), logits)
-        return logits[0, -1]
+        mask = np.ones((1, total), dtype=self._mask_type)
+        positions = np.arange(start, total)[None, :]
+        self._run("prefill", (row, row + 1), ids, mask, logits, positions, not self.exact_prefix(prompt_length))
+        return logits[0, -1].astype(np.float32, copy=False)
 
-    def _run(self, kind: str, rows: tuple[int, int], ids: np.ndarray, mask: np.ndarray, logits: np.ndarray) -> None:
+    def _run(
+        self,
+        kind: str,
+        rows: tuple[int, int],
+        ids: np.ndarray,
+        mask: np.ndarray,
+        logits: np.ndarray,
+        positions,
+        long_rope: bool,
+    ) -> None:
         binding = self._binding(kind, rows)
         binding.bind_cpu_input(self._ids_name, ids)
         binding.bind_cpu_input(self._mask_name, mask)
+        if self._positions_name is not None:
+            binding.bind_cpu_input(self._positions_name, np.ascontiguousarray(positions, dtype=np.int64))
+        if self.long_rope_threshold is not None:
+            binding.bind_cpu_input(LONG_ROPE_INPUT, np.array(long_rope))
         binding.bind_ortvalue_output(self._logits_name, ort.OrtValue.ortvalue_from_numpy(logits))
         self.session.run_with_iobinding(binding)
 
