@@ -146,6 +146,13 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
         {"max_position_embeddings": 2048, "sliding_window": None, "tie_word_embeddings": False},
         ["--execution_provider=dml", *_RTN_32_ACC_4],
     ),
+    # A sliding window with the builder's default windowed key/value cache: a cache layout the
+    # continuous engine does not drive, served by onnxruntime-genai's Generator instead.
+    "tiny-random-mistral-windowed": (
+        "MistralConfig",
+        {"max_position_embeddings": 2048, "sliding_window": 1024, "tie_word_embeddings": True},
+        _RTN_32_ACC_4,
+    ),
     "tiny-random-gemma": (
         "GemmaConfig",
         {"head_dim": 16, "max_position_embeddings": 2048, "hidden_activation": "gelu_pytorch_tanh"},

@@ -31,8 +31,34 @@ _NUMPY_TYPES = {
 }
 
 
+class UnsupportedGraph(Exception):
+    """A decoder graph this step loop cannot drive (the message says why); onnxruntime-genai's
+    Generator runs it instead."""
+
+
+def unsupported_layout(genai: dict) -> str | None:
+    """Why the model's genai_config describes something other than a plain decoder with a full
+    key/value cache per layer (None when it does not)."""
+    model = genai["model"]
+    decoder = model.get("decoder", {})
+    others = sorted(set(model) & {"embedding", "vision", "speech", "audio", "encoder"})
+    if others:
+        return f"components besides the decoder ({', '.join(others)})"
+    if "sliding_window" in decoder:
+        return "a windowed key/value cache (genai_config sliding_window)"
+    if "pipeline" in decoder:
+        return "a pipeline of decoder graphs"
+    if not {"past_key_names", "past_value_names"} <= set(decoder.get("inputs", {})):
+        return "no per-layer past key/value inputs"
+    return None
+
+
 class OnnxDecoder:
     def __init__(self, folder: Path, genai: dict, slots: int, intra_op_threads: int = 0) -> None:
+        """Raises UnsupportedGraph for a graph it cannot drive."""
+        reason = unsupported_layout(genai)
+        if reason is not None:
+            raise UnsupportedGraph(reason)
         model = genai["model"]
         decoder = model["decoder"]
         options = ort.SessionOptions()
@@ -66,6 +92,10 @@ class OnnxDecoder:
             (names["past_value_names"], outputs["present_value_names"]),
         ):
             self._present.update({past % i: present % i for i in layers})
+        known = {self._ids_name, self._mask_name, self._positions_name, LONG_ROPE_INPUT, *self._present}
+        unknown = sorted(set(inputs) - known)
+        if unknown:  # attention sinks, recurrent states, ...: inputs this loop has nothing to feed
+            raise UnsupportedGraph(f"graph inputs it does not feed: {', '.join(unknown)}")
         cache_type = _NUMPY_TYPES[inputs[names["past_key_names"] % 0].type]
         self.vocab_size = int(model["vocab_size"])
         self.context_length = int(model["context_length"])
