@@ -51,6 +51,12 @@ def prompts(vocab_size: int) -> list[list[int]]:
 
 def generator_text(folder, loaded, tokens: list[int]) -> tuple[str, int]:
     """onnxruntime-genai's Generator, greedy: the text of its tokens (decoded as the engine does)."""
+    produced = generator_tokens(folder, loaded.engine.eos_ids, tokens)
+    stream = loaded.tokenizer.create_stream()
+    return "".join(stream.decode(t) for t in produced), len(produced)
+
+
+def generator_tokens(folder, eos_ids, tokens: list[int]) -> list[int]:
     model = og.Model(provider_config(str(folder), "cpu", intra_op_threads=1))
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(tokens) + MAX_TOKENS, do_sample=False)
@@ -60,11 +66,10 @@ def generator_text(folder, loaded, tokens: list[int]) -> tuple[str, int]:
     while not generator.is_done() and len(produced) < MAX_TOKENS:
         generator.generate_next_token()
         token = int(generator.get_next_tokens()[0])
-        if token in loaded.engine.eos_ids:
+        if token in eos_ids:
             break
         produced.append(token)
-    stream = loaded.tokenizer.create_stream()
-    return "".join(stream.decode(t) for t in produced), len(produced)
+    return produced
 
 
 def greedy(loaded, tokens: list[int], job_id: str) -> GenerationRequest:
@@ -119,3 +124,33 @@ def test_a_chat_template_in_tokenizer_config_gives_the_prompt_the_jinja_file_giv
         prompts.append(registry.get(TINY).prepare(job, emit=lambda event: None).prompts)
         registry.close()
     assert prompts[0] == prompts[1] and len(prompts[0][0]) > 4
+
+
+def test_every_stop_token_listed_in_genai_config_ends_an_answer(tmp_path):
+    """genai_config's eos_token_id is a list (Phi-3: three ids); any of them stops a row."""
+    build_model(TINY, MODEL_CACHE)
+    job = GenerationJob(
+        job_id="s", model=TINY, messages=user("Stop here."), max_tokens=6, sampling=SamplingParams(temperature=0)
+    )
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    prompt = registry.get(TINY).prepare(job, emit=lambda event: None).prompts[0]
+    registry.close()
+    first = generator_tokens(MODEL_CACHE / TINY, {2}, prompt)[0]
+
+    copy = tmp_path / TINY
+    shutil.copytree(MODEL_CACHE / TINY, copy)
+    config = json.loads((copy / "genai_config.json").read_text())
+    config["model"]["eos_token_id"] = [2, int(first)]
+    (copy / "genai_config.json").write_text(json.dumps(config))
+    registry = ModelRegistry(Settings(model_dir=tmp_path, intra_op_threads=1), "cpu")
+    request = submit(registry.get(TINY), job)
+    answer(request)
+    registry.close()
+    assert request.result.choices[0].finish_reason == "stop"
+    assert request.result.usage.completion_tokens <= 1
+
+
+def submit(loaded, job: GenerationJob) -> GenerationRequest:
+    request = loaded.prepare(job, emit=lambda event: None)
+    loaded.engine.submit(request)
+    return request
