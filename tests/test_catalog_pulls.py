@@ -1,6 +1,7 @@
 """Foundry Local's aliases in the shipped catalog, pulled by alias through the real stack from the
 local hub server, which serves a tiny model under each verified entry's repo and subfolder (a
-Phi-3 model whose file is named only by its genai_config.json under the Phi repos)."""
+Phi-3 model whose file is named only by its genai_config.json under the Phi repos), and a tiny
+Qwen2 safetensors folder for an entry built on pull."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import requests
 
 from api.catalog.catalog import SHIPPED
 from api.downloads.sources import parse_hub_uri
-from cli.model_build import build_model
+from cli.model_build import build_model, tiny_exporter
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
 from tests.download_stack import DownloadStack
@@ -22,17 +23,25 @@ from tests.hub_server import HubFile, HubServer
 PHI3 = "tiny-random-phi3-longrope"
 SHIPPED_ENTRIES = json.loads(SHIPPED.read_text())
 HUB_ENTRIES = [e for e in SHIPPED_ENTRIES if e["providerType"] == "HuggingFace"]
-VERIFIED_CPU = [e for e in HUB_ENTRIES if e["runtime"]["deviceType"] == "CPU" and not e.get("unverified")]
+VERIFIED_CPU = [
+    e for e in HUB_ENTRIES if e["runtime"]["deviceType"] == "CPU" and not e.get("unverified") and "build" not in e
+]
 
 
 def tiny_for(entry: dict) -> str:
     return PHI3 if entry["alias"].startswith("phi-") else TINY
 
 
+BUILT_ON_PULL = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-0.5b")
+
+
 @pytest.fixture(scope="module")
-def hub(model_dir):
+def hub(model_dir, tmp_path_factory):
     build_model(PHI3, MODEL_CACHE)
     server = HubServer()
+    weights = tmp_path_factory.mktemp("qwen2-safetensors")
+    tiny_exporter("tiny-random-qwen2")(weights)  # a random-weight Qwen2, as the hub holds Qwen2.5
+    server.add_repo(parse_hub_uri(BUILT_ON_PULL["uri"]).repo_id, weights)
     for entry in VERIFIED_CPU:
         cpu = parse_hub_uri(entry["uri"])
         repo = server.add_repo(cpu.repo_id, MODEL_CACHE / tiny_for(entry), prefix=cpu.subfolder)
@@ -55,13 +64,13 @@ def stack(settings: Settings, hub: HubServer, tmp_path_factory):
     running.stop()
 
 
-def pull(stack: DownloadStack, alias: str) -> dict:
+def pull(stack: DownloadStack, alias: str, timeout_s: float = 120) -> dict:
     response = requests.post(
         f"{stack.url}/openai/download", json={"model": alias}, headers={"Prefer": "respond-async"}, timeout=60
     )
     assert response.status_code in (200, 202), response.text
     job_id = response.json()["id"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
@@ -98,3 +107,15 @@ def test_the_catalog_lists_foundrys_aliases_with_context_sizes_licences_and_unve
     assert all(e["contextLength"] > 0 and e["fileSizeMb"] > 0 and e["license"] for e in hub_entries)
     unverified = {e["name"] for e in hub_entries if e.get("unverified")}
     assert "gpt-oss-20b-generic-cpu:1" in unverified and "Phi-4-generic-cpu:2" not in unverified
+
+
+def test_an_entry_without_an_onnx_folder_is_built_on_pull(stack):
+    assert BUILT_ON_PULL["build"]["precision"] == "int4"
+    job = pull(stack, "qwen2.5-0.5b", timeout_s=600)
+    assert job["status"] == "succeeded", job
+    folder = stack.settings.model_dir / BUILT_ON_PULL["displayName"]
+    genai = json.loads((folder / "genai_config.json").read_text())
+    assert genai["model"]["type"] == "qwen2"
+    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+    assert not list(folder.glob("*.safetensors"))  # the weights the build read are not kept
+    assert json.loads((folder / "inference_model.json").read_text())["Name"] == BUILT_ON_PULL["displayName"]
