@@ -33,6 +33,8 @@ def tiny_for(entry: dict) -> str:
 
 
 BUILT_ON_PULL = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-0.5b")
+FINISHED = ("succeeded", "failed", "cancelled")
+CANCELLED_BUILD = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-coder-0.5b")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def hub(model_dir, tmp_path_factory):
     server = HubServer()
     weights = tmp_path_factory.mktemp("qwen2-safetensors")
     tiny_exporter("tiny-random-qwen2")(weights)  # a random-weight Qwen2, as the hub holds Qwen2.5
-    server.add_repo(parse_hub_uri(BUILT_ON_PULL["uri"]).repo_id, weights)
+    for entry in (BUILT_ON_PULL, CANCELLED_BUILD):
+        server.add_repo(parse_hub_uri(entry["uri"]).repo_id, weights)
     for entry in VERIFIED_CPU:
         cpu = parse_hub_uri(entry["uri"])
         repo = server.add_repo(cpu.repo_id, MODEL_CACHE / tiny_for(entry), prefix=cpu.subfolder)
@@ -107,6 +110,42 @@ def test_the_catalog_lists_foundrys_aliases_with_context_sizes_licences_and_unve
     assert all(e["contextLength"] > 0 and e["fileSizeMb"] > 0 and e["license"] for e in hub_entries)
     unverified = {e["name"] for e in hub_entries if e.get("unverified")}
     assert "gpt-oss-20b-generic-cpu:1" in unverified and "Phi-4-generic-cpu:2" not in unverified
+
+
+def test_a_cancel_while_the_builder_runs_stops_it_and_keeps_nothing(stack):
+    response = requests.post(
+        f"{stack.url}/openai/download",
+        json={"model": CANCELLED_BUILD["alias"]},
+        headers={"Prefer": "respond-async"},
+        timeout=60,
+    )
+    job_id = response.json()["id"]
+    fetched = wait_for(
+        stack.url,
+        job_id,
+        lambda job: (
+            job["status"] in FINISHED
+            or (job["progress"] and 0 < job["progress"]["bytes_done"] == job["progress"]["bytes_total"])
+        ),
+    )
+    assert fetched["status"] == "running", fetched  # the weights are in: the builder is running
+    assert requests.delete(f"{stack.url}/v1/jobs/{job_id}", timeout=10).status_code == 200
+    job = wait_for(stack.url, job_id, lambda job: job["status"] in FINISHED)
+    assert job["status"] == "cancelled", job
+    staging = stack.settings.model_dir / ".downloads"
+    name = CANCELLED_BUILD["displayName"]
+    assert not (stack.settings.model_dir / name).exists()
+    assert not (staging / name).exists() and not (staging / f"{name}.built").exists()
+
+
+def wait_for(url: str, job_id: str, done, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = requests.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+        if done(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id}: {job}")
 
 
 def test_an_entry_without_an_onnx_folder_is_built_on_pull(stack):
