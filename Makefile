@@ -46,3 +46,5 @@ bench: install
 	$(BIN)/python bench/redis_usage.py --tokens 8000
 	$(BIN)/python bench/redis_capacity.py
 	$(BIN)/python bench/metrics_overhead.py
+	$(BIN)/python bench/logprobs_overhead.py
+	$(BIN)/python bench/batch_throughput.py

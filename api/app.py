@@ -10,6 +10,7 @@ from api import metrics, openapi, status_page
 from api.access import guard, rate_limits
 from api.access.keys import ApiKeys
 from api.azure import routes as azure_routes
+from api.batches import routes as batch_routes
 from api.chat import render as chat_render
 from api.chat import routes as chat_routes
 from api.completions import render as completion_render
@@ -20,8 +21,10 @@ from api.downloads import routes as download_routes
 from api.embeddings import protocol as embedding_protocol
 from api.embeddings import routes as embedding_routes
 from api.errors import register_error_handlers
+from api.files import routes as file_routes
 from api.foundry import routes as foundry_routes
 from api.health import routes as health_routes
+from api.jobs import listing as job_listing
 from api.jobs import routes as jobs_routes
 from api.models import routes as models_routes
 from api.queue.responses import register_renderer
@@ -53,6 +56,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         models_routes.bp,
         foundry_routes.bp,
         download_routes.bp,
+        file_routes.bp,
+        batch_routes.bp,
+        job_listing.bp,
         health_routes.bp,
         openapi.bp,
         status_page.bp,

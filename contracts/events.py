@@ -11,12 +11,37 @@ from pydantic import BaseModel, Field, TypeAdapter
 from contracts.errors import ErrorInfo
 
 
+def _absent(value: object) -> bool:
+    """Fields left out of the JSON when None, so events and results without logprobs stay as small."""
+    return value is None
+
+
+class TopLogprob(BaseModel):
+    """A token with its log probability: `token` is its text (its bytes written `bytes:\\xNN...`
+    when they are not whole UTF-8 characters), `bytes` exactly the bytes it stands for."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    """A token of the text, its log probability and the most likely tokens at its position (the
+    model's distribution before temperature, top-k and top-p, as vLLM reports by default). A
+    prompt's first token has no context: its logprob and top_logprobs are None."""
+
+    logprob: float | None
+    top_logprobs: list[TopLogprob] | None = []
+
+
 class Choice(BaseModel):
-    """One generated sequence."""
+    """One generated sequence, with its tokens' log probabilities when the job asked for them."""
 
     index: int
     text: str
     finish_reason: Literal["stop", "length", "cancelled"]
+    logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
+    prompt_logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
 
 
 class PromptTokensDetails(BaseModel):
@@ -110,12 +135,18 @@ class StartedEvent(BaseModel):
 
 
 class DeltaEvent(BaseModel):
-    """New text of one choice; finish_reason is set on the choice's last delta."""
+    """New text of one choice; finish_reason is set on the choice's last delta.
+
+    When the job asked for logprobs, `logprobs` holds those of the tokens whose text this delta
+    completes, and one delta before the first text holds the prompt's (`prompt_logprobs`).
+    """
 
     type: Literal["delta"] = "delta"
     index: int
     text: str
     finish_reason: Literal["stop", "length", "cancelled"] | None = None
+    logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
+    prompt_logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
 
 
 class ProgressEvent(BaseModel):

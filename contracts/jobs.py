@@ -62,6 +62,12 @@ class GenerationJob(BaseModel):
     max_tokens: int | None = None
     stop: list[str] = []
     sampling: SamplingParams = SamplingParams()
+    # Log probabilities of the output tokens, each with this many most likely alternatives (None:
+    # none are computed); `prompt_logprobs`: of the prompt tokens too (completions with echo).
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    # A batch line: interactive requests waiting for the engine go before it.
+    background: bool = False
 
 
 class TokenCountJob(BaseModel):

@@ -61,3 +61,33 @@ RECENT_JOBS_LIMIT = 200
 def metric_key(name: str) -> str:
     """Hash holding a fleet-wide metric's values recorded by workers (fields: labels and bucket)."""
     return f"{PREFIX}:metrics:{name}"
+
+
+def file_key(file_id: str) -> str:
+    """Hash holding a stored file's metadata (its bytes are in the file store on disk)."""
+    return f"{PREFIX}:file:{file_id}"
+
+
+# Sorted set of file IDs scored by creation time (GET /v1/files pages through it).
+FILES_INDEX = f"{PREFIX}:files"
+
+
+def batch_key(batch_id: str) -> str:
+    """Hash holding a batch's record (status, timestamps, counts, usage, file IDs)."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_lease_key(batch_id: str) -> str:
+    """Held (expiring) by the worker driving the batch: feeding its lines and collecting results."""
+    return f"{PREFIX}:batch:{batch_id}:lease"
+
+
+# Sorted set of batch IDs scored by creation time (GET /v1/batches pages through it).
+BATCHES_INDEX = f"{PREFIX}:batches"
+# Sorted set of the batches not finished yet (their drivers' work list).
+ACTIVE_BATCHES = f"{PREFIX}:batches:active"
+
+
+def batch_jobs_key(batch_id: str) -> str:
+    """Sorted set of a batch's line job IDs, scored by line (GET /v1/jobs?batch= pages through it)."""
+    return f"{PREFIX}:batch:{batch_id}:jobs"

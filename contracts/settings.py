@@ -129,6 +129,20 @@ class Settings:
     # LADLE_DEFAULT_MODEL: the model a request that names none (Azure AI Model Inference clients
     # may leave out `model`) is served by.
     default_model: str = ""
+    # LADLE_FILES_DIR: the file store (uploaded batch inputs, batch outputs); defaults to
+    # <data dir>/files. Point every API host and worker at one shared volume.
+    files_dir: Path | None = None
+    # LADLE_MAX_FILE_BYTES: largest file `POST /v1/files` accepts (413 beyond; OpenAI's 512 MB).
+    max_file_bytes: int = 512 * 1024 * 1024
+    # LADLE_BATCH_SHARE: the share of the live compute workers' decode rows that batch lines may
+    # hold at once; the rest stay free for interactive requests.
+    batch_share: float = 0.75
+    # LADLE_BATCH_LEASE: seconds a worker driving a batch holds it without renewing; a batch whose
+    # driver died is taken over by another worker after this.
+    batch_lease_s: float = 10.0
+    # LADLE_BATCH_COMPLETION_WINDOW: seconds the only completion window, "24h", lasts (tests
+    # shorten it to see batches expire).
+    batch_completion_window_s: float = 86400.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -150,6 +164,10 @@ class Settings:
     @property
     def allowed_download_roots(self) -> tuple[Path, ...]:
         return (self.model_dir, *self.download_roots)
+
+    @property
+    def file_store_dir(self) -> Path:
+        return self.files_dir or self.data_dir / "files"
 
     @property
     def user_catalog_dir(self) -> Path:
@@ -210,4 +228,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "api_keys_file": ("LADLE_API_KEYS_FILE", Path),
     "rate_limit": ("LADLE_RATE_LIMIT", str),
     "default_model": ("LADLE_DEFAULT_MODEL", str),
+    "files_dir": ("LADLE_FILES_DIR", Path),
+    "max_file_bytes": ("LADLE_MAX_FILE_BYTES", int),
+    "batch_share": ("LADLE_BATCH_SHARE", float),
+    "batch_lease_s": ("LADLE_BATCH_LEASE", float),
+    "batch_completion_window_s": ("LADLE_BATCH_COMPLETION_WINDOW", float),
 }

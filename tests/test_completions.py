@@ -124,7 +124,7 @@ def test_error_behavior_truncate_keeps_what_fits(complete, settings):
         ({"prompt": ["p"] * 65}, "prompt"),
         ({"prompt": None}, "prompt"),
         ({"suffix": "tail"}, "suffix"),
-        ({"logprobs": 3}, "logprobs"),
+        ({"logprobs": 6}, "logprobs"),
         ({"error_behavior": "ignore"}, "error_behavior"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"best_of": 2}, "best_of"),

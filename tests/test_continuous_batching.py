@@ -125,7 +125,8 @@ def test_prompts_that_start_alike_reuse_the_cached_prefix_exactly(chat, one_work
 
 
 def test_reading_a_prompt_computes_the_lm_head_for_its_last_position_only(model_dir):
-    """The in-memory graph edit: the same last-position logits as the builder's graph, one row of them."""
+    """The in-memory graph edit: the same last-position logits as the builder's graph, one row of
+    them; or, asked for every position (prompt logprobs), all of the builder's rows."""
     import json
 
     import numpy as np
@@ -137,9 +138,10 @@ def test_reading_a_prompt_computes_the_lm_head_for_its_last_position_only(model_
     genai = json.loads((folder / "genai_config.json").read_text())
     decoder = OnnxDecoder(folder, genai, slots=1)
     assert decoder.last_position_only
-    assert decoder.session.get_outputs()[0].shape[1] == 1
     prompt = list(range(100, 120))
     edited = decoder.prefill(0, prompt, 0)
+    assert edited.shape == (genai["model"]["vocab_size"],)
+    every = decoder.prefill(0, prompt, 0, every_position=True)
     full = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     names = genai["model"]["decoder"]
     kv = genai["model"]["decoder"]["num_key_value_heads"], 0, genai["model"]["decoder"]["head_size"]
@@ -150,3 +152,4 @@ def test_reading_a_prompt_computes_the_lm_head_for_its_last_position_only(model_
     logits = full.run([names["outputs"]["logits"]], feeds)[0]
     assert logits.shape[1] == 20
     assert np.allclose(edited, logits[0, -1], atol=1e-4)
+    assert np.allclose(every, logits[0], atol=1e-4)

@@ -42,7 +42,7 @@ def test_json_that_is_not_an_object(api_url):
         ({"stream": "yes"}, "stream"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frequency_penalty": 1}, "frequency_penalty"),
-        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": "yes"}, "logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"made_up_option": 1}, "made_up_option"),
     ],

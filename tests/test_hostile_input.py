@@ -30,6 +30,8 @@ VALID_BODIES = {
         "model": {"Uri": "https://huggingface.co/org/repo", "Name": "probe", "Path": "cpu-int4"},
         "customDirPath": "/nonexistent-root/probe",
     },
+    # No such file: a real one would run a batch for every attack.
+    "/v1/batches": {"input_file_id": "file-none", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
 }
 
 # JSON texts (not Python values: 1e400 and lone surrogates cannot be written by json.dumps).
@@ -195,6 +197,8 @@ def test_valid_body_is_served(api_url, path):
     status, headers, raw = send(api_url, "POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
     if path == "/openai/download":  # validated up to where it lands, which is outside the allowed roots
         assert assert_rejected(status, headers, raw, {400})["code"] == "path_not_allowed"
+    elif path == "/v1/batches":  # validated up to the file it names, which does not exist
+        assert assert_rejected(status, headers, raw, {404})["code"] == "file_not_found"
     else:
         assert status == 200, raw[:500]
 
@@ -256,7 +260,8 @@ def test_oversized_body_is_413(api_url, path, settings):
 @pytest.mark.parametrize("size", ["small", "oversized"])
 def test_chunked_body_is_read_and_limited(api_url, path, settings, size):
     """A body without Content-Length (chunked) is parsed like any other, and past the limit is a 413."""
-    body = dict(VALID_BODIES[path], model="no-such-model")
+    # A 404 once parsed: no such model (a batch's body already names no such file).
+    body = dict(VALID_BODIES[path]) if path == "/v1/batches" else dict(VALID_BODIES[path], model="no-such-model")
     if size == "oversized":
         body["padding"] = "x" * settings.max_body_bytes
     raw = json.dumps(body).encode()

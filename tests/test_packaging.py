@@ -7,6 +7,7 @@ installed from this checkout with pip (its wheel cache and configured indexes ma
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import venv
 
@@ -35,12 +36,29 @@ def installed(tmp_path_factory):
     venv.create(home / "venv", with_pip=True)
     bin_dir = home / "venv" / "bin"
     subprocess.run(
-        [bin_dir / "python", "-m", "pip", "install", "--quiet", str(ROOT)],
+        [bin_dir / "python", "-m", "pip", "install", "--quiet", str(checkout_copy(home / "source"))],
         env=outside_the_checkout(),
         check=True,
         timeout=900,
     )
     return bin_dir
+
+
+def checkout_copy(target):
+    """The checkout's files as git sees them (tracked, or new and not ignored): a build folder left
+    by an earlier install would otherwise put modules that no longer exist into the wheel."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
 
 
 def outside_the_checkout() -> dict[str, str]:

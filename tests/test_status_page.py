@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -57,7 +58,9 @@ def screenshot_on_failure(driver: webdriver.Chrome, folder: Path) -> Iterator[No
 
 
 def until(driver: webdriver.Chrome, condition, timeout_s: float = 60, what: str = ""):
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(condition, message=what)
+    # The page redraws rows as events arrive: an element found a moment ago may be replaced.
+    waiting = WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    return waiting.until(condition, message=what)
 
 
 def find(driver: webdriver.Chrome, css: str):

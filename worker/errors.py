@@ -34,5 +34,13 @@ def wrong_model_kind(name: str, wanted: str) -> JobRejected:
     return JobRejected(errors.wrong_model_kind(name, wanted))
 
 
+def logprobs_unsupported(name: str) -> JobRejected:
+    message = (
+        f"The model '{name}' runs on an engine that cannot report logprobs (onnxruntime-genai's static "
+        "batches, on GPU workers); ask without logprobs, or use a CPU worker's model."
+    )
+    return JobRejected.invalid("logprobs", message)
+
+
 def model_unloaded(name: str) -> JobRejected:
     return JobRejected(errors.model_unloaded(name))

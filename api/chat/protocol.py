@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
+
+# Most alternatives per token `top_logprobs` may ask for (OpenAI's limit).
+MAX_TOP_LOGPROBS = 20
 
 
 class TextPart(StrictModel):
@@ -29,16 +32,17 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     random_seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)  # Foundry Local's name for seed
-    logprobs: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # No effect on output:
     metadata: dict[str, str] | None = None
     store: bool | None = None
 
-    @field_validator("logprobs")
+    @field_validator("top_logprobs")
     @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported yet")
+    def _top_logprobs_need_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs is only allowed when logprobs is true")
         return value
 
     @model_validator(mode="after")
@@ -65,4 +69,5 @@ class ChatCompletionRequest(SamplingFields):
             max_tokens=self.output_limit,
             stop=self.stop,
             sampling=self.sampling(self.random_seed if self.seed is None else self.seed),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
         )

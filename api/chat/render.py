@@ -9,12 +9,17 @@ from collections.abc import Iterator
 from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
 from api.streaming import non_delta_frames, public_finish_reason
-from contracts.events import DeltaEvent, GenerationResult, StartedEvent
+from contracts.events import DeltaEvent, GenerationResult, StartedEvent, TokenLogprob
 from contracts.job_store import JobRecord
 
 
 def completion_id(job_id: str) -> str:
     return f"chatcmpl-{job_id}"
+
+
+def logprobs_body(entries: list[TokenLogprob] | None) -> dict | None:
+    """A choice's `logprobs`: its tokens with their alternatives (None when not asked for)."""
+    return None if entries is None else {"content": [e.model_dump() for e in entries], "refusal": None}
 
 
 def completion_body(job_id: str, model: str, created: int, result: GenerationResult) -> dict:
@@ -28,7 +33,7 @@ def completion_body(job_id: str, model: str, created: int, result: GenerationRes
             {
                 "index": c.index,
                 "message": {"role": "assistant", "content": c.text},
-                "logprobs": None,
+                "logprobs": logprobs_body(c.logprobs),
                 "finish_reason": public_finish_reason(c.finish_reason),
             }
             for c in result.choices
@@ -63,8 +68,8 @@ def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_u
     yield chunk([_choice(i, {"role": "assistant", "content": ""}) for i in range(n)])
     for _, event in events:
         if isinstance(event, DeltaEvent):
-            if event.text:
-                yield chunk([_choice(event.index, {"content": event.text})])
+            if event.text or event.logprobs:
+                yield chunk([_choice(event.index, {"content": event.text}, logprobs=logprobs_body(event.logprobs))])
             if event.finish_reason and event.finish_reason != "cancelled":
                 yield chunk([_choice(event.index, {}, event.finish_reason)])
             continue
@@ -74,5 +79,5 @@ def chunk_frames(events: EventStream, job_id: str, model: str, n: int, include_u
     yield DONE_FRAME
 
 
-def _choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def _choice(index: int, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from api.sampling_protocol import NON_EMPTY_TEXTS, ONLY_ZERO, SamplingFields
+from api.sampling_protocol import NON_EMPTY_TEXTS, SamplingFields
 from contracts.jobs import GenerationJob
 
 # Most prompts one request may batch (documented in the README).
 MAX_PROMPTS = 64
 # OpenAI's default output limit for completions.
 DEFAULT_MAX_TOKENS = 16
+# Most alternatives per token `logprobs` may ask for (OpenAI's limit for completions).
+MAX_LOGPROBS = 5
 
 
 class CompletionRequest(SamplingFields):
@@ -20,7 +22,8 @@ class CompletionRequest(SamplingFields):
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
     echo: bool = False
     suffix: str | None = Field(None, json_schema_extra={"maxLength": 0})
-    logprobs: int | None = Field(None, json_schema_extra=ONLY_ZERO)
+    # Logprobs of each token with this many most likely alternatives (with echo, the prompt's too).
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     use_raw_prompt: bool = True
     error_behavior: Literal["error", "truncate"] = "error"
 
@@ -43,12 +46,14 @@ class CompletionRequest(SamplingFields):
             raise ValueError("suffix (fill-in-the-middle) is not supported by the served models")
         return suffix
 
-    @field_validator("logprobs")
+    @field_validator("use_raw_prompt")
     @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError("logprobs are not supported yet")
-        return value
+    def _echoed_logprobs_need_raw_prompts(cls, raw: bool, info: ValidationInfo) -> bool:
+        # The prompt's logprobs are of the tokens the model read: with the chat template around the
+        # prompt they would not be the echoed text's.
+        if not raw and info.data.get("echo") and info.data.get("logprobs") is not None:
+            raise ValueError("echo with logprobs needs use_raw_prompt true (the prompt's tokens as sent)")
+        return raw
 
     @property
     def prompts(self) -> list[str]:
@@ -65,4 +70,6 @@ class CompletionRequest(SamplingFields):
             max_tokens=self.max_tokens,
             stop=self.stop,
             sampling=self.sampling(),
+            logprobs=self.logprobs,
+            prompt_logprobs=self.echo and self.logprobs is not None,
         )

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
+from api.completions.legacy_logprobs import LegacyLogprobs, choice_logprobs
 from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
 from api.streaming import non_delta_frames, public_finish_reason
@@ -20,7 +21,7 @@ def completion_id(job_id: str) -> str:
 def completion_body(
     job_id: str, model: str, created: int, result: GenerationResult, echoed: list[str] | None = None, n: int = 1
 ) -> dict:
-    """A `text_completion`; with `echoed` prompts, each choice's text starts with its prompt."""
+    """A `text_completion`; with `echoed` prompts, each choice's text (and logprobs) starts with its prompt."""
     return {
         "id": completion_id(job_id),
         "object": "text_completion",
@@ -30,7 +31,7 @@ def completion_body(
             {
                 "index": c.index,
                 "text": (echoed[c.index // n] if echoed else "") + c.text,
-                "logprobs": None,
+                "logprobs": choice_logprobs(c.logprobs, c.prompt_logprobs, echoed[c.index // n] if echoed else None),
                 "finish_reason": public_finish_reason(c.finish_reason),
             }
             for c in result.choices
@@ -46,10 +47,22 @@ def job_result_body(record: JobRecord, result: GenerationResult) -> dict:
 
 
 def chunk_frames(
-    events: EventStream, job_id: str, model: str, prompts: list[str], n: int, echo: bool, include_usage: bool
+    events: EventStream,
+    job_id: str,
+    model: str,
+    prompts: list[str],
+    n: int,
+    echo: bool,
+    include_usage: bool,
+    logprobs: int | None = None,
 ) -> Iterator[str]:
-    """`text_completion` chunks, each naming its choice index, ending in [DONE]."""
+    """`text_completion` chunks, each naming its choice index, ending in [DONE].
+
+    With `logprobs`, each chunk carries those of its text; an echoed prompt then comes once the
+    worker read it, with the prompt's logprobs.
+    """
     created = int(time.time())
+    offsets = [LegacyLogprobs() for _ in range(len(prompts) * n)] if logprobs is not None else None
 
     def chunk(choices: list[dict], usage: dict | None = None) -> str:
         body = {"id": completion_id(job_id), "object": "text_completion", "created": created, "model": model}
@@ -58,12 +71,17 @@ def chunk_frames(
             body["usage"] = usage
         return sse_frame(json.dumps(body))
 
-    if echo:
+    if echo and offsets is None:
         yield from (chunk([_choice(i, prompts[i // n])]) for i in range(len(prompts) * n))
     for _, event in events:
         if isinstance(event, DeltaEvent):
-            if event.text or event.finish_reason:
-                yield chunk([_choice(event.index, event.text, event.finish_reason)])
+            if offsets is not None and event.prompt_logprobs is not None:
+                prompt = prompts[event.index // n]
+                yield chunk([_choice(event.index, prompt, logprobs=offsets[event.index].piece(event.prompt_logprobs))])
+                offsets[event.index].restart(len(prompt))
+            elif event.text or event.finish_reason or event.logprobs:
+                pieces = offsets[event.index].piece(event.logprobs or []) if offsets is not None else None
+                yield chunk([_choice(event.index, event.text, event.finish_reason, pieces)])
             continue
         yield from non_delta_frames(event, job_id, (lambda usage: chunk([], usage)) if include_usage else None)
         if isinstance(event, StartedEvent):
@@ -71,6 +89,6 @@ def chunk_frames(
     yield DONE_FRAME
 
 
-def _choice(index: int, text: str, finish_reason: str | None = None) -> dict:
+def _choice(index: int, text: str, finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
     reason = public_finish_reason(finish_reason) if finish_reason else None
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}

@@ -39,7 +39,9 @@ def serve_completion(request: CompletionRequest):
         return stream_job(
             feed,
             timeout_s,
-            lambda events: chunk_frames(events, job_id, request.model, prompts, n, request.echo, request.include_usage),
+            lambda events: chunk_frames(
+                events, job_id, request.model, prompts, n, request.echo, request.include_usage, request.logprobs
+            ),
         )
     result = wait_for_result(feed, timeout_s)
     echoed = prompts if request.echo else None

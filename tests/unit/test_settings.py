@@ -42,6 +42,11 @@ NON_DEFAULT = Settings(
     api_keys_file=Path("/srv/keys.txt"),
     rate_limit="10 per 2 seconds",
     default_model="phi-4-mini",
+    files_dir=Path("/srv/files"),
+    max_file_bytes=2048,
+    batch_share=0.5,
+    batch_lease_s=3.0,
+    batch_completion_window_s=60.0,
 )
 
 

@@ -5,7 +5,12 @@ rows (one per prompt and choice), queued until a slot is free. Every turn of the
 cancelled rows leave at once; rows still reading their prompts read up to `prefill_chunk`
 tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
 for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
-stop strings and max tokens; a finished row frees its slot for the next waiting row.
+stop strings and max tokens; a finished row frees its slot for the next waiting row (interactive
+rows before batch lines' rows, unless one of those has waited BACKGROUND_AGING_S).
+
+Rows that ask for logprobs get them from the logits of their own step (worker/engines/token_logprobs.py);
+a row that asks for its prompt's reads the prompt with logits for every position, and without the
+prefix cache (whose positions would have no logits).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +27,7 @@ import numpy as np
 
 from worker.engines.generation_request import GenerationRequest, Row, complete
 from worker.engines.sampling import RowSampler
+from worker.engines.token_logprobs import TokenLogprobs
 from worker.errors import model_unloaded
 from worker.onnx.onnx_decoder import OnnxDecoder
 from worker.onnx.prefix_cache import PrefixCache
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Prompts are read in runs of this many tokens; the prefix cache reuses whole runs.
 PREFILL_BLOCK = 32
+# A batch line's row waiting this long for a slot goes before interactive rows (no starvation).
+BACKGROUND_AGING_S = 5.0
 
 
 @dataclass
@@ -38,9 +47,11 @@ class _RowState:
     row: Row
     sampler: RowSampler
     order: int  # admission order: the oldest prefilling row goes first
+    queued_at: float = field(default_factory=time.monotonic)
     filled: int = 0  # prompt tokens in the cache
     reused: int = 0  # of which copied from the prefix cache
     next_token: int = 0  # sampled, fed at the next step
+    prompt_logprobs: list = field(default_factory=list)  # of the prompt read so far, when asked
 
     @property
     def prefilling(self) -> bool:
@@ -58,6 +69,8 @@ class _Tracked:
 
 class ContinuousBatchEngine:
     """Same interface as StaticBatchEngine (`submit`, `idle`, `stop`), with continuous batching."""
+
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -78,6 +91,8 @@ class ContinuousBatchEngine:
         self.prefill_chunk = prefill_chunk
         self.name = name
         self.prefixes = prefixes
+        self._token_logprobs: TokenLogprobs | None = None  # built at the first request for logprobs
+        self._table_lock = threading.Lock()
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
@@ -90,6 +105,8 @@ class ContinuousBatchEngine:
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.logprobs is not None:
+            self._logprobs_table()  # built here, in the job's thread, rather than stalling every row's step
         rows = [
             _RowState(
                 Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
@@ -181,13 +198,25 @@ class ContinuousBatchEngine:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
         for index, slot in enumerate(self.slots):
             if slot is None and self._pending:
-                state = self._pending.popleft()
+                state = self._next_waiting()
                 self.slots[index] = state
                 self._tracked[state.row.request.job_id].started = True
         in_flight = sum(slot is not None for slot in self.slots)
         for tracked in self._tracked.values():
             if any(s is not None and s.row.request is tracked.request for s in self.slots):
                 tracked.peak = max(tracked.peak, in_flight)
+
+    def _next_waiting(self) -> _RowState:
+        """The waiting row to admit: the oldest interactive one before batch lines' rows, unless a
+        batch row has waited BACKGROUND_AGING_S (then it goes first: batches never starve)."""
+        now = time.monotonic()
+        chosen = self._pending[0]
+        for state in self._pending:
+            if not state.row.request.background or now - state.queued_at > BACKGROUND_AGING_S:
+                chosen = state
+                break
+        self._pending.remove(chosen)
+        return chosen
 
     def _leave_cancelled(self) -> None:
         with self._wakeup:
@@ -211,20 +240,41 @@ class ContinuousBatchEngine:
             state = self.slots[index]
             prompt = state.row.prompt
             exact = self.prefixes is not None and self.decoder.exact_prefix(len(prompt))
-            if state.filled == 0 and exact:
+            scored = state.row.request.prompt_logprobs  # logits of every prompt position wanted
+            if state.filled == 0 and exact and not scored:
                 state.filled = state.reused = self.prefixes.restore(prompt, self.decoder.cache, index)
             while state.prefilling and budget > 0:
                 end = min(len(prompt), (state.filled // PREFILL_BLOCK + 1) * PREFILL_BLOCK)
                 if end - state.filled > budget:
                     return
-                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled, len(prompt))
+                chunk = prompt[state.filled : end]
+                logits = self.decoder.prefill(index, chunk, state.filled, scored, len(prompt))
+                if scored:
+                    self._score_prompt(state, logits, end)
+                    logits = logits[-1]
                 budget -= end - state.filled
                 state.filled = end
             if state.prefilling:
                 return
             if exact:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
-            self._accept(index, state, state.sampler.pick(logits))
+            if scored:
+                state.row.send_prompt_logprobs(state.prompt_logprobs)
+            self._accept(index, state, state.sampler.pick(logits), logits)
+
+    def _score_prompt(self, state: _RowState, logits: np.ndarray, end: int) -> None:
+        """Logprobs of the prompt tokens after positions filled..end-1 (whose logits these are)."""
+        prompt, table = state.row.prompt, self._logprobs_table()
+        if state.filled == 0:
+            state.prompt_logprobs = [table.first(prompt[0])]
+        following = prompt[state.filled + 1 : end + 1]
+        state.prompt_logprobs += table.following(logits[: len(following)], following, state.row.request.logprobs)
+
+    def _logprobs_table(self) -> TokenLogprobs:
+        with self._table_lock:
+            if self._token_logprobs is None:
+                self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
+            return self._token_logprobs
 
     def _step(self) -> None:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
@@ -244,11 +294,13 @@ class ContinuousBatchEngine:
         for index in generating:
             state = self.slots[index]
             token = picks[index] if index in picks else state.sampler.pick(logits[index])
-            self._accept(index, state, token)
+            self._accept(index, state, token, logits[index])
 
-    def _accept(self, index: int, state: _RowState, token: int) -> None:
-        """Hand the row its next token; a row that finished leaves its slot."""
-        state.row.accept(token)
+    def _accept(self, index: int, state: _RowState, token: int, logits: np.ndarray) -> None:
+        """Hand the row its next token (and its logprobs, from the step's `logits`, if the row asks);
+        a row that finished leaves its slot."""
+        k = state.row.request.logprobs
+        state.row.accept(token, None if k is None else self._logprobs_table().entry(logits, token, k))
         cached = state.filled + state.row.generated  # once the token is fed at the next step
         if not state.row.finish_reason and cached > self.decoder.context_length:
             state.row.finish("length")

@@ -15,6 +15,9 @@ from worker.engines.generation_request import GenerationRequest
 class DecodeEngine(Protocol):
     """One model's decode loop: takes prepared requests, reports through each request's events."""
 
+    # Whether it computes the logprobs a request asks for (`GenerationRequest.logprobs`).
+    supports_logprobs: bool
+
     def submit(self, request: GenerationRequest) -> None:
         """Queue `request`; its deltas go to `request.emit`, then `result` or `error` is set and
         `request.finished` is signalled. A set `request.cancelled` ends its rows at the next step.

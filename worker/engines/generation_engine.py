@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 class StaticBatchEngine:
     """Owns one model's decode loop thread; `submit` hands it a prepared request."""
 
+    # The Generator samples inside onnxruntime-genai; this engine does not read its logits back.
+    supports_logprobs = False
+
     def __init__(
         self,
         model: og.Model,

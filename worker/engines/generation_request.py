@@ -6,8 +6,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from contracts.events import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, Usage
+from contracts.events import Choice, DeltaEvent, GenerationResult, PromptTokensDetails, TokenLogprob, Usage
 from contracts.jobs import SamplingParams
+from worker.engines.logprob_alignment import LogprobAligner
 from worker.engines.stop_strings import StopStringFilter
 
 
@@ -25,6 +26,11 @@ class GenerationRequest:
     stop: list[str]
     sampling: SamplingParams
     emit: Callable[[DeltaEvent], None]
+    # Logprobs of each output token with this many alternatives (None: none); of the prompt's too.
+    logprobs: int | None = None
+    prompt_logprobs: bool = False
+    # A batch line: interactive requests waiting for a slot go first.
+    background: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     truncated: list[bool] = field(default_factory=list)
@@ -62,16 +68,24 @@ class Row:
         self.text: list[str] = []
         self.generated = 0
         self.finish_reason: str | None = None
+        # Logprobs, when asked: sent with the text they belong to (an end-of-text token has none).
+        self.aligner = LogprobAligner() if request.logprobs is not None else None
+        self.logprobs: list[TokenLogprob] = []
+        self.prompt_logprobs: list[TokenLogprob] | None = None
 
-    def accept(self, token: int) -> None:
-        """Take the next token of this row (ignored once the row finished)."""
+    def accept(self, token: int, logprob: TokenLogprob | None = None) -> None:
+        """Take the next token of this row (ignored once the row finished), with its logprob entry
+        when the request asked for them."""
         if self.finish_reason:
             return
         self.generated += 1
         if token in self.eos_ids:
             self.finish("stop")
             return
-        released = self.stops.feed(self.stream.decode(token))
+        text = self.stream.decode(token)
+        if self.aligner is not None and logprob is not None:
+            self.aligner.add(logprob, len(text))
+        released = self.stops.feed(text)
         self._send(released)
         if self.stops.stopped:
             self.finish("stop")
@@ -87,11 +101,20 @@ class Row:
         tail = "" if reason == "cancelled" or self.stops.stopped else self.stops.flush()
         self._send(tail, reason)
 
+    def send_prompt_logprobs(self, entries: list[TokenLogprob]) -> None:
+        """The prompt's logprobs (read in full), sent before the first token's text."""
+        self.prompt_logprobs = entries
+        self.request.emit(DeltaEvent(index=self.index, text="", prompt_logprobs=entries))
+
     def _send(self, text: str, finish_reason: str | None = None) -> None:
         if text:
             self.text.append(text)
-        if text or finish_reason:
-            self.request.emit(DeltaEvent(index=self.index, text=text, finish_reason=finish_reason))
+        entries = None
+        if self.aligner is not None and finish_reason != "cancelled":
+            entries = self.aligner.finish(len(text)) if finish_reason else self.aligner.release(len(text))
+            self.logprobs.extend(entries)
+        if text or finish_reason or entries:
+            self.request.emit(DeltaEvent(index=self.index, text=text, finish_reason=finish_reason, logprobs=entries))
 
 
 def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cached_tokens: int = 0) -> None:
@@ -99,7 +122,16 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
     generated = sum(r.generated for r in rows)
     prompt = sum(len(p) for p in request.prompts)
     request.result = GenerationResult(
-        choices=[Choice(index=r.index, text="".join(r.text), finish_reason=r.finish_reason) for r in rows],
+        choices=[
+            Choice(
+                index=r.index,
+                text="".join(r.text),
+                finish_reason=r.finish_reason,
+                logprobs=r.logprobs if r.aligner is not None else None,
+                prompt_logprobs=r.prompt_logprobs,
+            )
+            for r in rows
+        ],
         usage=Usage(
             prompt_tokens=prompt,
             completion_tokens=generated,

@@ -15,6 +15,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
+from worker.models.token_bytes import token_bytes
+
 _ENVIRONMENT = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
 
@@ -61,3 +63,7 @@ class ChatTokenizer:
 
     def create_stream(self) -> TextStream:
         return TextStream(self.tokenizer)
+
+    def token_bytes(self, size: int) -> list[bytes]:
+        """The bytes each of tokens 0..size-1 stands for (for logprobs)."""
+        return token_bytes(self.tokenizer, size)

@@ -19,7 +19,7 @@ from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousBatchEngin
 from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
-from worker.errors import model_not_found, wrong_model_kind
+from worker.errors import logprobs_unsupported, model_not_found, wrong_model_kind
 from worker.models.chat_tokenizer import ChatTokenizer, chat_template
 from worker.models.prompts import fit_prompts, prompt_texts
 from worker.onnx.onnx_decoder import OnnxDecoder, UnsupportedGraph
@@ -43,6 +43,8 @@ class LoadedModel:
 
     def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
         """Tokenize the job's prompts and fit them to the context; raises JobRejected."""
+        if job.logprobs is not None and not self.engine.supports_logprobs:
+            raise logprobs_unsupported(self.name)
         texts = prompt_texts(self.tokenizer, self.chat_template, job)
         prompts, truncated, max_tokens = fit_prompts(
             [self.tokenizer.encode(text).tolist() for text in texts], job, self.context_length
@@ -56,6 +58,9 @@ class LoadedModel:
             stop=job.stop,
             sampling=job.sampling,
             emit=emit,
+            logprobs=job.logprobs,
+            prompt_logprobs=job.prompt_logprobs,
+            background=job.background,
         )
 
 

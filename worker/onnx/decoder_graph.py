@@ -6,6 +6,8 @@ chunk computes [tokens, vocab] logits of which only the last row is used (for Sm
 is about a fifth of the model's work). Ladle edits the graph in memory, before the session is
 made: a Slice keeps the last position of the final hidden states in front of the LM head. A
 decode step has one position per row, so it is unchanged; the files on disk are not touched.
+The Slice's start is an input of the graph: -1 keeps the last position; 0 keeps every position,
+whose logits a request for the prompt's logprobs needs.
 
 LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini): the builder's graph picks the short or the long
 rotary cache for the whole batch by the attention mask's width (long past the original context).
@@ -16,6 +18,7 @@ original context take the short cache, the others the long one (a decode step's 
 past the original context exactly when its sequence is), unless the input `ladle/long_rope` is
 true, which gives the long cache to every position: onnxruntime-genai reads a prompt longer than
 the original context wholly with the long factors, and so does Ladle.
+
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from onnx import helper, numpy_helper
 log = logging.getLogger(__name__)
 
 _HEAD_OPS = {"MatMul", "MatMulNBits"}
+# The input choosing the first position whose logits are computed: [-1] (the last) or [0] (all).
+FIRST_POSITION = "ladle/last/start"
 
 
 LONG_ROPE_INPUT = "ladle/long_rope"
@@ -58,22 +63,22 @@ def _last_position(model: onnx.ModelProto, logits_name: str) -> bool:
     head = heads[0]
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.array([-1], dtype=np.int64), "ladle/last/start"),
             numpy_helper.from_array(np.array([np.iinfo(np.int64).max], dtype=np.int64), "ladle/last/end"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "ladle/last/axis"),
         ]
     )
     last = helper.make_node(
         "Slice",
-        [head.input[0], "ladle/last/start", "ladle/last/end", "ladle/last/axis"],
+        [head.input[0], FIRST_POSITION, "ladle/last/end", "ladle/last/axis"],
         ["ladle/last/hidden"],
         name="/ladle/last_position",
     )
     graph.node.insert(list(graph.node).index(head), last)
     head.input[0] = "ladle/last/hidden"
+    graph.input.append(helper.make_tensor_value_info(FIRST_POSITION, onnx.TensorProto.INT64, [1]))
     positions = output.type.tensor_type.shape.dim[1]
     positions.Clear()
-    positions.dim_value = 1
+    positions.dim_param = "ladle_positions"
     return True
 
 

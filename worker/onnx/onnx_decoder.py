@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from worker.onnx.decoder_graph import LONG_ROPE_INPUT, edited_graph
+from worker.onnx.decoder_graph import FIRST_POSITION, LONG_ROPE_INPUT, edited_graph
 from worker.onnx.kv_cache import KvCache
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class OnnxDecoder:
             (names["past_value_names"], outputs["present_value_names"]),
         ):
             self._present.update({past % i: present % i for i in layers})
-        known = {self._ids_name, self._mask_name, self._positions_name, LONG_ROPE_INPUT, *self._present}
+        known = {self._ids_name, self._mask_name, self._positions_name, LONG_ROPE_INPUT, FIRST_POSITION}
+        known |= set(self._present)
         unknown = sorted(set(inputs) - known)
         if unknown:  # attention sinks, recurrent states, ...: inputs this loop has nothing to feed
             raise UnsupportedGraph(f"graph inputs it does not feed: {', '.join(unknown)}")
@@ -110,6 +111,7 @@ class OnnxDecoder:
         )
         self._logits = np.zeros((slots, 1, self.vocab_size), dtype=self._logits_type)
         self._bindings: dict[str, tuple[tuple, ort.IOBinding]] = {}
+        self._last_only = np.asarray([-1], dtype=np.int64)  # FIRST_POSITION of decode steps
 
     def reset_cache(self) -> None:
         """Shrink the cache back (when no row is in flight) and drop bindings of the old buffers."""
@@ -135,18 +137,24 @@ class OnnxDecoder:
         for LongRoPE prompts past the original context: read wholly with the long factors)."""
         return self.long_rope_threshold is None or prompt_length <= self.long_rope_threshold
 
-    def prefill(self, row: int, tokens: list[int], start: int, prompt_length: int = 0) -> np.ndarray:
+    def prefill(
+        self, row: int, tokens: list[int], start: int, every_position: bool = False, prompt_length: int = 0
+    ) -> np.ndarray:
         """Put `tokens` (the prompt of `prompt_length` tokens, from position `start`) into `row`'s
-        cache; logits of the last one."""
+        cache; logits of the last one, or with `every_position` of each one ([tokens, vocab]: row i
+        scores the token after tokens[i])."""
         total = start + len(tokens)
         self.cache.ensure(total)
-        positions = 1 if self.last_position_only else len(tokens)
+        positions = len(tokens) if every_position or not self.last_position_only else 1
         logits = np.empty((1, positions, self.vocab_size), dtype=self._logits_type)
         ids = np.asarray([tokens], dtype=self._ids_type)
+        first = np.asarray([0 if every_position else -1], dtype=np.int64)
         mask = np.ones((1, total), dtype=self._mask_type)
-        positions = np.arange(start, total)[None, :]
-        self._run("prefill", (row, row + 1), ids, mask, logits, positions, not self.exact_prefix(prompt_length))
-        return logits[0, -1].astype(np.float32, copy=False)
+        where = np.arange(start, total)[None, :]
+        long_rope = not self.exact_prefix(prompt_length)
+        self._run("prefill", (row, row + 1), ids, mask, logits, where, long_rope, first)
+        logits = logits.astype(np.float32, copy=False)
+        return logits[0] if every_position else logits[0, -1]
 
     def _run(
         self,
@@ -155,8 +163,9 @@ class OnnxDecoder:
         ids: np.ndarray,
         mask: np.ndarray,
         logits: np.ndarray,
-        positions,
+        positions: np.ndarray,
         long_rope: bool,
+        first: np.ndarray | None = None,
     ) -> None:
         binding = self._binding(kind, rows)
         binding.bind_cpu_input(self._ids_name, ids)
@@ -165,6 +174,8 @@ class OnnxDecoder:
             binding.bind_cpu_input(self._positions_name, np.ascontiguousarray(positions, dtype=np.int64))
         if self.long_rope_threshold is not None:
             binding.bind_cpu_input(LONG_ROPE_INPUT, np.array(long_rope))
+        if first is not None and self.last_position_only:
+            binding.bind_cpu_input(FIRST_POSITION, first)
         binding.bind_ortvalue_output(self._logits_name, ort.OrtValue.ortvalue_from_numpy(logits))
         self.session.run_with_iobinding(binding)
 
@@ -176,6 +187,8 @@ class OnnxDecoder:
         if cached is not None and cached[0] == key:
             return cached[1]
         binding = self.session.io_binding()
+        if self.last_position_only:  # decode steps keep this; each prefill binds its own
+            binding.bind_cpu_input(FIRST_POSITION, self._last_only)
         for past, buffer in self.cache.rows(*rows).items():
             value = ort.OrtValue.ortvalue_from_numpy(buffer)
             binding.bind_ortvalue_input(past, value)

@@ -29,6 +29,7 @@ from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 from contracts.token_seal import TokenSeal
 from contracts.workers import register_home
+from worker.handlers.batch_driver import BatchDriver
 from worker.handlers.download_runner import DownloadRunner
 from worker.handlers.generation_runner import GenerationRunner
 from worker.handlers.light_work import count_tokens, embed
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 class WorkerRuntime:
     """Everything a worker process keeps between jobs; built when the worker is ready."""
 
-    def __init__(self, settings: Settings, device: str, lane: str, name: str) -> None:
+    def __init__(self, settings: Settings, device: str, lane: str, name: str, celery: Celery | None = None) -> None:
         self.settings = settings
         self.device = device
         self.lane = lane
@@ -71,6 +72,11 @@ class WorkerRuntime:
             client, {keys.CANCEL_CHANNEL: self.generation.cancel, keys.CONTROL_CHANNEL: self.on_control}
         )
         self.heartbeat.start()
+        # Compute workers drive batches (each batch by one of them at a time).
+        self.batch_driver = None
+        if lane == COMPUTE_LANE and celery is not None:
+            self.batch_driver = BatchDriver(settings, self.store, _sender(celery), name, device)
+            self.batch_driver.start()
 
     def describe(self) -> dict:
         """This worker's fields of its WorkerInfo (the heartbeat adds name, pid and time)."""
@@ -110,6 +116,8 @@ class WorkerRuntime:
         log.info("draining", extra={"worker": self.name, "drain_s": self.settings.drain_s})
         self.jobs.draining = True
         self.heartbeat.withdraw()
+        if self.batch_driver is not None:
+            self.batch_driver.stop()
         self.generation.drain()
         timer = threading.Timer(self.settings.drain_s, self._drain_time_over)
         timer.daemon = True  # the process exits as soon as its jobs are done, not at the deadline
@@ -126,11 +134,22 @@ class WorkerRuntime:
         return DoneEvent(result=LoadResult(loaded_model=job.model, worker=self.name)), JobStatus.SUCCEEDED
 
     def close(self) -> None:
+        if self.batch_driver is not None:
+            self.batch_driver.stop()
         self.commands.stop()
         self.heartbeat.stop()
         self.metrics.flush()  # what ended since the last beat
         self.registry.close()
         self.publisher.close()
+
+
+def _sender(celery: Celery):
+    """Sends a task (name, argument, queue, task ID), as the batch driver feeds lines."""
+
+    def send(task: str, argument: object, queue: str, task_id: str) -> None:
+        celery.send_task(task, args=[argument], queue=queue, task_id=task_id, argsrepr=f"jobs {task_id}")
+
+    return send
 
 
 def worker_queues(device: str, lane: str, name: str) -> list[str]:
@@ -175,7 +194,7 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
 
     @signals.worker_init.connect(weak=False)
     def start_runtime(**_: object) -> None:
-        holder["runtime"] = WorkerRuntime(settings, device, lane, name)
+        holder["runtime"] = WorkerRuntime(settings, device, lane, name, app)
 
     @signals.worker_shutting_down.connect(weak=False)
     def drain_runtime(**_: object) -> None:

@@ -1,0 +1,1 @@
+"""OpenAI's Batch API: batches of chat, completion or embedding requests run as jobs."""
