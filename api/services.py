@@ -83,10 +83,13 @@ class Services:
         self, name: str, max_tokens: int | None = None, kind: str = GENERATION, limit_param: str = "max_tokens"
     ) -> str:
         """The resolved model name; 404 if not in the directory, 400 for the wrong kind or a limit past its context."""
-        name = self.resolve_model(name)
-        if not self.models.exists(name):
+        found = self.models.usable_kind(name)  # a folder name as given: the catalog is not read
+        if found is None:
+            name = self.resolve_model(name)
+            found = self.models.usable_kind(name)
+        if found is None:
             raise model_not_found(name)
-        if self.models.kind(name) != kind:
+        if found != kind:
             raise ApiError.of(errors.wrong_model_kind(name, kind))
         if kind != GENERATION:
             return name

@@ -84,8 +84,8 @@ def server_ceiling(port: int, requests: int) -> None:
     xadd = benchmark_ops(port, requests, "XADD", "bench:stream:__rand_int__", "*", "events", DELTA)
     publish_1 = benchmark_ops(port, requests, "PUBLISH", keys.JOB_EVENTS_CHANNEL, step_message(1))
     publish_8 = benchmark_ops(port, requests, "PUBLISH", keys.JOB_EVENTS_CHANNEL, step_message(8))
-    finish_args = [done.model_dump_json(), "300", "succeeded", str(time.time()), "result"]
-    finish_args += [result.model_dump_json(), "1-101", keys.JOB_EVENTS_CHANNEL, "bench-job", ""]
+    finish_args = ["300", str(time.time()), keys.JOB_EVENTS_CHANNEL, done.model_dump_json(), "succeeded", "result"]
+    finish_args += [result.model_dump_json(), "1-101", "bench-job", "", ""]
     finish = benchmark_ops(port, requests, "EVALSHA", finish_sha, "2", job, f"{job}:events", *finish_args)
     print("server ceiling (redis-benchmark, 8 connections, pipelines of 16):")
     print(f"  PING                     {ping:>12,.0f} ops/s")
@@ -118,7 +118,7 @@ def command_stats(client: redis.Redis) -> dict[str, tuple[int, int]]:
 def run_group(store: JobStore, publisher: EventPublisher, group: list[str], tokens: int) -> tuple[int, float]:
     """Run `group`'s jobs as one batch, a delta event per row per step; (steps written, seconds in step writes)."""
     store.create(group, JobKind.CHAT, "bench-model")  # the API's write
-    deliveries = store.start(group, "bench-worker", 3)
+    deliveries = [start.deliveries for start in store.start(group, "bench-worker", 3)]
     # One `_write` per engine step, as the publisher's thread does when steps come slower than a
     # round trip (driven directly: its thread would merge steps queued faster than that).
     publisher._write([_Outgoing(job_id, delivery=count) for job_id, count in zip(group, deliveries, strict=True)])

@@ -1,15 +1,16 @@
 """What streaming chat costs Redis: commands per generated token, memory, keys and AOF size.
 
     python bench/redis_usage.py [--tokens 100000] [--max-tokens 128] [--model smollm2-135m-instruct]
-        [--events-ttl 10] [--ladle-root PATH]
+        [--events-ttl 10] [--concurrency 1 8] [--ladle-root PATH]
 
 Starts `ladle serve` (one CPU worker) on a private Redis with an append-only file, then for
 concurrency 1 and 8 streams chat completions (greedy, `max_tokens` each) until about `--tokens`
 tokens were generated. For each concurrency it prints: Redis commands per generated token (the
 delta of INFO commandstats totals, commands run inside Lua scripts included, background work such
-as heartbeats included; the idle background rate is printed too), TTFT p50 and inter-token gap
-p50/p99 seen by the streaming clients, and Redis used memory, key count and AOF size, right after
-the run and again once the events window (LADLE_EVENTS_TTL, set to `--events-ttl`) has passed.
+as heartbeats included; the idle background rate is printed too, and the figure by command), TTFT
+p50 and inter-token gap p50/p99 seen by the streaming clients, and Redis used memory, key count and
+AOF size, right after the run and again once the events window (LADLE_EVENTS_TTL, set to
+`--events-ttl`) has passed. `--concurrency 8` measures 8 streams only.
 
 The same script measures other Ladle code: `--ladle-root /work/main` serves that checkout (its
 server runs with PYTHONPATH and working directory set to it; settings it does not know are ignored),
@@ -110,8 +111,13 @@ def generate(url: str, model: str, concurrency: int, requests_count: int, max_to
         return list(pool.map(lambda p: stream_one(url, model, p, max_tokens), prompts))
 
 
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    """Calls so far of each command (INFO commandstats; a Lua script's commands counted one by one)."""
+    return {name.removeprefix("cmdstat_"): v["calls"] for name, v in client.info("commandstats").items()}
+
+
 def command_total(client: redis.Redis) -> int:
-    return sum(v["calls"] for v in client.info("commandstats").values())
+    return sum(command_counts(client).values())
 
 
 def idle_commands_per_s(client: redis.Redis, seconds: float = 5.0) -> float:
@@ -124,11 +130,15 @@ def idle_commands_per_s(client: redis.Redis, seconds: float = 5.0) -> float:
 def measure(url: str, client: redis.Redis, args, concurrency: int) -> dict:
     background = idle_commands_per_s(client)
     before = redis_state(client)
-    commands_before = command_total(client)  # last before the run, first after: the bench's own reads stay out
+    counts_before = command_counts(client)  # last before the run, first after: the bench's own reads stay out
     started = time.perf_counter()
     runs = generate(url, args.model, concurrency, max(1, round(args.tokens / args.max_tokens)), args.max_tokens)
     seconds = time.perf_counter() - started
-    commands = command_total(client) - commands_before - 1
+    counts_after = command_counts(client)
+    counts_after["info"] -= 1
+    by_command = {name: n - counts_before.get(name, 0) for name, n in counts_after.items()}
+    by_command = {name: n for name, n in sorted(by_command.items(), key=lambda kv: -kv[1]) if n}
+    commands = sum(by_command.values())
     after = redis_state(client)
     time.sleep(args.events_ttl + 2)  # the events window passes
     later = redis_state(client)
@@ -140,6 +150,7 @@ def measure(url: str, client: redis.Redis, args, concurrency: int) -> dict:
         "tokens": tokens,
         "tokens_per_s": tokens / seconds,
         "commands_per_token": commands / tokens,
+        "commands_per_token_by_command": {name: round(n / tokens, 4) for name, n in by_command.items()},
         "background_commands_per_token": background * seconds / tokens,
         "ttft_p50_ms": statistics.median(1000 * r.ttft_s for r in runs),
         "gap_p50_ms": statistics.median(gaps) if gaps else 0.0,
@@ -163,6 +174,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--model-dir", type=Path, default=TEST_MODEL_CACHE)
     parser.add_argument("--events-ttl", type=int, default=10, help="LADLE_EVENTS_TTL of the served Ladle")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="streams at once, one run each")
     parser.add_argument("--ladle-root", type=Path, default=ROOT, help="the Ladle checkout to serve")
     args = parser.parse_args()
     build_model(args.model, args.model_dir)
@@ -174,7 +186,7 @@ def main() -> None:
     results = []
     with ladle_serve(args.model_dir, ready, env, root=args.ladle_root.resolve(), persist=True) as (url, redis_url):
         client = redis.Redis.from_url(redis_url)
-        for concurrency in (1, 8):
+        for concurrency in args.concurrency:
             results.append(measure(url, client, args, concurrency))
     print(f"Ladle at {args.ladle_root.resolve()}, model {args.model}, max_tokens={args.max_tokens}, greedy")
     print(f"LADLE_EVENTS_TTL={args.events_ttl} s; memory, keys and AOF are deltas over the run; B: used_memory,")
@@ -190,6 +202,9 @@ def main() -> None:
         cells += [f"{r['job_bytes_per_token_after_window']:.0f}", r["keys_added_after_run"]]
         cells += [r["keys_added_after_window"], f"{r['aof_bytes_per_token']:.0f}"]
         print("".join(f"{c:>14}" for c in cells))
+    for r in results:
+        shares = ", ".join(f"{name} {n:.3f}" for name, n in r["commands_per_token_by_command"].items())
+        print(f"commands per token at concurrency {r['concurrency']}: {shares}")
     print(json.dumps(results))
 
 

@@ -5,6 +5,11 @@
 Ladle: POST /v1/chat/completions/tokenizer/encode/count (HTTP, job record, light-lane Celery
 worker, tokenizer, pub/sub back). Baseline: `send_task(noop).get()` against the same Redis with
 a Celery threads worker and Redis result backend — the floor any Celery round trip pays.
+
+Each side's CPU per round trip is printed too: this process (the client: HTTP for Ladle, the
+Celery producer and result reader for the no-op) plus the servers (`ladle serve` and its children,
+or the no-op worker) and Redis, less what the servers use idle. On a machine shared with other
+work it moves far less than the latencies do.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import requests
 from celery import Celery
-from ladle_process import ROOT, ladle_serve, percentile
+from ladle_process import ROOT, ladle_serve, percentile, tree_cpu_s
 
 from cli.model_build import build_model
 from contracts.settings import Settings
@@ -37,13 +42,20 @@ def noop_app(redis_url: str) -> Celery:
     return app
 
 
-def timed(call, count: int) -> list[float]:
+def timed(call, count: int, server_pids: list[int], idle_s: float = 3.0) -> tuple[list[float], float]:
+    """Each call's milliseconds, and the CPU ms per call of this process and `server_pids` (with their
+    children), less what the servers use idle (heartbeats, polling: measured for `idle_s` first)."""
+    idle_before = tree_cpu_s(server_pids)
+    time.sleep(idle_s)
+    idle_rate = (tree_cpu_s(server_pids) - idle_before) / idle_s
     times = []
+    cpu_before, wall_before = time.process_time() + tree_cpu_s(server_pids), time.perf_counter()
     for _ in range(count):
         started = time.perf_counter()
         call()
         times.append(1000 * (time.perf_counter() - started))
-    return times
+    busy = time.process_time() + tree_cpu_s(server_pids) - cpu_before - idle_rate * (time.perf_counter() - wall_before)
+    return times, 1000 * busy / count
 
 
 def main() -> None:
@@ -61,8 +73,9 @@ def main() -> None:
     def count() -> None:
         session.post(f"{url}/v1/chat/completions/tokenizer/encode/count", json=body, timeout=30).raise_for_status()
 
-    with ladle_serve(args.model_dir, ready) as (url, redis_url):
-        ladle_ms = timed(count, args.requests)
+    pids: list[int] = []
+    with ladle_serve(args.model_dir, ready, pids=pids) as (url, redis_url):
+        ladle_ms, ladle_cpu = timed(count, args.requests, pids)
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -78,17 +91,23 @@ def main() -> None:
         app = noop_app(redis_url)
         try:
             app.send_task("bench.noop").get(timeout=60)
-            celery_ms = timed(lambda: app.send_task("bench.noop").get(timeout=30), args.requests)
+            celery_ms, celery_cpu = timed(
+                lambda: app.send_task("bench.noop").get(timeout=30), args.requests, [worker.pid, pids[1]]
+            )
         finally:
             worker.terminate()
             worker.wait(timeout=30)
     print(f"round trips, {args.requests} sequential requests, ms")
-    print(f"{'':32}{'p50':>8}{'p99':>8}")
-    print(f"{'Ladle token-count job (HTTP)':32}{percentile(ladle_ms, 0.5):8.2f}{percentile(ladle_ms, 0.99):8.2f}")
-    print(f"{'raw Celery no-op task':32}{percentile(celery_ms, 0.5):8.2f}{percentile(celery_ms, 0.99):8.2f}")
+    print(f"{'':32}{'p50':>8}{'p99':>8}{'CPU ms':>8}")
+    for name, times, cpu in (
+        ("Ladle token-count job (HTTP)", ladle_ms, ladle_cpu),
+        ("raw Celery no-op task", celery_ms, celery_cpu),
+    ):
+        print(f"{name:32}{percentile(times, 0.5):8.2f}{percentile(times, 0.99):8.2f}{cpu:8.2f}")
     print(
         f"Ladle/Celery p50: x{percentile(ladle_ms, 0.5) / percentile(celery_ms, 0.5):.2f}, "
-        f"p99: x{percentile(ladle_ms, 0.99) / percentile(celery_ms, 0.99):.2f}"
+        f"p99: x{percentile(ladle_ms, 0.99) / percentile(celery_ms, 0.99):.2f}, "
+        f"CPU per round trip: x{ladle_cpu / celery_cpu:.2f}"
     )
 
 

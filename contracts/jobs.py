@@ -124,3 +124,7 @@ class DownloadJob(BaseModel):
     prompt_template: dict | None = None
     publisher: str | None = None
     force: bool = False
+    # Build on pull: the files are a Hugging Face model (safetensors) that onnxruntime-genai's
+    # builder turns into the model folder, with these options (precision, execution_provider,
+    # extra_options); None: the files are the model folder.
+    build: dict | None = None

@@ -47,7 +47,12 @@ class ModelDirectory:
         return self.root / name
 
     def exists(self, name: str) -> bool:
-        return self.kind(name) is not None and not (self.path(name) / INCOMPLETE_MARKER).exists()
+        return self.usable_kind(name) is not None
+
+    def usable_kind(self, name: str) -> str | None:
+        """The kind of the model `name` if it is usable (see `exists`), else None: one look for both."""
+        kind = self.kind(name)
+        return kind if kind is not None and not (self.path(name) / INCOMPLETE_MARKER).exists() else None
 
     def kind(self, name: str) -> str | None:
         """GENERATION or EMBEDDING, by the configuration file the folder holds (None if it cannot be a folder)."""

@@ -79,7 +79,7 @@ def withdraw(client: redis.Redis | redis.client.Pipeline, name: str) -> None:
 def live(client: redis.Redis) -> list[WorkerInfo]:
     """Workers whose heartbeat has not expired (names silent for an hour leave the index)."""
     now = time.time()
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # two independent commands: no MULTI/EXEC around them
     pipe.zremrangebyscore(keys.WORKERS_INDEX, "-inf", now - FORGET_AFTER_S)
     pipe.zrangebyscore(keys.WORKERS_INDEX, now - RECENT_S, "+inf")
     names = pipe.execute()[1]

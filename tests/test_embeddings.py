@@ -74,7 +74,11 @@ def test_single_string_input(embed):
 
 
 def test_base64_decodes_to_the_same_floats(embed):
-    floats = vectors(embed({"model": MINILM, "input": SENTENCES[:2]}).json())
+    response = embed({"model": MINILM, "input": SENTENCES[:2]})
+    assert response.headers["Content-Type"] == "application/json"
+    floats = vectors(response.json())
+    as_written = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float64)
+    assert (as_written == as_written.astype(np.float32)).all()  # each number reads back as its float32 exactly
     body = embed({"model": MINILM, "input": SENTENCES[:2], "encoding_format": "base64"}).json()
     decoded = np.array([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in body["data"]])
     assert np.allclose(decoded, floats, atol=1e-7)

@@ -9,7 +9,7 @@ fetches that entry's Hugging Face copy; Azure's registry is not reachable from h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -43,6 +43,7 @@ class DownloadPlan:
     source: HubSource
     prompt_template: dict | None
     publisher: str | None
+    build: dict | None = None  # builder options for an entry built on pull
 
     def to_job(
         self, job_id: str, target_root: Path, sealed_token: str | None = None, force: bool = False
@@ -59,6 +60,7 @@ class DownloadPlan:
             prompt_template=self.prompt_template,
             publisher=self.publisher,
             force=force,
+            build=self.build,
         )
 
 
@@ -91,7 +93,8 @@ def plan_download(request: DownloadRequest, catalog: list[CatalogEntry], provide
         entry = _catalog_entry(catalog, source, providers)
         if entry is None:
             raise _not_in_catalog(source, "model")
-        return _plan(entry.uri, entry.displayName, "", entry.promptTemplate.model_dump(), entry.publisher)
+        plan = _plan(entry.uri, entry.displayName, "", entry.promptTemplate.model_dump(), entry.publisher)
+        return replace(plan, build=(entry.model_extra or {}).get("build"))
     entry = None
     uri = source.Uri
     if uri and uri.startswith("azureml://"):
@@ -119,7 +122,8 @@ def plan_download(request: DownloadRequest, catalog: list[CatalogEntry], provide
         entry = next((e for e in catalog if e.uri == uri), None)
     name = _folder_name(source.Name, entry, catalog, uri)
     template = source.PromptTemplate or (entry.promptTemplate.model_dump() if entry else None)
-    return _plan(uri, name, source.Path or "", template, source.Publisher or (entry.publisher if entry else None))
+    plan = _plan(uri, name, source.Path or "", template, source.Publisher or (entry.publisher if entry else None))
+    return replace(plan, build=(entry.model_extra or {}).get("build") if entry else None)
 
 
 def _plan(uri: str, name: str, path: str, template: dict | None, publisher: str | None) -> DownloadPlan:

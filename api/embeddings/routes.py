@@ -3,10 +3,11 @@ and workers run their texts in one call."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
 from api.embeddings.protocol import EmbeddingRequest, embeddings_body
 from api.errors import bad_request
+from api.fast_json import json_response
 from api.openapi import documented
 from api.queue.responses import accepted, wait_for_result
 from api.services import AsyncPreference, json_body, new_request_job_id, prefers_async, services
@@ -37,4 +38,4 @@ def serve_embeddings(request: EmbeddingRequest):
     if feed is None:
         return accepted(ctx.store, job_id)
     result = wait_for_result(feed, ctx.settings.sync_timeout_s)
-    return jsonify(embeddings_body(request.model, result, request.encoding_format))
+    return json_response(embeddings_body(request.model, result, request.encoding_format))

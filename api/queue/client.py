@@ -55,7 +55,8 @@ class JobClient:
             return
         deadline = time.monotonic() + self.settings.worker_wait_s
         queue = queue_for_device(device, lane)
-        while not any(queue in w.queues for w in self.live_workers()):
+        live = self.router.snapshot()  # the workers as routing last read them (< 0.5 s ago)
+        while not any(queue in w.queues for w in live):
             if time.monotonic() >= deadline:
                 if lane == DOWNLOADS_LANE:
                     wanted = "No downloads worker (`ladle worker --lane downloads`) is available"
@@ -70,6 +71,7 @@ class JobClient:
                     headers={"Retry-After": "10"},
                 )
             time.sleep(0.2)
+            live = self.router.refresh()
         self._worker_seen[(device, lane)] = time.monotonic()
 
     def compute_worker_alive(self) -> bool:
@@ -152,7 +154,7 @@ class JobClient:
         """Send the task carrying the jobs `job_ids`, following those asked for before it is sent,
         so no event is missed; a feed (or None) per job.
 
-        With `record` (kind, model, owner), the jobs are recorded in the same round trip (a MULTI: the
+        With `record` (kind, model, owner), the jobs are recorded by the same command (a script: the
         task is never visible without its records); otherwise they are recorded already.
         """
         wanted = zip(job_ids, follow, strict=True)
@@ -160,12 +162,12 @@ class JobClient:
         try:
             # A short argsrepr: Celery's own repr of long payloads costs more than sending them.
             message = self.messages.build(task, argument, queue, task_id, "jobs " + " ".join(job_ids))
-            pipe = self.store.client.pipeline(transaction=record is not None)
             if record is not None:
                 kind, model, owner = record
-                self.store.create(job_ids, kind, model, task_id=task_id, pipe=pipe, owner=owner)
-            pipe.lpush(message.queue, message.payload)
-            pipe.execute()
+                message_to_send = (message.queue, message.payload)
+                self.store.create(job_ids, kind, model, task_id=task_id, message=message_to_send, owner=owner)
+            else:
+                self.store.client.lpush(message.queue, message.payload)
         except Exception:
             for feed in feeds:
                 if feed is not None:

@@ -4,7 +4,9 @@ A job for a model goes to the own queue of a live worker of its device that has 
 loaded, the least busy one; if that worker's batch is full while another worker of the device
 is idle, the idle worker gets it (it loads the model too). With no worker holding the model, the
 job goes to the device's queue, where any of its workers takes it. Worker load comes from
-heartbeats (refreshed twice a second) plus the jobs this API routed since then.
+heartbeats (refreshed twice a second) plus the jobs this API routed since then. The same snapshot
+tells the job client which queues have a live worker, so a request costs at most one read of the
+workers, and a busy API reads them twice a second whatever its request rate.
 """
 
 from __future__ import annotations
@@ -28,13 +30,24 @@ class JobRouter:
         self._routed: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def snapshot(self) -> list[WorkerInfo]:
+        """The live workers (every lane) as read at most SNAPSHOT_TTL_S ago; read again when older."""
+        with self._lock:
+            if time.monotonic() - self._taken_at > self.SNAPSHOT_TTL_S:
+                self._take()
+            return self._workers
+
+    def refresh(self) -> list[WorkerInfo]:
+        """The live workers, read now."""
+        with self._lock:
+            self._take()
+            return self._workers
+
     def queue_for(self, model: str, device: str) -> str:
         with self._lock:
             if time.monotonic() - self._taken_at > self.SNAPSHOT_TTL_S:
-                self._workers = [w for w in self._live_workers() if w.lane == COMPUTE_LANE]
-                self._routed.clear()
-                self._taken_at = time.monotonic()
-            peers = [w for w in self._workers if w.device == device]
+                self._take()
+            peers = [w for w in self._workers if w.device == device and w.lane == COMPUTE_LANE]
             holders = [w for w in peers if model in w.loaded_model_names]
             if not holders:
                 return queue_for_device(device)
@@ -44,6 +57,12 @@ class JobRouter:
                 chosen = idle[0] if idle else chosen
             self._routed[chosen.name] += 1
             return queue_for_worker(chosen.name)
+
+    def _take(self) -> None:
+        """Read the live workers (lock held); jobs routed before count no more (their load is in it)."""
+        self._workers = self._live_workers()
+        self._routed.clear()
+        self._taken_at = time.monotonic()
 
     def _load(self, worker: WorkerInfo) -> int:
         return worker.active_jobs + self._routed[worker.name]

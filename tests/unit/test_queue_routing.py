@@ -54,3 +54,19 @@ def test_jobs_routed_since_the_last_heartbeat_count_as_load():
     router = JobRouter(lambda: [worker("a", ("m",)), worker("b", ("m",))])
     first, second = router.queue_for("m", "cpu"), router.queue_for("m", "cpu")
     assert {first, second} == {queue_for_worker("a"), queue_for_worker("b")}
+
+
+def test_routing_and_the_live_worker_check_share_one_read_of_the_workers():
+    reads = []
+
+    def live_workers() -> list[WorkerInfo]:
+        reads.append(1)
+        return [worker("a", ("m",)), worker("light", lane="light")]
+
+    router = JobRouter(live_workers)
+    assert {w.name for w in router.snapshot()} == {"a", "light"}  # every lane: the client checks any queue
+    assert router.queue_for("m", "cpu") == queue_for_worker("a")
+    router.snapshot()
+    assert len(reads) == 1  # within SNAPSHOT_TTL_S: one read for all three
+    router.refresh()
+    assert len(reads) == 2

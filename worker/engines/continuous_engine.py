@@ -249,14 +249,16 @@ class ContinuousBatchEngine:
         for _, index in waiting:
             state = self.slots[index]
             prompt = state.row.prompt
+            exact = self.prefixes is not None and self.decoder.exact_prefix(len(prompt))
             scored = state.row.request.prompt_logprobs  # logits of every prompt position wanted
-            if state.filled == 0 and self.prefixes is not None and not scored:
+            if state.filled == 0 and exact and not scored:
                 state.filled = state.reused = self.prefixes.restore(prompt, self.decoder.cache, index)
             while state.prefilling and budget > 0:
                 end = min(len(prompt), (state.filled // PREFILL_BLOCK + 1) * PREFILL_BLOCK)
                 if end - state.filled > budget:
                     return
-                logits = self.decoder.prefill(index, prompt[state.filled : end], state.filled, scored)
+                chunk = prompt[state.filled : end]
+                logits = self.decoder.prefill(index, chunk, state.filled, scored, len(prompt))
                 if scored:
                     self._score_prompt(state, logits, end)
                     logits = logits[-1]
@@ -264,7 +266,7 @@ class ContinuousBatchEngine:
                 state.filled = end
             if state.prefilling:
                 return
-            if self.prefixes is not None:
+            if exact:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
             if scored:
                 state.row.send_prompt_logprobs(state.prompt_logprobs)

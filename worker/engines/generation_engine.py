@@ -60,8 +60,8 @@ class StaticBatchEngine:
             # onnxruntime-genai has guidance of its own, not wired to Ladle's grammars yet.
             raise JobRejected.invalid(
                 "response_format" if request.tool_calls is None else "tools",
-                "Structured output and tool calls are served by the CPU engine only; "
-                "this model runs on a GPU worker, which does not support them yet.",
+                "Structured output and tool calls are served by the continuous-batching engine only; this model "
+                "runs on onnxruntime-genai's Generator (a GPU worker, or a graph that engine cannot drive).",
             )
         with self._wakeup:
             if self._stopping:

@@ -38,6 +38,7 @@ from huggingface_hub.utils import build_hf_headers
 from contracts.events import DownloadProgress, DownloadResult, FileProgress
 from contracts.jobs import DownloadJob
 from contracts.model_directory import INCOMPLETE_MARKER, ModelDirectory
+from worker.hub.onnx_build import BuildCancelled, BuildFailed, build_onnx
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ def download_model(
         tracker.report(force=True)
         for remote in files:
             _fetch(job, token, commit, remote, staging, tracker)
+        if job.build is not None:
+            _build_in_place(job, staging, is_cancelled)
         _land(job, staging, target)
     log.info("model downloaded", extra={"model": job.model, "repo_id": job.repo_id, "files": len(files)})
     progress = tracker.progress()
@@ -220,6 +223,26 @@ def _verify(path: Path, remote: RemoteFile) -> None:
             f"{'sha256' if remote.sha256 else 'git sha1'} {digest.hexdigest()[:12]}… vs {expected[:12]}…); "
             "it was discarded.",
         )
+
+
+def _build_in_place(job: DownloadJob, staging: Path, is_cancelled: Callable[[], bool]) -> None:
+    """Turn the fetched Hugging Face model in `staging` into the ONNX model folder. The fetched
+    files stay until the build succeeds, so a failed or cancelled build is retried without them
+    being fetched again."""
+    built = staging.with_name(f"{staging.name}.built")
+    shutil.rmtree(built, ignore_errors=True)
+    try:
+        build_onnx(staging, built, job.build or {}, is_cancelled)
+    except BuildCancelled:
+        shutil.rmtree(built, ignore_errors=True)
+        raise DownloadCancelled() from None
+    except BuildFailed as error:
+        shutil.rmtree(built, ignore_errors=True)
+        raise DownloadFailed("build_failed", f"Building {job.model} from {job.repo_id} failed: {error}") from None
+    (built / INCOMPLETE_MARKER).write_text((staging / INCOMPLETE_MARKER).read_text())
+    shutil.rmtree(staging)
+    built.rename(staging)
+    log.info("model built from its weights", extra={"model": job.model, "repo_id": job.repo_id})
 
 
 def _land(job: DownloadJob, staging: Path, target: Path) -> None:

@@ -31,10 +31,24 @@ class TextStream:
         return self._stream.step(self._tokenizer, token) or ""
 
 
+def chat_template(folder: Path) -> str:
+    """A model folder's chat template: `chat_template.jinja`, else `chat_template` in
+    tokenizer_config.json (a string, or named templates of which the "default" one); "" if none."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text()
+    config = folder / "tokenizer_config.json"
+    template = json.loads(config.read_text()).get("chat_template") if config.exists() else None
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template", "") for t in template if isinstance(t, dict)}
+        template = named.get("default", next(iter(named.values()), ""))
+    return template if isinstance(template, str) else ""
+
+
 class ChatTokenizer:
     def __init__(self, folder: Path) -> None:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._template = _ENVIRONMENT.from_string((folder / "chat_template.jinja").read_text())
+        self._template = _ENVIRONMENT.from_string(chat_template(folder))
 
     def render(self, messages: list[dict]) -> str:
         """The prompt text for plain {role, content} messages, ending with the assistant's turn."""

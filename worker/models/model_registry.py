@@ -22,9 +22,9 @@ from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
 from worker.engines.token_grammar import GrammarTokenizer
 from worker.errors import logprobs_unsupported, model_not_found, wrong_model_kind
-from worker.models.chat_tokenizer import ChatTokenizer
+from worker.models.chat_tokenizer import ChatTokenizer, chat_template
 from worker.models.prompts import fit_prompts, prompt_texts
-from worker.onnx.onnx_decoder import OnnxDecoder
+from worker.onnx.onnx_decoder import OnnxDecoder, UnsupportedGraph
 from worker.onnx.prefix_cache import PrefixCache
 
 if TYPE_CHECKING:  # onnxruntime-genai is imported only by workers bound to a GPU
@@ -272,24 +272,37 @@ class ModelRegistry:
         eos = genai["eos_token_id"]
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
         pad_id = int(genai.get("pad_token_id", min(eos_ids)))
+        engine, tokenizer = None, None
         if self.device == "cpu":
             # Ladle's own step loop over onnxruntime: continuous batching, chunked prefill.
-            tokenizer = ChatTokenizer(folder)
-            decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
-            size = self.settings.prefix_cache_tokens
-            engine = ContinuousBatchEngine(
-                decoder,
-                tokenizer,
-                eos_ids,
-                pad_id,
-                config.get("search", {}),
-                self.settings.prefill_chunk,
-                name,
-                PrefixCache(size, PREFILL_BLOCK) if size else None,
-                partial(GrammarTokenizer, folder / "tokenizer.json", eos_ids, decoder.vocab_size, decoder.cache.slots),
-            )
-        else:
-            # onnxruntime-genai's Generator with the CUDA provider, in static batches.
+            try:
+                decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
+            except UnsupportedGraph as why:
+                log.info(
+                    "%s: continuous batching cannot drive its graph (%s); onnxruntime-genai's Generator runs it",
+                    name,
+                    why,
+                    extra={"model": name, "reason": str(why)},
+                )
+            else:
+                tokenizer = ChatTokenizer(folder)
+                size = self.settings.prefix_cache_tokens
+                engine = ContinuousBatchEngine(
+                    decoder,
+                    tokenizer,
+                    eos_ids,
+                    pad_id,
+                    config.get("search", {}),
+                    self.settings.prefill_chunk,
+                    name,
+                    PrefixCache(size, PREFILL_BLOCK) if size else None,
+                    partial(
+                        GrammarTokenizer, folder / "tokenizer.json", eos_ids, decoder.vocab_size, decoder.cache.slots
+                    ),
+                )
+        if engine is None:
+            # onnxruntime-genai's Generator (the CUDA provider, or a graph the CPU loop cannot
+            # drive), in static batches.
             import onnxruntime_genai as og
 
             from worker.engines.generation_engine import StaticBatchEngine
@@ -306,6 +319,4 @@ class ModelRegistry:
                 name,
             )
         log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
-        return LoadedModel(
-            name, tokenizer, (folder / "chat_template.jinja").read_text(), int(genai["context_length"]), engine
-        )
+        return LoadedModel(name, tokenizer, chat_template(folder), int(genai["context_length"]), engine)

@@ -4,6 +4,10 @@ Ladle drives the model itself on CPU (onnxruntime-genai's Generator cannot add o
 running batch): a `decode` step advances any set of rows by one token each, and `prefill` fills a
 row's cache with a chunk of its prompt. Inputs and outputs are bound to preallocated buffers
 (IOBinding), so no cache is copied between steps.
+
+The graph's inputs and types are read from the session, not assumed: a `position_ids` input
+(graphs whose rotary embedding is outside attention) is fed each row's positions, and fp16
+logits are cast to fp32 for sampling.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from worker.onnx.decoder_graph import FIRST_POSITION, last_position_graph
+from worker.onnx.decoder_graph import FIRST_POSITION, LONG_ROPE_INPUT, edited_graph
 from worker.onnx.kv_cache import KvCache
 
 log = logging.getLogger(__name__)
@@ -27,8 +31,34 @@ _NUMPY_TYPES = {
 }
 
 
+class UnsupportedGraph(Exception):
+    """A decoder graph this step loop cannot drive (the message says why); onnxruntime-genai's
+    Generator runs it instead."""
+
+
+def unsupported_layout(genai: dict) -> str | None:
+    """Why the model's genai_config describes something other than a plain decoder with a full
+    key/value cache per layer (None when it does not)."""
+    model = genai["model"]
+    decoder = model.get("decoder", {})
+    others = sorted(set(model) & {"embedding", "vision", "speech", "audio", "encoder"})
+    if others:
+        return f"components besides the decoder ({', '.join(others)})"
+    if "sliding_window" in decoder:
+        return "a windowed key/value cache (genai_config sliding_window)"
+    if "pipeline" in decoder:
+        return "a pipeline of decoder graphs"
+    if not {"past_key_names", "past_value_names"} <= set(decoder.get("inputs", {})):
+        return "no per-layer past key/value inputs"
+    return None
+
+
 class OnnxDecoder:
     def __init__(self, folder: Path, genai: dict, slots: int, intra_op_threads: int = 0) -> None:
+        """Raises UnsupportedGraph for a graph it cannot drive."""
+        reason = unsupported_layout(genai)
+        if reason is not None:
+            raise UnsupportedGraph(reason)
         model = genai["model"]
         decoder = model["decoder"]
         options = ort.SessionOptions()
@@ -36,7 +66,7 @@ class OnnxDecoder:
             options.intra_op_num_threads = intra_op_threads
         outputs = decoder["outputs"]
         self._logits_name = outputs["logits"]
-        graph = last_position_graph(folder / decoder["filename"], self._logits_name)
+        graph, last_only, self.long_rope_threshold = edited_graph(folder / decoder["filename"], self._logits_name)
         if graph is None:
             source: str | bytes = str(folder / decoder["filename"])
         else:  # made from bytes: its external weights are found in the model's folder
@@ -44,12 +74,17 @@ class OnnxDecoder:
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         # Logits of the last input position only (edited graph), or of every position.
-        self.last_position_only = graph is not None
+        self.last_position_only = last_only
         inputs = {i.name: i for i in self.session.get_inputs()}
         names = decoder["inputs"]
         self._ids_name, self._mask_name = names["input_ids"], names["attention_mask"]
         self._ids_type = _NUMPY_TYPES[inputs[self._ids_name].type]
         self._mask_type = _NUMPY_TYPES[inputs[self._mask_name].type]
+        self._positions_name = names.get("position_ids")
+        if self._positions_name not in inputs:
+            self._positions_name = None
+        logits_output = next(o for o in self.session.get_outputs() if o.name == self._logits_name)
+        self._logits_type = _NUMPY_TYPES[logits_output.type]
         layers = range(decoder["num_hidden_layers"])
         self._present = {}
         for past, present in (
@@ -57,6 +92,11 @@ class OnnxDecoder:
             (names["past_value_names"], outputs["present_value_names"]),
         ):
             self._present.update({past % i: present % i for i in layers})
+        known = {self._ids_name, self._mask_name, self._positions_name, LONG_ROPE_INPUT, FIRST_POSITION}
+        known |= set(self._present)
+        unknown = sorted(set(inputs) - known)
+        if unknown:  # attention sinks, recurrent states, ...: inputs this loop has nothing to feed
+            raise UnsupportedGraph(f"graph inputs it does not feed: {', '.join(unknown)}")
         cache_type = _NUMPY_TYPES[inputs[names["past_key_names"] % 0].type]
         self.vocab_size = int(model["vocab_size"])
         self.context_length = int(model["context_length"])
@@ -69,7 +109,7 @@ class OnnxDecoder:
             initial_capacity=256,
             limit=self.context_length,
         )
-        self._logits = np.zeros((slots, 1, self.vocab_size), dtype=np.float32)
+        self._logits = np.zeros((slots, 1, self.vocab_size), dtype=self._logits_type)
         self._bindings: dict[str, tuple[tuple, ort.IOBinding]] = {}
         self._last_only = np.asarray([-1], dtype=np.int64)  # FIRST_POSITION of decode steps
 
@@ -88,19 +128,32 @@ class OnnxDecoder:
         self.cache.ensure(total)
         mask = (np.arange(total)[None, :] <= lengths[:, None]).astype(self._mask_type)
         logits = self._logits[:rows]
-        self._run("decode", (0, rows), tokens.reshape(rows, 1).astype(self._ids_type), mask, logits)
-        return logits[:, 0]
+        ids = tokens.reshape(rows, 1).astype(self._ids_type)
+        self._run("decode", (0, rows), ids, mask, logits, lengths.reshape(rows, 1), False)
+        return logits[:, 0].astype(np.float32, copy=False)
 
-    def prefill(self, row: int, tokens: list[int], start: int, every_position: bool = False) -> np.ndarray:
-        """Put `tokens` (the prompt from position `start`) into `row`'s cache; logits of the last one,
-        or with `every_position` of each one ([tokens, vocab]: row i scores the token after tokens[i])."""
+    def exact_prefix(self, prompt_length: int) -> bool:
+        """Whether cache entries of a prompt's prefix are those of any prompt starting alike (not so
+        for LongRoPE prompts past the original context: read wholly with the long factors)."""
+        return self.long_rope_threshold is None or prompt_length <= self.long_rope_threshold
+
+    def prefill(
+        self, row: int, tokens: list[int], start: int, every_position: bool = False, prompt_length: int = 0
+    ) -> np.ndarray:
+        """Put `tokens` (the prompt of `prompt_length` tokens, from position `start`) into `row`'s
+        cache; logits of the last one, or with `every_position` of each one ([tokens, vocab]: row i
+        scores the token after tokens[i])."""
         total = start + len(tokens)
         self.cache.ensure(total)
         positions = len(tokens) if every_position or not self.last_position_only else 1
-        logits = np.empty((1, positions, self.vocab_size), dtype=np.float32)
+        logits = np.empty((1, positions, self.vocab_size), dtype=self._logits_type)
         ids = np.asarray([tokens], dtype=self._ids_type)
         first = np.asarray([0 if every_position else -1], dtype=np.int64)
-        self._run("prefill", (row, row + 1), ids, np.ones((1, total), dtype=self._mask_type), logits, first)
+        mask = np.ones((1, total), dtype=self._mask_type)
+        where = np.arange(start, total)[None, :]
+        long_rope = not self.exact_prefix(prompt_length)
+        self._run("prefill", (row, row + 1), ids, mask, logits, where, long_rope, first)
+        logits = logits.astype(np.float32, copy=False)
         return logits[0] if every_position else logits[0, -1]
 
     def _run(
@@ -110,11 +163,17 @@ class OnnxDecoder:
         ids: np.ndarray,
         mask: np.ndarray,
         logits: np.ndarray,
+        positions: np.ndarray,
+        long_rope: bool,
         first: np.ndarray | None = None,
     ) -> None:
         binding = self._binding(kind, rows)
         binding.bind_cpu_input(self._ids_name, ids)
         binding.bind_cpu_input(self._mask_name, mask)
+        if self._positions_name is not None:
+            binding.bind_cpu_input(self._positions_name, np.ascontiguousarray(positions, dtype=np.int64))
+        if self.long_rope_threshold is not None:
+            binding.bind_cpu_input(LONG_ROPE_INPUT, np.array(long_rope))
         if first is not None and self.last_position_only:
             binding.bind_cpu_input(FIRST_POSITION, first)
         binding.bind_ortvalue_output(self._logits_name, ort.OrtValue.ortvalue_from_numpy(logits))

@@ -95,8 +95,9 @@ class WorkerRuntime:
     def on_beat(self) -> None:
         self.metrics.flush()
         self.registry.unload_expired()
-        forget_after_s = max(600.0, 2 * self.settings.visibility_timeout_s)
-        requeue_orphaned_jobs(self.store.client, forget_after_s)
+        if self.lane == COMPUTE_LANE:  # only compute workers have own queues, and their device's queue
+            forget_after_s = max(600.0, 2 * self.settings.visibility_timeout_s)
+            requeue_orphaned_jobs(self.store.client, forget_after_s)
         self.lost_jobs.check()
 
     def on_control(self, message: str) -> None:

@@ -4,8 +4,9 @@ The decode loop never waits on Redis: it queues events here, one group per engin
 `coalesced_events`). Each write announces everything queued since the last one in a single
 pub/sub message (live clients get every token at once), while the job's Stream, which only
 clients resuming with Last-Event-ID read, gets a job's events in chunks: its first write at
-once, then at most every CHUNK_AGE_S or CHUNK_EVENTS events, and always before its terminal event. A terminal event is
-queued like any other, so it always follows the job's last token; `finish` returns once it is stored.
+once, then at most every CHUNK_AGE_S or CHUNK_EVENTS events, and its last ones in one entry with
+its terminal event. A terminal event is queued like any other, so it always follows the job's
+last token; `finish` returns once it is stored.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from contracts import keys
 from contracts.events import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, ProgressEvent
-from contracts.job_store import JobStore
+from contracts.job_store import Ending, JobStore
 from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
@@ -170,12 +171,12 @@ class EventPublisher:
         ending = {item.job_id for item, _ in terminals}
         for job_id, job in self._jobs.items():
             # A job's first write (its started event) is stored at once: a rerun after this
-            # worker dies then shows where the first attempt began.
+            # worker dies then shows where the first attempt began. An ending job's last events
+            # go into its terminal event's entry (see JobStore.finish).
             due = job.unstored and (
                 not job.stored_any
-                or job_id in ending
-                or len(job.unstored) >= CHUNK_EVENTS
-                or now - job.oldest >= CHUNK_AGE_S
+                or (len(job.unstored) >= CHUNK_EVENTS and job_id not in ending)
+                or (now - job.oldest >= CHUNK_AGE_S and job_id not in ending)
             )
             if due:
                 last_id = f"{job.delivery}-{job.sequence}"
@@ -183,9 +184,12 @@ class EventPublisher:
                 job.unstored, job.stored_any = [], True
         if announced:
             self.store.announce(pipe, announced)
+        endings = []
         for item, event_id in terminals:
-            self.store.finish(item.job_id, item.event, item.status, client=pipe, event_id=event_id)
-            self._jobs.pop(item.job_id, None)
+            job = self._jobs.pop(item.job_id, None)
+            endings.append(Ending(item.job_id, item.event, item.status, event_id, job.unstored if job else []))
+        if endings:  # one script for all, their terminal events announced together
+            self.store.finish_many(endings, client=pipe)
         try:
             for reply in pipe.execute(raise_on_error=False):
                 if isinstance(reply, Exception):

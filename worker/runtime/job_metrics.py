@@ -1,8 +1,9 @@
 """Records each finished job's latencies, tokens and status into the fleet metrics in Redis.
 
 The decode loop only notes, in memory, when a job's first token came (`first_token`). As a
-task's jobs end, their records are read (one round trip) and their observations added up in
-memory; `flush`, called on every heartbeat and at shutdown, writes the totals in one pipeline.
+task's jobs end, their observations are added up in memory from what starting them returned
+(kind, model, creation and start: see JobStore.start; a job that never started is read from its
+record); `flush`, called on every heartbeat and at shutdown, writes the totals in one pipeline.
 So a job reaches /metrics within one heartbeat of its end, and the Redis commands spent on
 metrics follow the number of label sets per heartbeat rather than the number of jobs.
 """
@@ -17,6 +18,7 @@ import redis
 
 from contracts import fleet_metrics, keys
 from contracts.events import DoneEvent, ErrorEvent, GenerationResult
+from contracts.job_store import JobStart
 from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
@@ -42,18 +44,24 @@ class JobMetrics:
             with self._lock:
                 self._first_tokens.setdefault(job_id, time.time())
 
-    def job_ended(self, ends: list[tuple[str, DoneEvent | ErrorEvent, JobStatus]]) -> None:
-        """Observe jobs ending now: (job ID, terminal event, status) each; kind, model, creation
-        and start come from the job records."""
+    def job_ended(
+        self, ends: list[tuple[str, DoneEvent | ErrorEvent, JobStatus]], starts: dict[str, JobStart] | None = None
+    ) -> None:
+        """Observe jobs ending now: (job ID, terminal event, status) each. Kind, model, creation and
+        start come from `starts` (by job ID); those of jobs not in it are read from their records."""
         with self._lock:
             first_tokens = {job_id: self._first_tokens.pop(job_id, None) for job_id, *_ in ends}
         if not self.enabled or not ends:
             return
         try:
-            records = self._records([job_id for job_id, *_ in ends])
+            starts = starts or {}
+            unknown = [job_id for job_id, *_ in ends if job_id not in starts]
+            records = {**dict(zip(unknown, self._records(unknown), strict=True)), **starts} if unknown else starts
             tally: fleet_metrics.Tally = {}
             finished = time.time()
-            for (job_id, event, status), (kind, model, created, started) in zip(ends, records, strict=True):
+            for job_id, event, status in ends:
+                record = records[job_id]
+                model, kind, created, started = record.model, record.kind, record.created_at, record.started_at
                 fleet_metrics.add(tally, fleet_metrics.JOBS, (model, kind, status.value), 1)
                 if created is None:
                     continue
@@ -66,6 +74,12 @@ class JobMetrics:
             self._keep(tally)
         except Exception:  # figures must never keep a job from ending
             log.warning("recording job metrics failed", exc_info=True, extra={"jobs": len(ends)})
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Drop what was noted of jobs leaving this worker unfinished (handed back to the queue)."""
+        with self._lock:
+            for job_id in job_ids:
+                self._first_tokens.pop(job_id, None)
 
     def flush(self) -> None:
         """Write the totals observed since the last flush in one transaction; on failure keep them
@@ -95,13 +109,18 @@ class JobMetrics:
                     del self._pending[field]
                 log.warning("dropped unwritten job metrics", extra={"fields": excess})
 
-    def _records(self, job_ids: list[str]) -> list[tuple]:
-        """(kind, model, created, started) of each job, as recorded."""
+    def _records(self, job_ids: list[str]) -> list[JobStart]:
+        """Kind, model, creation and start of each job, as recorded (one round trip)."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hmget(keys.job_key(job_id), "kind", "model", "created_at", "started_at")
         return [
-            (kind.decode() if kind else "", model.decode() if model else "", *(float(t) if t else None for t in times))
+            JobStart(
+                0,
+                kind.decode() if kind else "",
+                model.decode() if model else "",
+                *(float(t) if t else None for t in times),
+            )
             for kind, model, *times in pipe.execute()
         ]
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ErrorInfo, server_error
 from contracts.events import DoneEvent, ErrorEvent
-from contracts.job_store import JobStore
+from contracts.job_store import JobStart, JobStore
 from contracts.jobs import JobStatus
 from contracts.settings import Settings
 from worker.errors import JobRejected
@@ -59,7 +59,7 @@ class JobRunner:
         if self.draining:
             requeue_current_task()
             raise Reject("the worker is stopping", requeue=True)
-        jobs = self._start(self._parse(payloads, job_type))
+        jobs, starts = self._start(self._parse(payloads, job_type))
         if not jobs:
             return
         with self._lock:
@@ -69,6 +69,7 @@ class JobRunner:
         except HandedBack:
             job_ids = [job.job_id for job in jobs]
             self.store.hand_back(job_ids)
+            self.metrics.forget(job_ids)
             log.info("jobs handed back to the queue", extra={"job_ids": job_ids, "worker": self.worker_name})
             requeue_current_task()
             raise Reject("the worker is stopping", requeue=True) from None
@@ -81,7 +82,7 @@ class JobRunner:
             with self._lock:
                 self.active -= len(jobs)
         ends = [(job.job_id, event, status) for job, (event, status) in zip(jobs, outcomes, strict=True)]
-        self.metrics.job_ended(ends)
+        self.metrics.job_ended(ends, starts)
         self.publisher.finish_many(ends)
 
     def _parse(self, payloads: list, job_type: type[Job]) -> list[Job]:
@@ -97,22 +98,24 @@ class JobRunner:
                     self._fail(job_id, server_error("bad_job", "Unreadable job."))
         return jobs
 
-    def _start(self, jobs: list[Job]) -> list[Job]:
-        """The jobs that start now: not finished already, and not delivered too often."""
-        counts = self.store.start([job.job_id for job in jobs], self.worker_name, self.settings.max_deliveries)
+    def _start(self, jobs: list[Job]) -> tuple[list[Job], dict[str, JobStart]]:
+        """The jobs that start now (not finished already, and not delivered too often), and how
+        each started (see JobStore.start)."""
+        starts = self.store.start([job.job_id for job in jobs], self.worker_name, self.settings.max_deliveries)
         starting = []
-        for job, count in zip(jobs, counts, strict=True):
-            if count < 0:
+        for job, start in zip(jobs, starts, strict=True):
+            if start.deliveries < 0:
+                count = start.deliveries
                 log.error("job keeps killing workers; failing it", extra={"job_id": job.job_id, "deliveries": -count})
                 message = f"The job was abandoned after {-count - 1} workers died running it."
-                self._fail(job.job_id, server_error("worker_lost", message))
-            elif count > 0:
-                self.publisher.start(job.job_id, count)  # its events are numbered after this delivery
+                self._fail(job.job_id, server_error("worker_lost", message), start)
+            elif start.deliveries > 0:
+                self.publisher.start(job.job_id, start.deliveries)  # its events are numbered after this delivery
                 starting.append(job)
-        return starting
+        return starting, {job.job_id: start for job, start in zip(jobs, starts, strict=True)}
 
-    def _fail(self, job_id: str, info: ErrorInfo) -> None:
-        self.metrics.job_ended([(job_id, ErrorEvent(error=info), JobStatus.FAILED)])
+    def _fail(self, job_id: str, info: ErrorInfo, start: JobStart | None = None) -> None:
+        self.metrics.job_ended([(job_id, ErrorEvent(error=info), JobStatus.FAILED)], {job_id: start} if start else None)
         self.publisher.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED)
 
 

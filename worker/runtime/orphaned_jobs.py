@@ -1,8 +1,9 @@
 """Jobs routed to a worker's own queue (model affinity) must not die with that worker.
 
 Every compute worker records its device queue (its home, contracts/workers.py) when it
-starts. On each beat, each worker moves whatever waits in the own queue of a worker whose heartbeat has expired back
-to that worker's device queue, where any worker of the device takes it. That includes jobs the
+starts. On each beat, each compute worker moves whatever waits in the own queue of a worker whose
+heartbeat has expired back to that worker's device queue, where any worker of the device takes it
+(workers of the other lanes leave it to them: neither queue is theirs). That includes jobs the
 broker hands back after a dead worker's lease ran out (they return to the queue they came from).
 A dead worker is forgotten once its queue is empty and it has been silent for `forget_after_s`.
 """

@@ -1,0 +1,156 @@
+"""The architecture suite: Ladle's continuous-batching engine gives, token for token, the greedy
+output of onnxruntime-genai's own Generator on a tiny random model of every architecture the
+builder supports (cli/model_build.py TINY_ARCHITECTURES), each read alone and beside other rows.
+
+The models are built once into the test model cache. Their options are those of published
+folders: int4 RTN block 32 accuracy level 4, block 128, a graph with a `position_ids` input, a
+model file named only by genai_config.json; Phi-3 with LongRoPE and a sliding window, Llama with
+llama3 rope scaling, Qwen3 with q/k norms, Gemma.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime_genai as og
+import pytest
+
+from cli.model_build import TINY_ARCHITECTURES, build_model
+from contracts.jobs import GenerationJob, SamplingParams
+from contracts.settings import Settings
+from tests.conftest import MODEL_CACHE
+from tests.helpers import TINY, user
+from worker.engines.generation_request import GenerationRequest
+from worker.models.model_registry import ModelRegistry, provider_config
+
+MAX_TOKENS = 40
+# A short prompt, one of a few blocks, and one past the tiny Phi-3's LongRoPE switch (64
+# positions) and sliding window (48): decoding beside it, the others cross both.
+PROMPT_LENGTHS = (7, 30, 80)
+
+
+# The windowed-cache model runs on onnxruntime-genai's Generator (tests/test_generator_fallback.py).
+DRIVEN = sorted(set(TINY_ARCHITECTURES) - {"tiny-random-mistral-windowed"})
+
+
+@pytest.fixture(scope="module", params=[TINY, *DRIVEN])
+def architecture(request):
+    build_model(request.param, MODEL_CACHE)
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    loaded = registry.get(request.param)
+    yield loaded
+    registry.close()
+
+
+def prompts(vocab_size: int) -> list[list[int]]:
+    rng = np.random.default_rng(16)
+    return [rng.integers(3, vocab_size, size=n).tolist() for n in PROMPT_LENGTHS]
+
+
+def generator_text(folder, loaded, tokens: list[int]) -> tuple[str, int]:
+    """onnxruntime-genai's Generator, greedy: the text of its tokens (decoded as the engine does)."""
+    produced = generator_tokens(folder, loaded.engine.eos_ids, tokens)
+    stream = loaded.tokenizer.create_stream()
+    return "".join(stream.decode(t) for t in produced), len(produced)
+
+
+def generator_tokens(folder, eos_ids, tokens: list[int]) -> list[int]:
+    model = og.Model(provider_config(str(folder), "cpu", intra_op_threads=1))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(tokens) + MAX_TOKENS, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.asarray(tokens, dtype=np.int32))
+    produced = []
+    while not generator.is_done() and len(produced) < MAX_TOKENS:
+        generator.generate_next_token()
+        token = int(generator.get_next_tokens()[0])
+        if token in eos_ids:
+            break
+        produced.append(token)
+    return produced
+
+
+def greedy(loaded, tokens: list[int], job_id: str) -> GenerationRequest:
+    request = GenerationRequest(
+        job_id=job_id,
+        prompts=[tokens],
+        n=1,
+        max_tokens=MAX_TOKENS,
+        stop=[],
+        sampling=SamplingParams(temperature=0),
+        emit=lambda event: None,
+    )
+    loaded.engine.submit(request)
+    return request
+
+
+def answer(request: GenerationRequest) -> tuple[str, int]:
+    assert request.finished.wait(timeout=120), "the engine never finished the request"
+    assert request.error is None, request.error
+    return request.result.choices[0].text, request.result.usage.completion_tokens
+
+
+def test_greedy_tokens_equal_onnxruntime_genais_alone_and_beside_other_rows(architecture):
+    folder = MODEL_CACHE / architecture.name
+    genai = json.loads((folder / "genai_config.json").read_text())
+    expected = [generator_text(folder, architecture, p) for p in prompts(genai["model"]["vocab_size"])]
+    assert all(count > 0 for _, count in expected)
+
+    alone = [answer(greedy(architecture, p, f"alone-{i}")) for i, p in enumerate(prompts(genai["model"]["vocab_size"]))]
+    assert alone == expected
+
+    together = [greedy(architecture, p, f"together-{i}") for i, p in enumerate(prompts(genai["model"]["vocab_size"]))]
+    assert [answer(r) for r in together] == expected
+
+
+def test_a_chat_template_in_tokenizer_config_gives_the_prompt_the_jinja_file_gives(tmp_path):
+    build_model(TINY, MODEL_CACHE)
+    source = MODEL_CACHE / TINY
+    moved = tmp_path / TINY
+    moved.mkdir()
+    for path in source.iterdir():
+        if path.name not in ("chat_template.jinja", "tokenizer_config.json"):
+            shutil.copy(path, moved / path.name)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    config["chat_template"] = (source / "chat_template.jinja").read_text()
+    (moved / "tokenizer_config.json").write_text(json.dumps(config))
+
+    job = GenerationJob(job_id="t", model=TINY, messages=user("Which template?"), max_tokens=4)
+    prompts = []
+    for folder in (MODEL_CACHE, tmp_path):
+        registry = ModelRegistry(Settings(model_dir=folder, intra_op_threads=1), "cpu")
+        prompts.append(registry.get(TINY).prepare(job, emit=lambda event: None).prompts)
+        registry.close()
+    assert prompts[0] == prompts[1] and len(prompts[0][0]) > 4
+
+
+def test_every_stop_token_listed_in_genai_config_ends_an_answer(tmp_path):
+    """genai_config's eos_token_id is a list (Phi-3: three ids); any of them stops a row."""
+    build_model(TINY, MODEL_CACHE)
+    job = GenerationJob(
+        job_id="s", model=TINY, messages=user("Stop here."), max_tokens=6, sampling=SamplingParams(temperature=0)
+    )
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    prompt = registry.get(TINY).prepare(job, emit=lambda event: None).prompts[0]
+    registry.close()
+    first = generator_tokens(MODEL_CACHE / TINY, {2}, prompt)[0]
+
+    copy = tmp_path / TINY
+    shutil.copytree(MODEL_CACHE / TINY, copy)
+    config = json.loads((copy / "genai_config.json").read_text())
+    config["model"]["eos_token_id"] = [2, int(first)]
+    (copy / "genai_config.json").write_text(json.dumps(config))
+    registry = ModelRegistry(Settings(model_dir=tmp_path, intra_op_threads=1), "cpu")
+    request = submit(registry.get(TINY), job)
+    answer(request)
+    registry.close()
+    assert request.result.choices[0].finish_reason == "stop"
+    assert request.result.usage.completion_tokens <= 1
+
+
+def submit(loaded, job: GenerationJob) -> GenerationRequest:
+    request = loaded.prepare(job, emit=lambda event: None)
+    loaded.engine.submit(request)
+    return request

@@ -1,0 +1,33 @@
+"""Which genai_config layouts the continuous engine leaves to onnxruntime-genai's Generator."""
+
+from worker.onnx.onnx_decoder import unsupported_layout
+
+PLAIN = {
+    "model": {
+        "decoder": {
+            "filename": "model.onnx",
+            "inputs": {"input_ids": "input_ids", "past_key_names": "k.%d", "past_value_names": "v.%d"},
+        }
+    }
+}
+
+
+def with_decoder(**fields) -> dict:
+    return {"model": {"decoder": {**PLAIN["model"]["decoder"], **fields}}}
+
+
+def test_a_plain_decoder_is_driven():
+    assert unsupported_layout(PLAIN) is None
+
+
+def test_a_windowed_cache_is_not():
+    assert "windowed" in unsupported_layout(with_decoder(sliding_window={"window_size": 16, "layers": [0]}))
+
+
+def test_a_pipeline_or_a_model_without_past_inputs_is_not():
+    assert "pipeline" in unsupported_layout(with_decoder(pipeline=[{}]))
+    assert "past" in unsupported_layout(with_decoder(inputs={"input_ids": "input_ids"}))
+
+
+def test_a_multimodal_model_is_not():
+    assert "vision" in unsupported_layout({"model": {**PLAIN["model"], "vision": {}}})
