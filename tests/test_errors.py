@@ -43,7 +43,8 @@ def test_json_that_is_not_an_object(api_url):
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frequency_penalty": 1}, "frequency_penalty"),
         ({"logprobs": "yes"}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "not a name!"}}]}, "tools.0.function.name"),
+        ({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools.0.type"),
         ({"made_up_option": 1}, "made_up_option"),
     ],
 )
