@@ -11,10 +11,6 @@ from contracts.errors import ErrorInfo
 from contracts.events import DoneEvent, ErrorEvent, StartedEvent
 
 
-def public_finish_reason(reason: str) -> str:
-    return "stop" if reason == "cancelled" else reason
-
-
 def restarted_error(job_id: str) -> ErrorInfo:
     """Sent to a stream whose job restarted on another worker: text already sent cannot be taken back."""
     return ErrorInfo(

@@ -1,30 +1,53 @@
-"""OpenAI response bodies of finished jobs, for the workers writing batch output files.
-
-The same shapes as the API's synchronous answers (api/chat/render.py, api/completions/render.py,
-api/embeddings/protocol.py); tests/unit/test_openai_bodies.py checks they stay equal.
-"""
+"""OpenAI response bodies of finished jobs: the API's synchronous answers and the lines of batch
+output files are built by these same functions (so a batch line holds what a request would get)."""
 
 from __future__ import annotations
 
-from contracts.events import EmbeddingResult, GenerationResult
+from contracts.events import Choice, EmbeddingResult, GenerationResult, TokenLogprob
+from contracts.legacy_logprobs import choice_logprobs
 
 
-def _finish_reason(reason: str) -> str:
+def public_finish_reason(reason: str) -> str:
     return "stop" if reason == "cancelled" else reason
 
 
+def chat_completion_id(job_id: str) -> str:
+    return f"chatcmpl-{job_id}"
+
+
+def text_completion_id(job_id: str) -> str:
+    return f"cmpl-{job_id}"
+
+
+def chat_logprobs(entries: list[TokenLogprob] | None) -> dict | None:
+    """A chat choice's `logprobs`: its tokens with their alternatives (None when not asked for)."""
+    return None if entries is None else {"content": [e.model_dump() for e in entries], "refusal": None}
+
+
+def assistant_message(choice: Choice) -> dict:
+    """The assistant's message; with tool calls, content is null unless it wrote text besides."""
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text}
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in choice.tool_calls
+    ]
+    return {"role": "assistant", "content": choice.text if choice.text.strip() else None, "tool_calls": calls}
+
+
 def chat_completion_body(job_id: str, model: str, created: int, result: GenerationResult) -> dict:
+    """A `chat.completion` object."""
     return {
-        "id": f"chatcmpl-{job_id}",
+        "id": chat_completion_id(job_id),
         "object": "chat.completion",
         "created": created,
         "model": model,
         "choices": [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text},
-                "logprobs": None,
-                "finish_reason": _finish_reason(c.finish_reason),
+                "message": assistant_message(c),
+                "logprobs": chat_logprobs(c.logprobs),
+                "finish_reason": public_finish_reason(c.finish_reason),
             }
             for c in result.choices
         ],
@@ -36,8 +59,9 @@ def chat_completion_body(job_id: str, model: str, created: int, result: Generati
 def text_completion_body(
     job_id: str, model: str, created: int, result: GenerationResult, echoed: list[str] | None = None, n: int = 1
 ) -> dict:
+    """A `text_completion`; with `echoed` prompts, each choice's text (and logprobs) starts with its prompt."""
     return {
-        "id": f"cmpl-{job_id}",
+        "id": text_completion_id(job_id),
         "object": "text_completion",
         "created": created,
         "model": model,
@@ -45,8 +69,8 @@ def text_completion_body(
             {
                 "index": c.index,
                 "text": (echoed[c.index // n] if echoed else "") + c.text,
-                "logprobs": None,
-                "finish_reason": _finish_reason(c.finish_reason),
+                "logprobs": choice_logprobs(c.logprobs, c.prompt_logprobs, echoed[c.index // n] if echoed else None),
+                "finish_reason": public_finish_reason(c.finish_reason),
             }
             for c in result.choices
         ],
@@ -56,6 +80,8 @@ def text_completion_body(
 
 
 def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str = "float") -> dict:
+    """OpenAI's list of embeddings; base64 is little-endian float32, as OpenAI sends it (and as the
+    result holds it)."""
     vectors = result.embeddings if encoding_format == "base64" else result.vectors()
     return {
         "object": "list",

@@ -8,50 +8,12 @@ from collections.abc import Iterator
 
 from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
-from api.streaming import non_delta_frames, public_finish_reason
-from contracts.events import Choice, DeltaEvent, GenerationResult, StartedEvent, TokenLogprob, ToolCallDelta
+from api.streaming import non_delta_frames
+from contracts.events import DeltaEvent, GenerationResult, StartedEvent, ToolCallDelta
 from contracts.job_store import JobRecord
-
-
-def completion_id(job_id: str) -> str:
-    return f"chatcmpl-{job_id}"
-
-
-def logprobs_body(entries: list[TokenLogprob] | None) -> dict | None:
-    """A choice's `logprobs`: its tokens with their alternatives (None when not asked for)."""
-    return None if entries is None else {"content": [e.model_dump() for e in entries], "refusal": None}
-
-
-def completion_body(job_id: str, model: str, created: int, result: GenerationResult) -> dict:
-    """A `chat.completion` object."""
-    return {
-        "id": completion_id(job_id),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": c.index,
-                "message": message(c),
-                "logprobs": logprobs_body(c.logprobs),
-                "finish_reason": public_finish_reason(c.finish_reason),
-            }
-            for c in result.choices
-        ],
-        "usage": result.usage.model_dump(),
-        "system_fingerprint": None,
-    }
-
-
-def message(choice: Choice) -> dict:
-    """The assistant's message; with tool calls, content is null unless it wrote text besides."""
-    if not choice.tool_calls:
-        return {"role": "assistant", "content": choice.text}
-    calls = [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in choice.tool_calls
-    ]
-    return {"role": "assistant", "content": choice.text if choice.text.strip() else None, "tool_calls": calls}
+from contracts.openai_bodies import chat_completion_body as completion_body
+from contracts.openai_bodies import chat_completion_id as completion_id
+from contracts.openai_bodies import chat_logprobs as logprobs_body
 
 
 def tool_call_delta(delta: ToolCallDelta) -> dict:

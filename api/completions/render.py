@@ -6,39 +6,15 @@ import json
 import time
 from collections.abc import Iterator
 
-from api.completions.legacy_logprobs import LegacyLogprobs, choice_logprobs
 from api.queue.responses import EventStream
 from api.sse import DONE_FRAME, sse_frame
-from api.streaming import non_delta_frames, public_finish_reason
+from api.streaming import non_delta_frames
 from contracts.events import DeltaEvent, GenerationResult, StartedEvent
 from contracts.job_store import JobRecord
-
-
-def completion_id(job_id: str) -> str:
-    return f"cmpl-{job_id}"
-
-
-def completion_body(
-    job_id: str, model: str, created: int, result: GenerationResult, echoed: list[str] | None = None, n: int = 1
-) -> dict:
-    """A `text_completion`; with `echoed` prompts, each choice's text (and logprobs) starts with its prompt."""
-    return {
-        "id": completion_id(job_id),
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": c.index,
-                "text": (echoed[c.index // n] if echoed else "") + c.text,
-                "logprobs": choice_logprobs(c.logprobs, c.prompt_logprobs, echoed[c.index // n] if echoed else None),
-                "finish_reason": public_finish_reason(c.finish_reason),
-            }
-            for c in result.choices
-        ],
-        "usage": result.usage.model_dump(),
-        "system_fingerprint": None,
-    }
+from contracts.legacy_logprobs import LegacyLogprobs
+from contracts.openai_bodies import public_finish_reason
+from contracts.openai_bodies import text_completion_body as completion_body
+from contracts.openai_bodies import text_completion_id as completion_id
 
 
 def job_result_body(record: JobRecord, result: GenerationResult) -> dict:

@@ -10,6 +10,7 @@ from api.sampling_protocol import NON_EMPTY_TEXTS, StrictModel
 from contracts.events import EmbeddingResult
 from contracts.job_store import JobRecord
 from contracts.jobs import EmbeddingJob
+from contracts.openai_bodies import embeddings_body
 
 
 class EmbeddingRequest(StrictModel):
@@ -42,18 +43,6 @@ class EmbeddingRequest(StrictModel):
             instruction=self.instruction,
             dimensions=self.dimensions,
         )
-
-
-def embeddings_body(model: str, result: EmbeddingResult, encoding_format: str = "float") -> dict:
-    """OpenAI's list of embeddings; base64 is little-endian float32, as OpenAI sends it (and as the
-    result holds it)."""
-    vectors = result.embeddings if encoding_format == "base64" else result.vectors()
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-        "model": model,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    }
 
 
 def job_result_body(record: JobRecord, result: EmbeddingResult) -> dict:

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from api.completions.legacy_logprobs import LegacyLogprobs, choice_logprobs
 from contracts.events import TokenLogprob, TopLogprob
+from contracts.legacy_logprobs import LegacyLogprobs, choice_logprobs
 from worker.engines.logprob_alignment import LogprobAligner
 from worker.engines.token_logprobs import FLOOR, TokenLogprobs, log_softmax, top_tokens
 from worker.models.token_bytes import byte_level_alphabet, token_text
