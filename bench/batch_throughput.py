@@ -25,23 +25,13 @@ from functools import partial
 from pathlib import Path
 
 import requests
-from ladle_process import ladle_serve, percentile
+from ladle_process import PROMPTS, ladle_serve, percentile
 from openai import OpenAI
 
 from cli.model_build import build_model
 from contracts.settings import Settings
 
 MODEL = "smollm2-135m-instruct"
-PROMPTS = [
-    "Write a short story about a lighthouse keeper.",
-    "Explain how a bicycle works.",
-    "Describe the water cycle in detail.",
-    "Write a poem about autumn leaves.",
-    "What are the benefits of regular exercise?",
-    "Explain photosynthesis to a child.",
-    "Describe a busy market in the morning.",
-    "Give advice to someone learning to cook.",
-]
 
 
 def chat_body(index: int, max_tokens: int) -> dict:

@@ -29,23 +29,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime_genai as og
 import requests
-from ladle_process import ladle_serve, percentile
+from ladle_process import PROMPTS, ladle_serve, percentile
 
 from cli.embedded_redis import free_port
 from cli.model_build import build_model, smollm2_gguf
 from contracts.settings import Settings
 
 MODEL = "smollm2-135m-instruct"
-PROMPTS = [
-    "Write a short story about a lighthouse keeper.",
-    "Explain how a bicycle works.",
-    "Describe the water cycle in detail.",
-    "Write a poem about autumn leaves.",
-    "What are the benefits of regular exercise?",
-    "Explain photosynthesis to a child.",
-    "Describe a busy market in the morning.",
-    "Give advice to someone learning to cook.",
-]
 CONCURRENCY = (1, 8, 32)
 
 

@@ -14,6 +14,18 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The chat prompts the chat benches cycle through.
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how a bicycle works.",
+    "Describe the water cycle in detail.",
+    "Write a poem about autumn leaves.",
+    "What are the benefits of regular exercise?",
+    "Explain photosynthesis to a child.",
+    "Describe a busy market in the morning.",
+    "Give advice to someone learning to cook.",
+]
 sys.path.insert(0, str(ROOT))
 
 from cli.embedded_redis import EmbeddedRedis, free_port  # noqa: E402

@@ -287,10 +287,10 @@ class JobStore:
         ids = [_text(i) for i in self.client.zrevrange(keys.RECENT_JOBS, 0, limit - 1)]
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(keys.job_key(job_id), *_LISTED_FIELDS)
+            pipe.hmget(keys.job_key(job_id), *LISTED_FIELDS)
         records = []
         for job_id, values in zip(ids, pipe.execute(), strict=True):
-            fields = {name: _text(v) for name, v in zip(_LISTED_FIELDS, values, strict=True) if v is not None}
+            fields = {name: _text(v) for name, v in zip(LISTED_FIELDS, values, strict=True) if v is not None}
             if fields:
                 records.append(JobRecord.from_hash(job_id, fields))
         return records
@@ -436,7 +436,7 @@ def _run_script(script: Script, script_keys: list[str], args: list, client=None)
 
 
 # What a listing of jobs shows (results stay out: they can be large).
-_LISTED_FIELDS = (
+LISTED_FIELDS = (
     "kind",
     "model",
     "status",
@@ -446,6 +446,7 @@ _LISTED_FIELDS = (
     "worker",
     "progress",
     "error",
+    "batch",
     "owner",
 )
 

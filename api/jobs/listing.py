@@ -12,25 +12,11 @@ from api.openapi import documented
 from api.queue.responses import job_body
 from api.services import query_args, services
 from contracts import keys
-from contracts.job_store import JobRecord
+from contracts.job_store import LISTED_FIELDS, JobRecord
 from contracts.jobs import JobKind, JobStatus
 from contracts.pages import ID_PATTERN, page
 
 bp = Blueprint("job_list", __name__)
-
-_FIELDS = (
-    "kind",
-    "model",
-    "status",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "worker",
-    "progress",
-    "error",
-    "batch",
-    "owner",
-)
 
 
 class JobListQuery(BaseModel):
@@ -62,10 +48,10 @@ def list_jobs():
     def load(ids: list[str]) -> list[dict | None]:
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(keys.job_key(job_id), *_FIELDS)
+            pipe.hmget(keys.job_key(job_id), *LISTED_FIELDS)
         shown = []
         for job_id, values in zip(ids, pipe.execute(), strict=True):
-            fields = {name: v.decode() for name, v in zip(_FIELDS, values, strict=True) if v is not None}
+            fields = {name: v.decode() for name, v in zip(LISTED_FIELDS, values, strict=True) if v is not None}
             # As GET /v1/jobs/{id}: a key sees its own jobs and those of no key (downloads).
             visible = fields and (owner is None or fields.get("owner") in (None, owner))
             record = JobRecord.from_hash(job_id, fields) if visible else None
