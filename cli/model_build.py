@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
+from cli.harmony import HARMONY_STOP, HARMONY_VOCAB_SIZE, harmony_tokenizer
+
 log = logging.getLogger(__name__)
 
 # Bump when a recipe changes, so caches of built models (tests) are rebuilt.
@@ -103,6 +105,31 @@ _TINY_SHAPE = {
     "pad_token_id": 2,
 }
 _RTN_32_ACC_4 = ["algo_config=rtn", "block_size=32", "accuracy_level=4"]
+# Experts kept unquantized: the builder's default int4 QMoE needs shapes far beyond a tiny model's.
+_MOE_UNQUANTIZED = '--target_options={"quant_config": {"moe": {"type": "none"}}}'
+# gpt-oss's shape, scaled down: 4 experts of which 2 per token, YaRN over 1,024 original positions,
+# a 48-token window (prompts of the architecture suite cross it), stop tokens <|return|>,
+# <|endoftext|> and <|call|> (HARMONY_STOP), ids past SmolLM2's vocabulary for harmony's tokens.
+_GPT_OSS = {
+    "head_dim": 16,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "vocab_size": HARMONY_VOCAB_SIZE,
+    "max_position_embeddings": 2048,
+    "sliding_window": 48,
+    "rope_parameters": {
+        "rope_type": "yarn",
+        "factor": 2.0,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "truncate": False,
+        "original_max_position_embeddings": 1024,
+        "rope_theta": 150000.0,
+    },
+    "eos_token_id": list(HARMONY_STOP),
+    "pad_token_id": 0,
+    "tie_word_embeddings": False,
+}
 TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
     "tiny-random-llama3": (
         "LlamaConfig",
@@ -158,6 +185,17 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
         {"head_dim": 16, "max_position_embeddings": 2048, "hidden_activation": "gelu_pytorch_tanh"},
         _RTN_32_ACC_4,
     ),
+    # gpt-oss: attention sinks, mixture of experts, YaRN, sliding-window layers (the even ones)
+    # beside full ones, the harmony chat format. The builder's defaults give its sliding layers a
+    # windowed key/value cache: the Generator serves it.
+    "tiny-random-gpt-oss": ("GptOssConfig", _GPT_OSS, [*_RTN_32_ACC_4, _MOE_UNQUANTIZED]),
+    # The same layers over a full cache, the window applied by attention (as the Phi-3 layout):
+    # the continuous engine drives sinks and experts itself.
+    "tiny-random-gpt-oss-full-cache": (
+        "GptOssConfig",
+        _GPT_OSS,
+        [*_RTN_32_ACC_4, "windowed_kv_cache=false", _MOE_UNQUANTIZED],
+    ),
 }
 
 
@@ -171,7 +209,10 @@ def tiny_exporter(name: str) -> Callable[[Path], None]:
         torch.manual_seed(0)
         config = getattr(transformers, config_class)(**{**_TINY_SHAPE, **arguments})
         AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32).save_pretrained(hf_dir)
-        AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(hf_dir)
+        tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF)
+        if config_class == "GptOssConfig":
+            harmony_tokenizer(tokenizer)
+        tokenizer.save_pretrained(hf_dir)
 
     return export
 
@@ -209,17 +250,20 @@ def _assemble_minilm(out_dir: Path) -> None:
     (out_dir / "embedding_config.json").write_text(json.dumps(MINILM_CONFIG, indent=2))
 
 
-def _builder_options(name: str) -> tuple[str, list[str]]:
-    """The execution provider and extra options the builder gets for `name`."""
+def _builder_options(name: str) -> tuple[str, list[str], list[str]]:
+    """The execution provider, builder arguments (`--key=value` options, as `--key value`) and
+    extra options (`key=value`) the builder gets for `name`."""
     if name not in TINY_ARCHITECTURES:
-        return "cpu", ["algo_config=k_quant"]
+        return "cpu", [], ["algo_config=k_quant"]
     options = TINY_ARCHITECTURES[name][2]
-    provider = next((o.partition("=")[2] for o in options if o.startswith("--execution_provider=")), "cpu")
-    return provider, [o for o in options if not o.startswith("--")]
+    arguments = dict(o[2:].split("=", 1) for o in options if o.startswith("--"))
+    provider = arguments.pop("execution_provider", "cpu")
+    flags = [part for key, value in arguments.items() for part in (f"--{key}", value)]
+    return provider, flags, [o for o in options if not o.startswith("--")]
 
 
 def _convert_to_onnx(name: str, hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
-    provider, extra = _builder_options(name)
+    provider, flags, extra = _builder_options(name)
     command = [
         sys.executable,
         "-m",
@@ -234,6 +278,7 @@ def _convert_to_onnx(name: str, hf_dir: Path, out_dir: Path, cache_dir: Path) ->
         "int4",
         "-e",
         provider,
+        *flags,
         "--extra_options",
         *extra,
     ]

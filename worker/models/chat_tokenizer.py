@@ -8,16 +8,28 @@ model; tests check its prompts and counts equal onnxruntime-genai's.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
 from worker.models.token_bytes import token_bytes
 
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise TemplateError(message)
+
+
 _ENVIRONMENT = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+# The functions chat templates call besides jinja's own (gpt-oss's writes the current date), as
+# transformers and onnxruntime-genai give them.
+_ENVIRONMENT.globals.update(strftime_now=lambda fmt: datetime.now().strftime(fmt), raise_exception=_raise_exception)
 
 
 class TextStream:
