@@ -5,7 +5,8 @@ builder supports (cli/model_build.py TINY_ARCHITECTURES), each read alone and be
 The models are built once into the test model cache. Their options are those of published
 folders: int4 RTN block 32 accuracy level 4, block 128, a graph with a `position_ids` input, a
 model file named only by genai_config.json; Phi-3 with LongRoPE and a sliding window, Llama with
-llama3 rope scaling, Qwen3 with q/k norms, Gemma.
+llama3 rope scaling, Qwen3 with q/k norms, Gemma, gpt-oss with attention sinks, experts, YaRN and
+a sliding window over a full cache (its stop tokens and harmony chat template checked too).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import numpy as np
 import onnxruntime_genai as og
 import pytest
 
+from cli.harmony import HARMONY_STOP
 from cli.model_build import TINY_ARCHITECTURES, build_model
 from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
 from tests.helpers import TINY, user
 from worker.engines.generation_request import GenerationRequest
+from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import ModelRegistry, provider_config
 
 MAX_TOKENS = 40
@@ -31,8 +34,9 @@ MAX_TOKENS = 40
 PROMPT_LENGTHS = (7, 30, 80)
 
 
-# The windowed-cache model runs on onnxruntime-genai's Generator (tests/test_generator_fallback.py).
-DRIVEN = sorted(set(TINY_ARCHITECTURES) - {"tiny-random-mistral-windowed"})
+# The windowed-cache models run on onnxruntime-genai's Generator (tests/test_generator_fallback.py).
+DRIVEN = sorted(set(TINY_ARCHITECTURES) - {"tiny-random-mistral-windowed", "tiny-random-gpt-oss"})
+GPT_OSS = "tiny-random-gpt-oss-full-cache"
 
 
 @pytest.fixture(scope="module", params=[TINY, *DRIVEN])
@@ -154,3 +158,39 @@ def submit(loaded, job: GenerationJob) -> GenerationRequest:
     request = loaded.prepare(job, emit=lambda event: None)
     loaded.engine.submit(request)
     return request
+
+
+def test_gpt_oss_stops_on_its_three_stop_tokens_listed_in_genai_config():
+    """<|return|>, <|endoftext|> and <|call|>: genai_config's list, and the engine's stop ids."""
+    build_model(GPT_OSS, MODEL_CACHE)
+    genai = json.loads((MODEL_CACHE / GPT_OSS / "genai_config.json").read_text())
+    assert genai["model"]["eos_token_id"] == list(HARMONY_STOP)
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    assert registry.get(GPT_OSS).engine.eos_ids == frozenset(HARMONY_STOP)
+    registry.close()
+
+
+def test_gpt_oss_harmony_template_gives_the_prompt_onnxruntime_genai_gives():
+    build_model(GPT_OSS, MODEL_CACHE)
+    folder = MODEL_CACHE / GPT_OSS
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Again?"},
+    ]
+    job = GenerationJob(job_id="h", model=GPT_OSS, messages=messages, max_tokens=4)
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    loaded = registry.get(GPT_OSS)
+    prompt = loaded.prepare(job, emit=lambda event: None).prompts[0]
+    registry.close()
+
+    tokenizer = og.Tokenizer(og.Model(provider_config(str(folder), "cpu", intra_op_threads=1)))
+    text = tokenizer.apply_chat_template(
+        json.dumps(messages), template_str=chat_template(folder), add_generation_prompt=True
+    )
+    assert list(prompt) == tokenizer.encode(text).tolist()
+    assert "<|start|>developer<|message|># Instructions\n\nAnswer briefly.<|end|>" in text
+    assert text.endswith("<|start|>user<|message|>Again?<|end|><|start|>assistant")
+    start = tokenizer.encode("<|start|>").tolist()
+    assert len(start) == 1 and prompt[0] == start[0]  # harmony's markers are single special tokens

@@ -21,7 +21,6 @@ from tokenizers.decoders import DecodeStream
 from worker.models.token_bytes import token_bytes
 
 
-
 def _raise_exception(message: str) -> NoReturn:
     raise TemplateError(message)
 
