@@ -95,7 +95,7 @@ class OnnxDecoder:
         known = {self._ids_name, self._mask_name, self._positions_name, LONG_ROPE_INPUT, FIRST_POSITION}
         known |= set(self._present)
         unknown = sorted(set(inputs) - known)
-        if unknown:  # attention sinks, recurrent states, ...: inputs this loop has nothing to feed
+        if unknown:  # recurrent or convolution states, ...: inputs this loop has nothing to feed
             raise UnsupportedGraph(f"graph inputs it does not feed: {', '.join(unknown)}")
         cache_type = _NUMPY_TYPES[inputs[names["past_key_names"] % 0].type]
         self.vocab_size = int(model["vocab_size"])
