@@ -185,6 +185,13 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
         {"head_dim": 16, "max_position_embeddings": 2048, "hidden_activation": "gelu_pytorch_tanh"},
         _RTN_32_ACC_4,
     ),
+    # LFM2: a convolution layer beside an attention layer, a hybrid whose per-layer convolution
+    # state the continuous engine does not keep: the Generator serves it.
+    "tiny-random-lfm2-hybrid": (
+        "Lfm2Config",
+        {"layer_types": ["conv", "full_attention"], "max_position_embeddings": 2048, "tie_word_embeddings": True},
+        _RTN_32_ACC_4,
+    ),
     # gpt-oss: attention sinks, mixture of experts, YaRN, sliding-window layers (the even ones)
     # beside full ones, the harmony chat format. The builder's defaults give its sliding layers a
     # windowed key/value cache: the Generator serves it.

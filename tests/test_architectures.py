@@ -34,8 +34,10 @@ MAX_TOKENS = 40
 PROMPT_LENGTHS = (7, 30, 80)
 
 
-# The windowed-cache models run on onnxruntime-genai's Generator (tests/test_generator_fallback.py).
-DRIVEN = sorted(set(TINY_ARCHITECTURES) - {"tiny-random-mistral-windowed", "tiny-random-gpt-oss"})
+# The windowed-cache and hybrid models run on onnxruntime-genai's Generator
+# (tests/test_generator_fallback.py).
+GENERATOR_SERVED = {"tiny-random-mistral-windowed", "tiny-random-gpt-oss", "tiny-random-lfm2-hybrid"}
+DRIVEN = sorted(set(TINY_ARCHITECTURES) - GENERATOR_SERVED)
 GPT_OSS = "tiny-random-gpt-oss-full-cache"
 
 

@@ -1,8 +1,8 @@
-"""A model whose graph the continuous engine cannot drive (here a windowed key/value cache, as
-onnxruntime-genai's builder makes for sliding-window layers: Mistral's, gpt-oss's) loads on
-onnxruntime-genai's Generator instead, says why in one log line, and serves the APIs: chat,
-completions, streaming. gpt-oss (attention sinks, experts, the harmony template) answers as
-onnxruntime-genai's Generator run directly."""
+"""A model whose graph the continuous engine cannot drive (a windowed key/value cache, as
+onnxruntime-genai's builder makes for sliding-window layers: Mistral's, gpt-oss's; a hybrid with
+per-layer convolution states: LFM2) loads on onnxruntime-genai's Generator instead, says why in
+one log line, and serves the APIs: chat, completions, streaming. gpt-oss (attention sinks,
+experts, the harmony template) and LFM2 answer as onnxruntime-genai's Generator run directly."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from worker.models.model_registry import provider_config
 
 WINDOWED = "tiny-random-mistral-windowed"
 GPT_OSS = "tiny-random-gpt-oss"
+HYBRID = "tiny-random-lfm2-hybrid"
 CONVERSATION = [
     {"role": "system", "content": "Answer in one word."},
     {"role": "user", "content": "What colour is the sky?"},
@@ -37,6 +38,12 @@ def windowed(api_url) -> str:
 def gpt_oss(api_url) -> str:
     build_model(GPT_OSS, MODEL_CACHE)
     return GPT_OSS
+
+
+@pytest.fixture(scope="module")
+def hybrid(api_url) -> str:
+    build_model(HYBRID, MODEL_CACHE)
+    return HYBRID
 
 
 def fallback_lines(worker, model: str) -> list[str]:
@@ -63,7 +70,7 @@ def generator_answer(model: str, messages: list[dict], max_tokens: int, intra_op
     while not generator.is_done() and count < max_tokens:
         generator.generate_next_token()
         token = int(generator.get_next_tokens()[0])
-        if token in eos:
+        if token in (eos if isinstance(eos, list) else [eos]):
             break
         text, count = text + stream.decode(token), count + 1
     return text, count
@@ -91,6 +98,20 @@ def test_gpt_oss_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_o
     # Only its windowed cache sends gpt-oss to the Generator: sinks and experts are not named.
     lines = fallback_lines(worker, gpt_oss)
     assert len(lines) == 1 and "sliding_window" in lines[0]
+
+
+def test_a_hybrid_with_convolution_states_is_served_by_the_generator_as_it_answers_alone(
+    hybrid, api_url, worker, settings
+):
+    body = {"model": hybrid, "messages": CONVERSATION, "max_tokens": 12, "temperature": 0}
+    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    text, count = generator_answer(hybrid, CONVERSATION, 12, settings.intra_op_threads)
+    assert count > 0
+    assert (answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]) == (text, count)
+    lines = fallback_lines(worker, hybrid)
+    assert len(lines) == 1 and "hybrid" in lines[0] and "convolution" in lines[0]
 
 
 def test_gpt_oss_streamed_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_oss, api_url, settings):

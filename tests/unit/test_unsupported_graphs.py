@@ -31,3 +31,10 @@ def test_a_pipeline_or_a_model_without_past_inputs_is_not():
 
 def test_a_multimodal_model_is_not():
     assert "vision" in unsupported_layout({"model": {**PLAIN["model"], "vision": {}}})
+
+
+def test_a_hybrid_of_attention_and_recurrent_layers_is_not():
+    for state, kind in (("past_conv_names", "convolution"), ("past_recurrent_names", "recurrent")):
+        inputs = {**PLAIN["model"]["decoder"]["inputs"], state: "past.%d.state"}
+        reason = unsupported_layout(with_decoder(inputs=inputs))
+        assert "hybrid" in reason and kind in reason and state in reason

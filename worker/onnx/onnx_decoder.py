@@ -31,6 +31,11 @@ _NUMPY_TYPES = {
 }
 
 
+# genai_config's names of per-layer states besides keys and values (LFM2's convolutions, gated
+# delta nets' recurrences): a cache this loop does not keep.
+_STATE_INPUTS = {"past_conv_names": "convolution", "past_recurrent_names": "recurrent"}
+
+
 class UnsupportedGraph(Exception):
     """A decoder graph this step loop cannot drive (the message says why); onnxruntime-genai's
     Generator runs it instead."""
@@ -48,6 +53,10 @@ def unsupported_layout(genai: dict) -> str | None:
         return "a windowed key/value cache (genai_config sliding_window)"
     if "pipeline" in decoder:
         return "a pipeline of decoder graphs"
+    states = sorted(set(decoder.get("inputs", {})) & set(_STATE_INPUTS))
+    if states:
+        kinds = ", ".join(f"{_STATE_INPUTS[s]} ({s})" for s in states)
+        return f"a hybrid of attention and recurrent layers: per-layer {kinds} states in genai_config"
     if not {"past_key_names", "past_value_names"} <= set(decoder.get("inputs", {})):
         return "no per-layer past key/value inputs"
     return None
