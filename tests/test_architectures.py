@@ -27,6 +27,7 @@ from tests.helpers import TINY, user
 from worker.engines.generation_request import GenerationRequest
 from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import ModelRegistry, provider_config
+from worker.models.prompts import plain_messages
 
 MAX_TOKENS = 40
 # A short prompt, one of a few blocks, and one past the tiny Phi-3's LongRoPE switch (64
@@ -173,12 +174,15 @@ def test_gpt_oss_stops_on_its_three_stop_tokens_listed_in_genai_config():
 
 
 def test_gpt_oss_harmony_template_gives_the_prompt_onnxruntime_genai_gives():
+    """gpt-oss's template calls strftime_now and writes a tool's result with tojson (in order,
+    `<` and `&` as they are); Ladle's renderer gives onnxruntime-genai's prompt, token for token."""
     build_model(GPT_OSS, MODEL_CACHE)
     folder = MODEL_CACHE / GPT_OSS
     messages = [
         {"role": "system", "content": "Answer briefly."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello."},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"sky": "<blue> & clear", "at": "noon"}'},
         {"role": "user", "content": "Again?"},
     ]
     job = GenerationJob(job_id="h", model=GPT_OSS, messages=messages, max_tokens=4)
@@ -189,10 +193,11 @@ def test_gpt_oss_harmony_template_gives_the_prompt_onnxruntime_genai_gives():
 
     tokenizer = og.Tokenizer(og.Model(provider_config(str(folder), "cpu", intra_op_threads=1)))
     text = tokenizer.apply_chat_template(
-        json.dumps(messages), template_str=chat_template(folder), add_generation_prompt=True
+        json.dumps(plain_messages(messages)), template_str=chat_template(folder), add_generation_prompt=True
     )
     assert list(prompt) == tokenizer.encode(text).tolist()
     assert "<|start|>developer<|message|># Instructions\n\nAnswer briefly.<|end|>" in text
+    assert '"<tool_response>\\n{\\"sky\\": \\"<blue> & clear\\", \\"at\\": \\"noon\\"}' in text
     assert text.endswith("<|start|>user<|message|>Again?<|end|><|start|>assistant")
     start = tokenizer.encode("<|start|>").tolist()
     assert len(start) == 1 and prompt[0] == start[0]  # harmony's markers are single special tokens

@@ -25,10 +25,17 @@ def _raise_exception(message: str) -> NoReturn:
     raise TemplateError(message)
 
 
+def _tojson(value, ensure_ascii: bool = False, indent=None, separators=None, sort_keys: bool = False) -> str:
+    """JSON as transformers and onnxruntime-genai write it in templates: keys in order, no HTML
+    escapes (jinja's own sorts keys and writes < as \\u003c: a tool's result would read otherwise)."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
 _ENVIRONMENT = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 # The functions chat templates call besides jinja's own (gpt-oss's writes the current date), as
 # transformers and onnxruntime-genai give them.
 _ENVIRONMENT.globals.update(strftime_now=lambda fmt: datetime.now().strftime(fmt), raise_exception=_raise_exception)
+_ENVIRONMENT.filters["tojson"] = _tojson
 
 
 class TextStream:
