@@ -105,7 +105,8 @@ _TINY_SHAPE = {
     "pad_token_id": 2,
 }
 _RTN_32_ACC_4 = ["algo_config=rtn", "block_size=32", "accuracy_level=4"]
-# Experts kept unquantized: the builder's default int4 QMoE needs shapes far beyond a tiny model's.
+# Experts kept unquantized: for gpt-oss the builder's default quantizes them from the published
+# checkpoint's MXFP4 tensors (`*_blocks`), which random fp32 weights do not have.
 _MOE_UNQUANTIZED = '--target_options={"quant_config": {"moe": {"type": "none"}}}'
 # gpt-oss's shape, scaled down: 4 experts of which 2 per token, YaRN over 1,024 original positions,
 # a 48-token window (prompts of the architecture suite cross it), stop tokens <|return|>,
