@@ -84,6 +84,9 @@ class Settings:
     prefix_cache_tokens: int = 512
     # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
     embedding_batch: int = 32
+    # LADLE_EMBEDDING_RUNNERS: embedding calls that run side by side per model, each with its share of
+    # the cores; 0 = one per core, at most 4.
+    embedding_runners: int = 0
     # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
     embedding_window_ms: float = 2.0
     # LADLE_MAX_EMBEDDING_INPUTS: most inputs one /v1/embeddings request may send.
@@ -213,6 +216,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
     "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
     "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
+    "embedding_runners": ("LADLE_EMBEDDING_RUNNERS", int),
     "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
     "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
     "intra_op_threads": ("LADLE_INTRA_OP_THREADS", int),

@@ -241,6 +241,7 @@ class ModelRegistry:
                 self.settings.embedding_batch,
                 self.settings.embedding_window_ms / 1000,
                 self.settings.intra_op_threads,
+                self.settings.embedding_runners,
             )
         self._touch(name)
 
