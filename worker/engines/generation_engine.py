@@ -38,7 +38,7 @@ import onnxruntime_genai as og
 from worker.engines.generation_request import GenerationRequest, Row, complete
 from worker.engines.sampling import allow_only
 from worker.engines.token_grammar import GrammarTokenizer, RowGrammar
-from worker.errors import model_unloaded
+from worker.errors import JobRejected, model_unloaded
 from worker.runtime.drain import HandedBack
 from worker.runtime.event_publisher import coalesced_events
 
@@ -82,6 +82,11 @@ class StaticBatchEngine:
 
     def submit(self, request: GenerationRequest) -> None:
         if request.grammar is not None:
+            if self._grammar_tokenizer is None:  # an engine built without the model's tokenizer.json
+                raise JobRejected.invalid(
+                    "tools" if request.tool_calls else "response_format",
+                    f"The model '{self.name}' was loaded without a grammar tokenizer: it cannot constrain output.",
+                )
             self._grammar_tokens_for_rows()  # built here, in the job's thread, not in the decode loop
         with self._wakeup:
             if self._stopping:
