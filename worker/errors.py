@@ -36,8 +36,8 @@ def wrong_model_kind(name: str, wanted: str) -> JobRejected:
 
 def logprobs_unsupported(name: str) -> JobRejected:
     message = (
-        f"The model '{name}' runs on an engine that cannot report logprobs (onnxruntime-genai's static "
-        "batches, on GPU workers); ask without logprobs, or use a CPU worker's model."
+        f"The model '{name}' runs on an engine that cannot report logprobs (onnxruntime-genai's Generator, "
+        "which serves GPU workers and graphs the continuous-batching engine cannot drive); ask without logprobs."
     )
     return JobRejected.invalid("logprobs", message)
 

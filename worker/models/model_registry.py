@@ -318,6 +318,13 @@ class ModelRegistry:
                 self.settings.max_batch_rows,
                 self.settings.batch_window_ms / 1000,
                 name,
+                partial(
+                    GrammarTokenizer,
+                    folder / "tokenizer.json",
+                    eos_ids,
+                    int(genai["vocab_size"]),
+                    self.settings.max_batch_rows,
+                ),
             )
         log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
         return LoadedModel(name, tokenizer, chat_template(folder), int(genai["context_length"]), engine)
