@@ -108,8 +108,10 @@ class Settings:
     # LADLE_SECRET_KEY: secret that encrypts a download's token on its way to the worker; when
     # unset, a random key is kept in <data dir>/secret.key (shared by processes on one host).
     secret_key: str = ""
-    # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none);
-    # loading past it unloads the least recently used idle models first.
+    # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none):
+    # weights plus the key/value and prefix caches each decoder's memory plan sizes to fit
+    # (worker/models/memory_plan.py); loading past it unloads the least recently used idle models
+    # first, and refuses a model that can never fit (400) or whose memory running jobs hold (409).
     model_memory_mb: int = 0
     # LADLE_DRAIN_S: seconds a stopping worker lets running jobs finish (the rest go back to the
     # queue at once) and a stopping API lets open streams finish.
