@@ -325,6 +325,12 @@ class ContinuousBatchEngine:
             return self._grammar_tokens
 
     def _logprobs_table(self) -> TokenLogprobs:
+        """The token table for logprobs; built at the first request for them (in `submit`), so the
+        step loop only reads it and never waits on the lock (held meanwhile by another job's thread
+        building the grammar tokenizer, which takes a while on a large vocabulary)."""
+        table = self._token_logprobs
+        if table is not None:
+            return table
         with self._table_lock:
             if self._token_logprobs is None:
                 self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
