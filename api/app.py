@@ -79,8 +79,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     def assign_request_id() -> None:
         tag_request(uuid.uuid4().hex)
 
-    guard.install(app, ApiKeys.from_settings(settings))
-    rate_limits.install(app, app.extensions["ladle"])
+    keys = ApiKeys.from_settings(settings)
+    guard.install(app, keys)
+    rate_limits.install(app, app.extensions["ladle"], keyed=keys.enabled)
 
     @app.after_request
     def tag_response(response):

@@ -31,6 +31,11 @@ _MODEL_FIGURES = {
     "kv_slots": ("ladle_worker_kv_cache_slots", "Key/value cache slots (one per sequence).", "gauge"),
     "kv_slots_in_use": ("ladle_worker_kv_cache_slots_in_use", "Key/value cache slots holding a sequence.", "gauge"),
     "kv_bytes": ("ladle_worker_kv_cache_bytes", "Bytes the key/value cache has allocated.", "gauge"),
+    "kv_capacity_tokens": (
+        "ladle_worker_kv_cache_capacity_tokens",
+        "Tokens one sequence's key/value cache holds under the model's memory plan.",
+        "gauge",
+    ),
     "prefix_cache_hits": ("ladle_prefix_cache_hits", "Prompts that reused a cached prefix.", "counter"),
     "prefix_cache_hit_tokens": ("ladle_prefix_cache_hit_tokens", "Prompt positions copied from the cache.", "counter"),
 }

@@ -95,14 +95,15 @@ def _pull_via_service(url: str, body: dict) -> int:
 
 def _pull_in_process(settings: Settings, body: dict) -> int:
     # The API's own request parsing and source resolution, then the worker's download code.
-    from api.catalog.catalog import load_catalog
+    from api.catalog.catalog import read_catalog
     from api.downloads.protocol import DownloadRequest
     from api.downloads.sources import plan_download
     from api.errors import ApiError
     from worker.hub.model_download import DownloadFailed, download_model
 
     try:
-        plan = plan_download(DownloadRequest.parse(body), load_catalog(settings.user_catalog_dir), {"cpu"})
+        entries, broken = read_catalog(settings.user_catalog_dir)
+        plan = plan_download(DownloadRequest.parse(body), entries, {"cpu"}, broken)
     except ApiError as error:
         print(f"ladle: {error.message}", file=sys.stderr)
         return 2

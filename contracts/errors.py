@@ -43,13 +43,41 @@ def wrong_model_kind(name: str, wanted: str) -> ErrorInfo:
     return invalid_request(message, "model", "wrong_model_type")
 
 
-def context_exceeded(prompt_tokens: int, max_tokens: int, context: int, param: str) -> ErrorInfo:
-    """A prompt (`param`: messages, or prompt[i]) too long for the context with max_tokens."""
+def context_exceeded(
+    prompt_tokens: int, max_tokens: int, context: int, param: str, model_context: int | None = None
+) -> ErrorInfo:
+    """A prompt (`param`: messages, or prompt[i]) too long for the context with max_tokens
+    (`model_context`: the model's own, when the worker's memory budget allows less)."""
     message = (
         f"This model's maximum context length is {context} tokens. However, you requested "
         f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in {param}, {max_tokens} in the completion)."
     )
+    if model_context is not None and model_context > context:
+        message += (
+            f" The model takes {model_context}; the worker's memory budget (LADLE_MODEL_MEMORY_MB) leaves "
+            f"its key/value cache {context}."
+        )
     return invalid_request(message, param.split("[")[0], "context_length_exceeded")
+
+
+def model_too_large(name: str, needed_mb: float, budget_mb: int) -> ErrorInfo:
+    """`name` can never fit the worker's memory budget, even with nothing else loaded."""
+    message = (
+        f"The model '{name}' needs at least {needed_mb} MB (its weights and a key/value cache for one "
+        f"sequence), more than the worker's memory budget of {budget_mb} MB (LADLE_MODEL_MEMORY_MB)."
+    )
+    return invalid_request(message, "model", "model_too_large")
+
+
+def model_memory_in_use(name: str, needed_mb: float, busy: list[str], budget_mb: int) -> ErrorInfo:
+    """`name` would fit the memory budget, but models running jobs hold the memory it needs."""
+    message = (
+        f"The model '{name}' needs {needed_mb} MB of the worker's {budget_mb} MB memory budget "
+        f"(LADLE_MODEL_MEMORY_MB), which models running jobs hold ({', '.join(busy)}); retry when they finish."
+    )
+    return ErrorInfo(
+        status=409, type="invalid_request_error", param="model", code="model_memory_in_use", message=message
+    )
 
 
 def model_unloaded(name: str) -> ErrorInfo:

@@ -128,3 +128,5 @@ class DownloadJob(BaseModel):
     # builder turns into the model folder, with these options (precision, execution_provider,
     # extra_options); None: the files are the model folder.
     build: dict | None = None
+    # Glob patterns of repository files not to fetch (the catalog entry's; `.azDownload-*` always).
+    ignore: list[str] = []

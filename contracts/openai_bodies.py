@@ -19,9 +19,12 @@ def text_completion_id(job_id: str) -> str:
     return f"cmpl-{job_id}"
 
 
-def chat_logprobs(entries: list[TokenLogprob] | None) -> dict | None:
-    """A chat choice's `logprobs`: its tokens with their alternatives (None when not asked for)."""
-    return None if entries is None else {"content": [e.model_dump() for e in entries], "refusal": None}
+def chat_logprobs(entries: list[TokenLogprob] | None, no_content: bool = False) -> dict | None:
+    """A chat choice's `logprobs`: its content's tokens with their alternatives (None when not asked
+    for); `content` is null when the message's is (an answer that is tool calls only), as OpenAI's."""
+    if entries is None:
+        return None
+    return {"content": None if no_content else [e.model_dump() for e in entries], "refusal": None}
 
 
 def assistant_message(choice: Choice) -> dict:
@@ -42,17 +45,19 @@ def chat_completion_body(job_id: str, model: str, created: int, result: Generati
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": c.index,
-                "message": assistant_message(c),
-                "logprobs": chat_logprobs(c.logprobs),
-                "finish_reason": public_finish_reason(c.finish_reason),
-            }
-            for c in result.choices
-        ],
+        "choices": [_chat_choice(c) for c in result.choices],
         "usage": result.usage.model_dump(),
         "system_fingerprint": None,
+    }
+
+
+def _chat_choice(choice: Choice) -> dict:
+    message = assistant_message(choice)
+    return {
+        "index": choice.index,
+        "message": message,
+        "logprobs": chat_logprobs(choice.logprobs, no_content=message["content"] is None),
+        "finish_reason": public_finish_reason(choice.finish_reason),
     }
 
 

@@ -84,6 +84,9 @@ class Settings:
     prefix_cache_tokens: int = 512
     # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
     embedding_batch: int = 32
+    # LADLE_EMBEDDING_RUNNERS: embedding calls that run side by side per model, each with its share of
+    # the cores; 0 = one per core, at most 4.
+    embedding_runners: int = 0
     # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
     embedding_window_ms: float = 2.0
     # LADLE_MAX_EMBEDDING_INPUTS: most inputs one /v1/embeddings request may send.
@@ -105,8 +108,10 @@ class Settings:
     # LADLE_SECRET_KEY: secret that encrypts a download's token on its way to the worker; when
     # unset, a random key is kept in <data dir>/secret.key (shared by processes on one host).
     secret_key: str = ""
-    # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none);
-    # loading past it unloads the least recently used idle models first.
+    # LADLE_MODEL_MEMORY_MB: memory budget of the models one compute worker keeps loaded (0: none):
+    # weights plus the key/value and prefix caches each decoder's memory plan sizes to fit
+    # (worker/models/memory_plan.py); loading past it unloads the least recently used idle models
+    # first, and refuses a model that can never fit (400) or whose memory running jobs hold (409).
     model_memory_mb: int = 0
     # LADLE_DRAIN_S: seconds a stopping worker lets running jobs finish (the rest go back to the
     # queue at once) and a stopping API lets open streams finish.
@@ -213,6 +218,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
     "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
     "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),
+    "embedding_runners": ("LADLE_EMBEDDING_RUNNERS", int),
     "max_embedding_inputs": ("LADLE_MAX_EMBEDDING_INPUTS", int),
     "heartbeat_s": ("LADLE_HEARTBEAT_S", float),
     "intra_op_threads": ("LADLE_INTRA_OP_THREADS", int),

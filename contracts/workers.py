@@ -39,6 +39,10 @@ class LoadedModelInfo(BaseModel):
     kv_bytes: int | None = None
     prefix_cache_hits: int | None = None
     prefix_cache_hit_tokens: int | None = None
+    # A decoder's memory plan (worker/models/memory_plan.py): the tokens one sequence's key/value
+    # cache holds, and the whole plan (slots, kv_tokens, prefix_tokens, sizes in MB, budget_mb).
+    kv_capacity_tokens: int | None = None
+    memory_plan: dict | None = None
 
 
 class WorkerInfo(BaseModel):

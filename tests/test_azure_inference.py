@@ -136,6 +136,17 @@ def test_tools_and_response_format_are_served(base: str):
     assert isinstance(json.loads(response.json()["choices"][0]["message"]["content"])["ok"], bool)
 
 
+def test_logprobs_passed_through_with_tools_cover_the_content_only(base: str):
+    """`logprobs` is an extra parameter to Azure's API; passed through, it behaves as on /v1."""
+    tool = {"type": "function", "function": {"name": "now"}}
+    body = {"model": TINY, "messages": user("hi"), "tools": [tool], "tool_choice": "required", "max_tokens": 40}
+    headers = {**HEADERS, "extra-parameters": "pass-through"}
+    response = requests.post(f"{base}/chat/completions", json={**body, "logprobs": True}, headers=headers, timeout=60)
+    (choice,) = response.json()["choices"]
+    assert choice["message"]["tool_calls"] and choice["message"]["content"] is None
+    assert choice["logprobs"] == {"content": None, "refusal": None}
+
+
 @pytest.mark.parametrize("version", ["2024-05-01-preview", "2025-04-01", None])
 def test_well_formed_or_missing_api_version_is_accepted(base: str, version: str | None):
     params = {"api-version": version} if version else {}

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from tests.helpers import MINILM, SMOLLM2, TINY, user
+from tests.helpers import MINILM, SMOLLM2, TINY, assert_error, user
 
 FOUNDRY_FIELDS = {
     "name",
@@ -110,3 +110,24 @@ def test_alias_picks_a_variant_the_workers_can_run(chat, user_catalog):
 
 def test_load_accepts_an_alias(api_url):
     assert requests.get(f"{api_url}/openai/load/smollm2-135m", timeout=60).json()["name"] == SMOLLM2
+
+
+def test_a_malformed_entry_is_left_out_and_pulling_it_is_invalid_catalog_entry(api_url, user_catalog):
+    bad_revision = {**entry("bad:1", "bad-revision", "bad-revision"), "revision": 7}
+    no_repo = entry("norepo:1", "no-repo", "no-repo")
+    del no_repo["uri"]
+    user_catalog.write_text(json.dumps([bad_revision, no_repo, entry("tiny:1", TINY, "tiny")]))
+    names = {e["name"] for e in catalog(api_url)}
+    assert "tiny:1" in names and not {"bad:1", "norepo:1"} & names  # the file's good entry stays
+    for alias, field in (("bad-revision", "revision"), ("no-repo", "uri")):
+        response = requests.post(f"{api_url}/openai/download", json={"model": alias}, timeout=30)
+        error = assert_error(response, 400, "model", "invalid_catalog_entry")
+        assert field in error["message"] and alias in error["message"]
+
+
+def test_listed_entries_show_ladles_optional_fields_only_when_set(api_url, user_catalog):
+    pinned = {**entry("pinned:1", "pinned", "pinned"), "revision": "v1", "ignore": ["*.md"]}
+    user_catalog.write_text(json.dumps([pinned]))
+    listed = {e["name"]: e for e in catalog(api_url)}
+    assert listed["pinned:1"]["revision"] == "v1" and listed["pinned:1"]["ignore"] == ["*.md"]
+    assert all("revision" not in e for name, e in listed.items() if name != "pinned:1")

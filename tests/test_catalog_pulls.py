@@ -33,6 +33,7 @@ def tiny_for(entry: dict) -> str:
 
 
 BUILT_ON_PULL = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-0.5b")
+QWEN3 = next(e for e in HUB_ENTRIES if e["alias"] == "qwen3-0.6b")
 FINISHED = ("succeeded", "failed", "cancelled")
 CANCELLED_BUILD = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-coder-0.5b")
 
@@ -45,6 +46,9 @@ def hub(model_dir, tmp_path_factory):
     tiny_exporter("tiny-random-qwen2")(weights)  # a random-weight Qwen2, as the hub holds Qwen2.5
     for entry in (BUILT_ON_PULL, CANCELLED_BUILD):
         server.add_repo(parse_hub_uri(entry["uri"]).repo_id, weights)
+    qwen3 = tmp_path_factory.mktemp("qwen3-safetensors")
+    tiny_exporter("tiny-random-qwen3")(qwen3)  # a random-weight Qwen3, as the hub holds Qwen3
+    server.add_repo(parse_hub_uri(QWEN3["uri"]).repo_id, qwen3)
     for entry in VERIFIED_CPU:
         cpu = parse_hub_uri(entry["uri"])
         repo = server.add_repo(cpu.repo_id, MODEL_CACHE / tiny_for(entry), prefix=cpu.subfolder)
@@ -92,7 +96,10 @@ def test_a_verified_alias_pulls_its_cpu_variant_and_only_that_folder(stack, hub,
     assert (folder / genai["model"]["decoder"]["filename"]).exists()
     expected = {p.name for p in (MODEL_CACHE / tiny_for(entry)).iterdir()}
     pulled = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
-    assert expected <= pulled and pulled - expected <= {"inference_model.json"}  # Foundry's own file
+    assert expected <= pulled and pulled - expected <= {
+        "inference_model.json",
+        "ladle_source.json",
+    }  # written on landing
     cpu = parse_hub_uri(entry["uri"])
     fetched = [name for name in hub.repos[cpu.repo_id].files if hub.file_requests(name)]
     assert fetched and all(name.startswith(cpu.subfolder) for name in fetched if name != ".gitattributes")
@@ -158,3 +165,81 @@ def test_an_entry_without_an_onnx_folder_is_built_on_pull(stack):
     assert (folder / genai["model"]["decoder"]["filename"]).exists()
     assert not list(folder.glob("*.safetensors"))  # the weights the build read are not kept
     assert json.loads((folder / "inference_model.json").read_text())["Name"] == BUILT_ON_PULL["displayName"]
+
+
+def test_the_qwen3_aliases_are_built_on_pull_with_estimated_sizes(stack):
+    entries = {e["alias"]: e for e in requests.get(f"{stack.url}/foundry/list", timeout=10).json()}
+    for size, repo in (("0.6b", "0.6B"), ("1.7b", "1.7B"), ("4b", "4B"), ("8b", "8B"), ("14b", "14B")):
+        entry = entries[f"qwen3-{size}"]
+        assert parse_hub_uri(entry["uri"]).repo_id == f"Qwen/Qwen3-{repo}"
+        assert entry["build"]["precision"] == "int4" and entry["fileSizeMbEstimated"] is True
+
+
+def test_a_qwen3_alias_pulls_and_builds(stack):
+    job = pull(stack, "qwen3-0.6b", timeout_s=600)
+    assert job["status"] == "succeeded", job
+    folder = stack.settings.model_dir / QWEN3["displayName"]
+    genai = json.loads((folder / "genai_config.json").read_text())
+    assert genai["model"]["type"] == "qwen3"
+    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+
+
+def user_entry(alias: str, repo: str, **fields) -> dict:
+    """A catalog entry for `repo` on the local hub, with Ladle's optional `fields`."""
+    return {
+        **{k: v for k, v in VERIFIED_CPU[0].items() if k not in ("unverified", "build")},
+        "name": f"{alias}:1",
+        "displayName": alias,
+        "alias": alias,
+        "uri": f"https://huggingface.co/{repo}",
+        **fields,
+    }
+
+
+@pytest.fixture
+def user_catalog(stack):
+    folder = stack.settings.user_catalog_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pins.json"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_a_pinned_revision_is_fetched_and_recorded_in_ladle_source_json(stack, hub, user_catalog):
+    repo = hub.add_repo("pins/tiny", MODEL_CACHE / TINY)
+    user_catalog.write_text(json.dumps([user_entry("pinned-tiny", "pins/tiny", revision=repo.commit)]))
+    job = pull(stack, "pinned-tiny")
+    assert job["status"] == "succeeded", job
+    source = json.loads((stack.settings.model_dir / "pinned-tiny" / "ladle_source.json").read_text())
+    assert source == {"repo_id": "pins/tiny", "revision": repo.commit, "commit": repo.commit, "subfolder": ""}
+    assert any(r.path == f"/api/models/pins/tiny/revision/{repo.commit}" for r in hub.requests)
+
+
+def test_a_pulled_folder_records_the_commit_its_branch_resolved_to(stack, hub, user_catalog):
+    repo = hub.add_repo("pins/tiny-main", MODEL_CACHE / TINY)
+    user_catalog.write_text(json.dumps([user_entry("unpinned-tiny", "pins/tiny-main")]))
+    assert pull(stack, "unpinned-tiny")["status"] == "succeeded"
+    source = json.loads((stack.settings.model_dir / "unpinned-tiny" / "ladle_source.json").read_text())
+    assert source["revision"] == "main" and source["commit"] == repo.commit
+
+
+def test_a_pinned_revision_the_hub_lacks_fails_the_pull(stack, hub, user_catalog):
+    hub.add_repo("pins/tiny-gone", MODEL_CACHE / TINY)
+    user_catalog.write_text(json.dumps([user_entry("gone-tiny", "pins/tiny-gone", revision="v0-deleted")]))
+    job = pull(stack, "gone-tiny")
+    assert job["status"] == "failed" and job["error"]["code"] == "hub_not_found", job
+    assert "v0-deleted" in job["error"]["message"]
+    assert not (stack.settings.model_dir / "gone-tiny").exists()
+
+
+def test_azdownload_files_and_an_entrys_ignore_patterns_are_not_fetched(stack, hub, user_catalog):
+    repo = hub.add_repo("pins/tiny-extras", MODEL_CACHE / TINY)
+    for name in (".azDownload-model.onnx.json", "extras/.azDownload-0", "extras/notes.md", "README.md"):
+        repo.files[name] = HubFile(name, b"not part of the model")
+    user_catalog.write_text(json.dumps([user_entry("tiny-extras", "pins/tiny-extras", ignore=["*.md"])]))
+    job = pull(stack, "tiny-extras")
+    assert job["status"] == "succeeded", job
+    folder = stack.settings.model_dir / "tiny-extras"
+    assert (folder / "genai_config.json").exists()
+    assert not list(folder.rglob("*.md")) and not list(folder.rglob(".azDownload-*"))
+    assert not any(hub.file_requests(name) for name in ("README.md", "extras/notes.md", ".azDownload-model.onnx.json"))

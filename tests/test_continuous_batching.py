@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import requests
 
+from contracts.jobs import GenerationJob
+from contracts.settings import Settings
 from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for
 from tests.stack import start_fleet, stop_fleet
+from worker.models.model_registry import ModelRegistry
 
 LONG = {"model": TINY, "messages": user("go on"), "max_tokens": 8000, "temperature": 0}
 
@@ -153,3 +158,26 @@ def test_reading_a_prompt_computes_the_lm_head_for_its_last_position_only(model_
     assert logits.shape[1] == 20
     assert np.allclose(edited, logits[0, -1], atol=1e-4)
     assert np.allclose(every, logits[0], atol=1e-4)
+
+
+def test_a_job_submitted_again_while_it_runs_joins_the_running_one(model_dir):
+    """A job's message delivered again while the job runs here (its lease ran out): the second
+    submit neither replaces the running rows' tracking (which would leave them never ending) nor
+    decodes the job twice; it ends with the running request, and a cancel reaching it stops both."""
+    registry = ModelRegistry(Settings(model_dir=model_dir, intra_op_threads=1), "cpu")
+    try:
+        loaded = registry.get(TINY)
+        job = GenerationJob(job_id="again", model=TINY, messages=user("go on"), max_tokens=8000)
+        decoding, second_events = threading.Event(), []
+        first = loaded.prepare(job, emit=lambda event: decoding.set())
+        second = loaded.prepare(job, emit=second_events.append)
+        loaded.engine.submit(first)
+        assert decoding.wait(60)
+        loaded.engine.submit(second)
+        second.cancelled.set()  # the cancel listener knows the newest delivery's request
+        assert first.finished.wait(60) and second.finished.wait(60)
+        assert first.cancelled.is_set() and first.result.choices[0].finish_reason == "cancelled"
+        assert second.result is first.result and second.error is None
+        assert second_events == [] and loaded.engine.idle
+    finally:
+        registry.close()

@@ -1,17 +1,22 @@
 """A model whose graph the continuous engine cannot drive (a windowed key/value cache, as
 onnxruntime-genai's builder makes for sliding-window layers: Mistral's, gpt-oss's; a hybrid with
 per-layer convolution states: LFM2) loads on onnxruntime-genai's Generator instead, says why in
-one log line, and serves the APIs: chat, completions, streaming. gpt-oss (attention sinks,
-experts, the harmony template) and LFM2 answer as onnxruntime-genai's Generator run directly."""
+one log line, and serves the APIs: chat, completions, streaming, and structured output and tool
+calls (Ladle's llguidance masks applied to the Generator's logits) with the same answers and
+stream shapes as the continuous engine's. gpt-oss (attention sinks, experts, the harmony template)
+and LFM2 answer as onnxruntime-genai's Generator run directly."""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+import jsonschema
 import numpy as np
 import onnxruntime_genai as og
 import pytest
 import requests
+from openai import OpenAI
 
 from cli.model_build import build_model
 from tests.conftest import MODEL_CACHE
@@ -141,14 +146,207 @@ def test_greedy_answers_are_the_same_on_every_call(windowed, api_url):
     assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
 
 
-def test_structured_output_on_the_generator_is_a_clear_400(windowed, api_url):
-    tool = {"type": "function", "function": {"name": "now"}}
-    for fields, param in (
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"tools": [tool]}, "tools"),
-    ):
-        body = {"model": windowed, "messages": user("hi"), "max_tokens": 6, **fields}
-        response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
-        assert response.status_code == 400, response.text
-        error = response.json()["error"]
-        assert error["param"] == param and "Generator" in error["message"]
+# Structured output and tool calls on the Generator. Every value bounded, so the tiny random
+# model's constrained answer closes within a few tokens.
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "digit": {"type": "integer", "minimum": 0, "maximum": 9},
+        "color": {"enum": ["red", "green", "blue"]},
+    },
+    "required": ["ok", "digit", "color"],
+    "additionalProperties": False,
+}
+PICK = {"type": "function", "function": {"name": "pick", "parameters": BOUNDED}}
+NOW = {"type": "function", "function": {"name": "current_time", "description": "The time now."}}
+NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+@pytest.fixture(scope="module")
+def sdk(api_url: str) -> OpenAI:
+    return OpenAI(base_url=f"{api_url}/v1", api_key="x", max_retries=0)
+
+
+def schema_format(schema: dict, strict: bool = True) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": strict}}
+
+
+def assert_valid_calls(calls) -> None:
+    for call in calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        parameters = BOUNDED if call.function.name == "pick" else NO_ARGUMENTS
+        jsonschema.validate(json.loads(call.function.arguments), parameters)
+    assert len({call.id for call in calls}) == len(calls)
+
+
+def test_json_schema_answers_from_the_generator_validate(windowed, sdk):
+    completion = sdk.chat.completions.create(
+        model=windowed,
+        messages=user("hi"),
+        response_format=schema_format(BOUNDED),
+        n=3,
+        max_tokens=120,
+        temperature=1.0,  # sampled among the allowed tokens by the Generator's own sampler
+        seed=3,
+    )
+    assert len(completion.choices) == 3
+    for choice in completion.choices:
+        assert choice.finish_reason == "stop"
+        jsonschema.validate(json.loads(choice.message.content), BOUNDED)
+
+
+def test_json_object_answer_from_the_generator_parses(windowed, sdk):
+    completion = sdk.chat.completions.create(
+        model=windowed, messages=user("hi"), response_format={"type": "json_object"}, max_tokens=200, temperature=0
+    )
+    choice = completion.choices[0]
+    # Any JSON object is allowed, so the random model may still be inside it at max_tokens.
+    if choice.finish_reason == "stop":
+        assert isinstance(json.loads(choice.message.content), dict)
+    else:
+        assert choice.finish_reason == "length" and choice.message.content.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("choice", ["required", "auto", {"type": "function", "function": {"name": "pick"}}])
+def test_every_tool_choice_gives_valid_calls_on_the_generator(windowed, sdk, choice, parallel: bool):
+    completion = sdk.chat.completions.create(
+        model=windowed,
+        messages=user("hi"),
+        tools=[PICK, NOW],
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        max_tokens=80,
+        seed=7,
+    )
+    result = completion.choices[0]
+    message = result.message
+    if choice == "auto" and not message.tool_calls:  # the model answered in text
+        assert result.finish_reason in ("stop", "length") and message.content is not None
+        return
+    assert message.tool_calls and message.content is None
+    assert_valid_calls(message.tool_calls)
+    if isinstance(choice, dict):
+        assert [c.function.name for c in message.tool_calls] == ["pick"]
+    if not parallel or isinstance(choice, dict):
+        assert len(message.tool_calls) == 1
+        assert result.finish_reason == ("stop" if isinstance(choice, dict) else "tool_calls")
+    else:
+        assert result.finish_reason in ("tool_calls", "length")
+
+
+def test_tool_choice_none_on_the_generator_answers_in_text(windowed, sdk):
+    completion = sdk.chat.completions.create(
+        model=windowed, messages=user("hi"), tools=[PICK], tool_choice="none", max_tokens=6, temperature=0
+    )
+    result = completion.choices[0]
+    assert result.message.tool_calls is None and result.message.content
+    assert result.finish_reason in ("stop", "length")
+
+
+def stream_chunks(sdk: OpenAI, **request) -> list:
+    return [c for c in sdk.chat.completions.create(stream=True, **request) if c.choices]
+
+
+@pytest.mark.parametrize("tool", [PICK, NOW])
+def test_streamed_calls_from_the_generator_join_to_the_answer(windowed, sdk, tool: dict):
+    request = {
+        "model": windowed,
+        "messages": user("hi"),
+        "tools": [tool],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_tokens": 80,
+        "temperature": 0,
+    }
+    whole = sdk.chat.completions.create(**request).choices[0]
+    chunks = stream_chunks(sdk, **request)
+    parts = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices[0].delta.tool_calls]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason]
+    assert finish == [whole.finish_reason] == ["tool_calls"]
+    first = parts[0]
+    assert (first.index, first.type, first.function.name, first.function.arguments) == (
+        0,
+        "function",
+        tool["function"]["name"],
+        "",
+    )
+    assert first.id.startswith("call_")
+    assert all(p.id is None and p.function.name is None for p in parts[1:])
+    assert "".join(p.function.arguments for p in parts) == whole.message.tool_calls[0].function.arguments
+    assert_valid_calls(whole.message.tool_calls)
+
+
+def test_streamed_json_from_the_generator_joins_to_the_answer(windowed, sdk):
+    request = {
+        "model": windowed,
+        "messages": user("hi"),
+        "response_format": schema_format(BOUNDED),
+        "max_tokens": 120,
+        "temperature": 0,
+    }
+    whole = sdk.chat.completions.create(**request).choices[0]
+    chunks = stream_chunks(sdk, **request)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason]
+    assert (text, finish) == (whole.message.content, [whole.finish_reason])
+    jsonschema.validate(json.loads(text), BOUNDED)
+
+
+def test_constrained_and_free_requests_share_the_generator(windowed, sdk):
+    def free():
+        return sdk.chat.completions.create(
+            model=windowed, messages=user("Tell me a story."), max_tokens=8, temperature=0
+        ).choices[0]
+
+    def constrained():
+        return sdk.chat.completions.create(
+            model=windowed, messages=user("hi"), response_format=schema_format(BOUNDED), max_tokens=120, temperature=0
+        ).choices[0]
+
+    alone = free()
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(constrained) for _ in range(3)] + [pool.submit(free) for _ in range(3)]
+        results = [f.result() for f in futures]
+    for choice in results[:3]:
+        assert choice.finish_reason == "stop"
+        jsonschema.validate(json.loads(choice.message.content), BOUNDED)
+    for choice in results[3:]:
+        assert (choice.message.content, choice.finish_reason) == (alone.message.content, alone.finish_reason)
+
+
+def test_max_tokens_inside_a_call_on_the_generator_is_length(windowed, sdk):
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    called = sdk.chat.completions.create(
+        model=windowed, messages=user("hi"), tools=[weather], tool_choice="required", max_tokens=6, temperature=0
+    ).choices[0]
+    assert called.finish_reason == "length" and called.message.tool_calls is None
+
+
+def test_strict_schema_with_an_unsupported_keyword_is_a_400_on_the_generator(windowed, api_url):
+    body = {
+        "model": windowed,
+        "messages": user("hi"),
+        "max_tokens": 6,
+        "response_format": schema_format({"type": "object", "if": {}}),
+    }
+    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "response_format.json_schema")
+    assert '"if"' in error["message"]
+
+
+def test_logprobs_on_the_generator_are_a_clear_400(windowed, api_url):
+    body = {"model": windowed, "messages": user("hi"), "max_tokens": 6, "logprobs": True}
+    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "logprobs" and "Generator" in error["message"]

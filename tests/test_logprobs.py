@@ -1,8 +1,10 @@
-"""Logprobs through the openai SDK: chat's `logprobs` + `top_logprobs`, completions' `logprobs`
-(with `echo`, the prompt's tokens first), whole and streamed, and the limits as 400s."""
+"""Logprobs through the openai SDK: chat's `logprobs` + `top_logprobs` (with tools and schemas too:
+entries for the content's tokens only), completions' `logprobs` (with `echo`, the prompt's tokens
+first), whole and streamed, and the limits as 400s."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import onnxruntime_genai as og
@@ -14,11 +16,31 @@ from contracts.jobs import GenerationJob
 from contracts.settings import Settings
 from tests.helpers import SMOLLM2, TINY, user
 from worker.engines.generation_engine import StaticBatchEngine
+from worker.engines.token_logprobs import FLOOR
 from worker.errors import JobRejected
 from worker.models.model_registry import LoadedModel, ModelRegistry, provider_config
 
 QUESTION = user("What is the capital of France?")
 PROMPT = "The capital of France is"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+CAPITAL = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 30}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +55,23 @@ def assert_alternatives(entry, k: int, greedy: bool) -> None:
     assert all(value <= 0 for value in values) and sum(math.exp(v) for v in values) <= 1 + 1e-6
     if greedy:
         assert entry.logprob == pytest.approx(values[0]) and entry.token == entry.top_logprobs[0].token
+
+
+def joined(entries) -> str:
+    return b"".join(bytes(e.bytes) for e in entries).decode()
+
+
+def streamed_entries(chunks) -> list:
+    """The logprob entries of a stream's chunks: only on content deltas, each joining to its text."""
+    entries = []
+    for chunk in chunks:
+        (choice,) = chunk.choices
+        if choice.delta.tool_calls:
+            assert choice.logprobs is None
+        elif choice.logprobs is not None:
+            assert joined(choice.logprobs.content) == choice.delta.content
+            entries += choice.logprobs.content
+    return entries
 
 
 def test_chat_logprobs_shape_and_invariants(client: OpenAI):
@@ -181,3 +220,82 @@ def test_static_batch_engine_refuses_logprobs_clearly(model_dir):
     finally:
         engine.stop()
         registry.close()
+
+
+def test_text_answer_with_tools_offered_has_its_contents_logprobs(client: OpenAI):
+    completion = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=QUESTION,
+        tools=[WEATHER],
+        tool_choice="auto",
+        max_tokens=12,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    (choice,) = completion.choices
+    assert choice.message.tool_calls is None and choice.message.content
+    for entry in choice.logprobs.content:
+        assert_alternatives(entry, 3, greedy=True)
+    assert joined(choice.logprobs.content) == choice.message.content
+
+
+def test_a_required_tool_call_has_no_content_logprobs(client: OpenAI):
+    asked = {
+        "model": SMOLLM2,
+        "messages": user("What is the weather in Paris?"),
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_tokens": 60,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    (choice,) = client.chat.completions.create(**asked).choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.logprobs.content is None and choice.logprobs.refusal is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+    chunks = [c for c in client.chat.completions.create(**asked, stream=True) if c.choices]
+    assert any(c.choices[0].delta.tool_calls for c in chunks) and streamed_entries(chunks) == []
+
+
+def test_streamed_logprobs_with_tools_equal_the_whole_answers(client: OpenAI):
+    asked = {
+        "model": SMOLLM2,
+        "messages": QUESTION,
+        "tools": [WEATHER],
+        "max_tokens": 10,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    whole = client.chat.completions.create(**asked).choices[0]
+    streamed = streamed_entries([c for c in client.chat.completions.create(**asked, stream=True) if c.choices])
+    assert whole.logprobs.content and [e.token for e in streamed] == [e.token for e in whole.logprobs.content]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in whole.logprobs.content], abs=1e-4)
+    assert [[t.token for t in e.top_logprobs] for e in streamed] == [
+        [t.token for t in e.top_logprobs] for e in whole.logprobs.content
+    ]
+
+
+def test_a_json_schema_answer_has_logprobs_for_all_its_tokens(client: OpenAI):
+    """The content is the JSON: every token of it has an entry (values of the raw distribution, so
+    a token the schema forced need not be among the most likely)."""
+    completion = client.chat.completions.create(
+        model=SMOLLM2,
+        messages=user("What is the capital of France? Answer in JSON."),
+        max_tokens=40,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": CAPITAL, "strict": True}},
+    )
+    (choice,) = completion.choices
+    assert choice.finish_reason == "stop" and isinstance(json.loads(choice.message.content)["city"], str)
+    assert joined(choice.logprobs.content) == choice.message.content
+    assert len(choice.logprobs.content) == completion.usage.completion_tokens
+    for entry in choice.logprobs.content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob >= FLOOR

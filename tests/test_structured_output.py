@@ -286,7 +286,6 @@ BAD_REQUESTS = [
     ({"tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]}, "tools"),
     ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "name"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
-    ({"tools": [NOW], "logprobs": True}, "logprobs"),
 ]
 
 

@@ -25,9 +25,19 @@ def model_not_found(name: str) -> JobRejected:
     return JobRejected(errors.model_not_found(name))
 
 
-def context_exceeded(prompt_tokens: int, max_tokens: int, context: int, param: str) -> JobRejected:
+def context_exceeded(
+    prompt_tokens: int, max_tokens: int, context: int, param: str, model_context: int | None = None
+) -> JobRejected:
     """A prompt (`param`: messages, or prompt[i]) too long for the context with max_tokens."""
-    return JobRejected(errors.context_exceeded(prompt_tokens, max_tokens, context, param))
+    return JobRejected(errors.context_exceeded(prompt_tokens, max_tokens, context, param, model_context))
+
+
+def model_too_large(name: str, needed_mb: float, budget_mb: int) -> JobRejected:
+    return JobRejected(errors.model_too_large(name, needed_mb, budget_mb))
+
+
+def model_memory_in_use(name: str, needed_mb: float, busy: list[str], budget_mb: int) -> JobRejected:
+    return JobRejected(errors.model_memory_in_use(name, needed_mb, busy, budget_mb))
 
 
 def wrong_model_kind(name: str, wanted: str) -> JobRejected:
@@ -36,8 +46,8 @@ def wrong_model_kind(name: str, wanted: str) -> JobRejected:
 
 def logprobs_unsupported(name: str) -> JobRejected:
     message = (
-        f"The model '{name}' runs on an engine that cannot report logprobs (onnxruntime-genai's static "
-        "batches, on GPU workers); ask without logprobs, or use a CPU worker's model."
+        f"The model '{name}' runs on an engine that cannot report logprobs (onnxruntime-genai's Generator, "
+        "which serves GPU workers and graphs the continuous-batching engine cannot drive); ask without logprobs."
     )
     return JobRejected.invalid("logprobs", message)
 

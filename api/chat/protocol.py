@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from api.chat.structured import StructuredOutputFields, ToolCallMessage
-from api.errors import bad_request
 from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
 
@@ -61,9 +60,6 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
     def _one_seed(self) -> ChatCompletionRequest:
         if self.seed is not None and self.random_seed is not None and self.seed != self.random_seed:
             raise ValueError("seed and random_seed disagree")
-        if self.logprobs and self.tool_mode is not None:
-            # Logprobs are aligned with the content text, which a tool call's text is not.
-            raise bad_request("logprobs together with tool calls are not supported.", "logprobs", "invalid_value")
         return self
 
     @property

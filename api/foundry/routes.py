@@ -12,7 +12,7 @@ import time
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.catalog.catalog import CatalogEntry, load_catalog
+from api.catalog.catalog import CatalogEntry, dump_entry, load_catalog
 from api.errors import ApiError, bad_request, model_not_found
 from api.openapi import documented
 from api.queue.devices import device_for_provider, gpu_ids, preferred_gpu
@@ -55,7 +55,7 @@ def loaded_model_names(workers: list[WorkerInfo]) -> list[str]:
 @documented(response=list[CatalogEntry])
 def catalog():
     """Every catalog entry, in Foundry's shape."""
-    return jsonify([entry.model_dump() for entry in load_catalog(services().settings.user_catalog_dir)])
+    return jsonify([dump_entry(entry) for entry in load_catalog(services().settings.user_catalog_dir)])
 
 
 @bp.get("/openai/status")

@@ -1,5 +1,7 @@
 """Where a download comes from (hub URIs, catalog entries, azureml URIs) and where it may land."""
 
+from pathlib import Path
+
 import pytest
 
 from api.catalog.catalog import CatalogEntry
@@ -119,3 +121,26 @@ def test_a_plan_becomes_the_job_workers_and_the_cli_run(tmp_path):
     assert (job.repo_id, job.revision, job.subfolder) == ("acme/phi-onnx", "main", "cpu-int4")
     assert (job.sealed_token, job.force, job.publisher) == ("sealed", True, "acme")
     assert job.prompt_template == HUB_ENTRY.promptTemplate.model_dump()
+
+
+def test_an_entrys_revision_pins_the_download_and_its_ignore_patterns_go_with_the_job():
+    pinned = HUB_ENTRY.model_copy(update={"revision": "0123abc", "ignore": ["*.md"]})
+    resolved = plan_download(DownloadRequest.parse({"model": "phi-mini"}), [pinned], {"cpu"})
+    assert resolved.source == HubSource("acme/phi-onnx", "0123abc", "cpu-int4")
+    job = resolved.to_job("job-1", Path("/models"))
+    assert job.revision == "0123abc" and job.ignore == ["*.md"]
+
+
+def test_a_broken_entry_named_in_a_pull_is_invalid_catalog_entry():
+    broken = {"phi-broken": "revision: Input should be a valid string"}
+    with pytest.raises(ApiError) as refused:
+        plan_download(DownloadRequest.parse({"model": "phi-broken"}), [HUB_ENTRY], {"cpu"}, broken)
+    assert refused.value.info.status == 400 and refused.value.info.code == "invalid_catalog_entry"
+    assert "revision" in refused.value.info.message
+
+
+def test_an_entry_whose_uri_names_no_hub_repository_is_invalid_catalog_entry():
+    elsewhere = HUB_ENTRY.model_copy(update={"uri": "https://example.com/phi"})
+    with pytest.raises(ApiError) as refused:
+        plan_download(DownloadRequest.parse({"model": "phi-mini"}), [elsewhere], {"cpu"})
+    assert refused.value.info.code == "invalid_catalog_entry" and refused.value.info.param == "model"

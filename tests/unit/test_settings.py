@@ -26,6 +26,7 @@ NON_DEFAULT = Settings(
     prefix_cache_tokens=0,
     embedding_batch=4,
     embedding_window_ms=0.5,
+    embedding_runners=3,
     max_embedding_inputs=9,
     worker_concurrency=2,
     model_ttl_s=30.0,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from contracts.events import TokenLogprob
 from contracts.jobs import SamplingParams
 from contracts.tool_markup import call_text
 from worker.engines.generation_request import GenerationRequest, Row
@@ -89,6 +90,10 @@ def test_only_allowed_tokens_keep_their_logits():
     assert masked[34] == 34
 
 
+def entry(piece: str) -> TokenLogprob:
+    return TokenLogprob(token=piece, logprob=-1.0, bytes=list(piece.encode()), top_logprobs=[])
+
+
 class _Pieces:
     """A decode stream where token i is the i-th piece of text."""
 
@@ -99,7 +104,9 @@ class _Pieces:
         return self.pieces[token]
 
 
-def run_row(pieces: list[str], stop: list[str], tool_calls: str | None, grammar: str | None = "g"):
+def run_row(
+    pieces: list[str], stop: list[str], tool_calls: str | None, grammar: str | None = "g", logprobs: int | None = None
+):
     events = []
     request = GenerationRequest(
         job_id="j",
@@ -111,10 +118,11 @@ def run_row(pieces: list[str], stop: list[str], tool_calls: str | None, grammar:
         emit=events.append,
         grammar=grammar,
         tool_calls=tool_calls,
+        logprobs=logprobs,
     )
     row = Row(request, 0, _Pieces(pieces), frozenset({-1}))
-    for token in range(len(pieces)):
-        row.accept(token)
+    for token, piece in enumerate(pieces):
+        row.accept(token, None if logprobs is None else entry(piece))
     row.finish("stop")
     return row, events
 
@@ -132,3 +140,25 @@ def test_a_named_call_ends_with_stop_and_a_json_answer_ignores_stop_strings():
     assert row.finish_reason == "stop" and row.tools.calls[0].name == "now"
     row, _ = run_row(['{"a":', '"stop"}'], stop=["stop"], tool_calls=None)
     assert "".join(row.text) == '{"a":"stop"}'
+
+
+def test_only_content_tokens_get_logprobs_and_they_ride_on_its_text():
+    row, events = run_row(["Sure", ", ", NOW[:5], NOW[5:20], NOW[20:]], stop=[], tool_calls="auto", logprobs=0)
+    assert row.finish_reason == "tool_calls" and "".join(row.text) == "Sure, "
+    assert [e.token for e in row.logprobs] == ["Sure", ", "]
+    for event in events:
+        assert not (event.logprobs and event.tool_calls and not event.text)
+        assert "".join(e.token for e in event.logprobs or []) == (event.text if event.logprobs else "")
+    assert [e for event in events for e in event.logprobs or []] == row.logprobs
+
+
+def test_a_call_only_answer_has_no_logprob_entries():
+    row, events = run_row([NOW[:9], NOW[9:]], stop=[], tool_calls="required", logprobs=2)
+    assert row.tools.calls and row.logprobs == []
+    assert all(not event.logprobs for event in events)
+
+
+def test_a_token_that_ends_the_content_and_starts_a_call_keeps_its_entry():
+    """As with a stop string, a token with any content text is a content token."""
+    row, _ = run_row(["Sure", ", <", NOW[1:20], NOW[20:]], stop=[], tool_calls="auto", logprobs=0)
+    assert "".join(row.text) == "Sure, " and [e.token for e in row.logprobs] == ["Sure", ", <"]

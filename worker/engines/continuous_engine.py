@@ -15,6 +15,10 @@ prefix cache (whose positions would have no logits).
 A row with a grammar (structured output, tool calls) samples only among the tokens its grammar
 allows next (worker/engines/token_grammar.py); its logprobs stay those of the raw logits, and its
 neighbours in the batch are untouched.
+
+A job submitted again while it runs (its message delivered again: the broker's lease ran out,
+or the message was requeued) joins the running request rather than decoding twice: it ends with
+that request's outcome, so its delivery stays unacknowledged until the job is really done.
 """
 
 from __future__ import annotations
@@ -71,6 +75,29 @@ class _Tracked:
     peak: int = 0  # most rows in flight together while this request ran
     started: bool = False
     done: set[int] = field(default_factory=set)
+    # Later submits of the same job while it runs: they end as `request` ends.
+    attached: list[GenerationRequest] = field(default_factory=list)
+
+    def cancel_requested(self) -> bool:
+        """Whether any of its submits was cancelled (then all of them are)."""
+        requests = [self.request, *self.attached]
+        if not any(r.cancelled.is_set() for r in requests):
+            return False
+        for r in requests:
+            r.cancelled.set()
+        return True
+
+    def complete(self, batch_size: int, cached_tokens: int) -> None:
+        """Build the result from the finished rows and hand it to every submit."""
+        complete(self.request, [s.row for s in self.rows], batch_size, cached_tokens)
+        for other in self.attached:
+            other.result = self.request.result
+            other.finished.set()
+
+    def fail(self, error: BaseException) -> None:
+        for r in (self.request, *self.attached):
+            if not r.finished.is_set():
+                r.fail(error)
 
 
 class ContinuousBatchEngine:
@@ -106,7 +133,7 @@ class ContinuousBatchEngine:
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
         self._order = itertools.count()
-        self._finished: list[tuple] = []  # arguments of `complete` for requests done this step
+        self._finished: list[tuple[_Tracked, int, int]] = []  # requests done this step, batch size, cached
         self._wakeup = threading.Condition()
         self._stopping = False
         self._draining = False
@@ -128,6 +155,16 @@ class ContinuousBatchEngine:
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)
+            running = self._tracked.get(request.job_id)
+            if running is not None:
+                # Replacing its tracking would orphan the running rows (their request never ends).
+                log.warning(
+                    "job submitted again while it runs; it joins the running one", extra={"job_id": request.job_id}
+                )
+                if request.cancelled.is_set():
+                    running.request.cancelled.set()
+                running.attached.append(request)
+                return
             if self._draining:
                 raise HandedBack(request.job_id)
             self._tracked[request.job_id] = _Tracked(request, rows)
@@ -146,7 +183,7 @@ class ContinuousBatchEngine:
             for tracked in list(self._tracked.values()):
                 if not tracked.started:
                     self._drop(tracked)
-                    tracked.request.fail(HandedBack(tracked.request.job_id))
+                    tracked.fail(HandedBack(tracked.request.job_id))
 
     def stats(self) -> dict:
         """Rows decoding now and the key/value cache's use, for the heartbeat (read without the lock)."""
@@ -167,9 +204,9 @@ class ContinuousBatchEngine:
             for tracked in list(self._tracked.values()):
                 if not tracked.started:
                     self._drop(tracked)
-                    tracked.request.fail(model_unloaded(self.name))
+                    tracked.fail(model_unloaded(self.name))
                 elif cancel_running:
-                    tracked.request.cancelled.set()
+                    tracked.request.cancelled.set()  # (its attached submits follow at the next step)
             self._wakeup.notify()
         self._thread.join(timeout=30)
 
@@ -201,8 +238,8 @@ class ContinuousBatchEngine:
                     part()
         finally:
             finished, self._finished = self._finished, []
-            for args in finished:
-                complete(*args)
+            for tracked, batch_size, cached in finished:
+                tracked.complete(batch_size, cached)
 
     def _admit(self) -> None:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
@@ -230,7 +267,7 @@ class ContinuousBatchEngine:
 
     def _leave_cancelled(self) -> None:
         with self._wakeup:
-            cancelled = [t for t in self._tracked.values() if t.request.cancelled.is_set()]
+            cancelled = [t for t in self._tracked.values() if t.cancel_requested()]
         for tracked in cancelled:
             for state in tracked.rows:
                 state.row.finish("cancelled")
@@ -288,6 +325,12 @@ class ContinuousBatchEngine:
             return self._grammar_tokens
 
     def _logprobs_table(self) -> TokenLogprobs:
+        """The token table for logprobs; built at the first request for them (in `submit`), so the
+        step loop only reads it and never waits on the lock (held meanwhile by another job's thread
+        building the grammar tokenizer, which takes a while on a large vocabulary)."""
+        table = self._token_logprobs
+        if table is not None:
+            return table
         with self._table_lock:
             if self._token_logprobs is None:
                 self._token_logprobs = TokenLogprobs(self.tokenizer.token_bytes(self.decoder.vocab_size))
@@ -355,7 +398,7 @@ class ContinuousBatchEngine:
                 return
             del self._tracked[request.job_id]
         cached = sum(s.reused for s in tracked.rows[:: request.n])  # once per prompt, as counted
-        self._finished.append((request, [s.row for s in tracked.rows], max(tracked.peak, 1), cached))
+        self._finished.append((tracked, max(tracked.peak, 1), cached))
 
     def _drop(self, tracked: _Tracked) -> None:
         """Forget a request's rows (lock held)."""
@@ -369,5 +412,4 @@ class ContinuousBatchEngine:
         with self._wakeup:
             for tracked in list(self._tracked.values()):
                 self._drop(tracked)
-                if not tracked.request.finished.is_set():
-                    tracked.request.fail(error)
+                tracked.fail(error)

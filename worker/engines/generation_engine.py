@@ -4,6 +4,24 @@ One thread per model gathers waiting requests whose search options agree into a 
 `max_batch_rows` sequences) and steps one batched onnxruntime-genai Generator for all of them.
 Rows finish on their own (eos, stop string, max_tokens, cancellation); the batch ends when all
 have finished.
+
+Structured output and tool calls: a row with a grammar is constrained by Ladle itself, with the
+same llguidance grammars and matchers as the continuous engine (worker/engines/token_grammar.py).
+Each step, while a constrained row is still generating, the step's logits are read back
+(`get_logits`), every constrained row's forbidden tokens are set to -inf, and they are written
+back (`set_logits`) before the Generator samples; free rows' logits go back unchanged, so their
+output does not depend on their neighbours. A row whose grammar is complete ends at once (the
+Generator keeps decoding it; its tokens are ignored).
+
+onnxruntime-genai's own guidance (`GeneratorParams.set_guidance`) is not used: in 0.18 it takes
+one grammar for the whole batch in its own format (not the llguidance grammars the API builds and
+checks), ignores the JSON schema's `whitespace_pattern` (so a small model can pad its way to
+max_tokens), and with more than one row it fails the batch ("compute_mask() called after stop")
+once one row's grammar has stopped.
+
+Measured on CPU only (tests/test_decode_engines.py, tests/test_generator_fallback.py): on CUDA the
+logits copy to the host and back each constrained step, fp16 logits (masked in fp16 here) and
+CUDA's samplers over the masked logits have not been measured or tested.
 """
 
 from __future__ import annotations
@@ -12,11 +30,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import onnxruntime_genai as og
 
 from worker.engines.generation_request import GenerationRequest, Row, complete
+from worker.engines.sampling import allow_only
+from worker.engines.token_grammar import GrammarTokenizer, RowGrammar
 from worker.errors import JobRejected, model_unloaded
 from worker.runtime.drain import HandedBack
 from worker.runtime.event_publisher import coalesced_events
@@ -27,7 +48,7 @@ log = logging.getLogger(__name__)
 class StaticBatchEngine:
     """Owns one model's decode loop thread; `submit` hands it a prepared request."""
 
-    # The Generator samples inside onnxruntime-genai; this engine does not read its logits back.
+    # The Generator samples inside onnxruntime-genai; logits are read back only to constrain rows.
     supports_logprobs = False
 
     def __init__(
@@ -39,6 +60,7 @@ class StaticBatchEngine:
         max_batch_rows: int,
         batch_window_s: float,
         name: str,
+        grammar_tokenizer: Callable[[], GrammarTokenizer] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -47,6 +69,9 @@ class StaticBatchEngine:
         self.max_batch_rows = max_batch_rows
         self.batch_window_s = batch_window_s
         self.name = name
+        self._grammar_tokenizer = grammar_tokenizer
+        self._grammar_tokens: GrammarTokenizer | None = None  # built at the first constrained request
+        self._table_lock = threading.Lock()
         self._pending: deque[GenerationRequest] = deque()
         self._running: list[GenerationRequest] = []
         self._wakeup = threading.Condition()
@@ -57,12 +82,12 @@ class StaticBatchEngine:
 
     def submit(self, request: GenerationRequest) -> None:
         if request.grammar is not None:
-            # onnxruntime-genai has guidance of its own, not wired to Ladle's grammars yet.
-            raise JobRejected.invalid(
-                "response_format" if request.tool_calls is None else "tools",
-                "Structured output and tool calls are served by the continuous-batching engine only; this model "
-                "runs on onnxruntime-genai's Generator (a GPU worker, or a graph that engine cannot drive).",
-            )
+            if self._grammar_tokenizer is None:  # an engine built without the model's tokenizer.json
+                raise JobRejected.invalid(
+                    "tools" if request.tool_calls else "response_format",
+                    f"The model '{self.name}' was loaded without a grammar tokenizer: it cannot constrain output.",
+                )
+            self._grammar_tokens_for_rows()  # built here, in the job's thread, not in the decode loop
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)
@@ -133,20 +158,50 @@ class StaticBatchEngine:
             self._running = batch
             return batch
 
+    def _grammar_tokens_for_rows(self) -> GrammarTokenizer:
+        """The vocabulary as llguidance sees it, built at the first constrained request."""
+        with self._table_lock:
+            if self._grammar_tokens is None:
+                self._grammar_tokens = self._grammar_tokenizer()
+            return self._grammar_tokens
+
     def _decode(self, batch: list[GenerationRequest]) -> None:
         rows = [Row(r, i, self.tokenizer.create_stream(), self.eos_ids) for r in batch for i in range(r.rows)]
+        grammars = self._row_grammars(rows)
         generator = og.Generator(self.model, self._params(batch, rows))
         generator.append_tokens(self._input_ids(rows))
         while not self._all_done(batch, rows):
+            if any(g is not None and not row.finish_reason for row, g in zip(rows, grammars, strict=True)):
+                self._constrain(generator, rows, grammars)
             generator.generate_next_token()
             with coalesced_events():  # all rows' tokens of the step in one Redis write
-                for row, token in zip(rows, generator.get_next_tokens().tolist(), strict=True):
-                    row.accept(token)
+                for row, grammar, token in zip(rows, grammars, generator.get_next_tokens().tolist(), strict=True):
+                    closes = False
+                    if grammar is not None and not row.finish_reason and token not in self.eos_ids:
+                        grammar.advance(token)
+                        closes = grammar.complete  # nothing may follow: end now rather than sample end-of-text
+                    row.accept(token, closes=closes)
                 if generator.is_done():
                     for row in rows:
                         row.finish("length")
         for request in batch:
             complete(request, [row for row in rows if row.request is request], len(rows))
+
+    def _row_grammars(self, rows: list[Row]) -> list[RowGrammar | None]:
+        """A matcher for each constrained row (None for free rows), with a mask buffer row for each row."""
+        if all(row.request.grammar is None for row in rows):
+            return [None] * len(rows)
+        tokens = self._grammar_tokens_for_rows()
+        tokens.reserve(len(rows))
+        return [tokens.row(row.request.grammar) if row.request.grammar else None for row in rows]
+
+    def _constrain(self, generator: og.Generator, rows: list[Row], grammars: list[RowGrammar | None]) -> None:
+        """Set what each generating constrained row's grammar forbids next to -inf in the step's logits."""
+        logits = generator.get_logits()  # (rows, 1, vocab), a copy on the host
+        for index, (row, grammar) in enumerate(zip(rows, grammars, strict=True)):
+            if grammar is not None and not row.finish_reason:
+                logits[index, -1] = allow_only(logits[index, -1], grammar.allowed(index))
+        generator.set_logits(logits)
 
     def _params(self, batch: list[GenerationRequest], rows: list[Row]) -> og.GeneratorParams:
         longest_prompt = max(len(row.prompt) for row in rows)

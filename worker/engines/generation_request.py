@@ -103,7 +103,7 @@ class Row:
         if self.aligner is not None and logprob is not None:
             self.aligner.add(logprob, len(text))
         calls: list[ToolCallDelta] = []
-        if self.tools is not None:  # (the API refuses logprobs with tools: they align with content only)
+        if self.tools is not None:
             text, calls = self.tools.feed(text)
         released = self.stops.feed(text)
         if self.tools is not None and self.tools.in_call:
@@ -139,7 +139,9 @@ class Row:
             self.text.append(text)
         entries = None
         if self.aligner is not None and finish_reason != "cancelled":
-            entries = self.aligner.finish(len(text)) if finish_reason else self.aligner.release(len(text))
+            # Once the calls began, the content is over (the grammar allows only calls from there).
+            content_over = finish_reason is not None or (self.tools is not None and self.tools.in_call)
+            entries = self.aligner.finish(len(text)) if content_over else self.aligner.release(len(text))
             self.logprobs.extend(entries)
         if text or finish_reason or entries or tool_calls:
             calls = list(tool_calls) or None

@@ -1,4 +1,4 @@
-"""Constrained decoding with llguidance: which tokens a row's grammar allows next.
+"""Constrained decoding with llguidance: which tokens a row's grammar allows next (both engines).
 
 A model's `GrammarTokenizer` (built once, from its tokenizer.json) serves every row; each
 constrained row has its own `RowGrammar` (an llguidance matcher, never shared between threads).
@@ -28,6 +28,11 @@ class GrammarTokenizer:
         )
         self.vocab_size = vocab_size
         self.masks = llguidance.numpy.allocate_token_bitmask(slots, vocab_size)
+
+    def reserve(self, slots: int) -> None:
+        """Room for at least `slots` rows' masks (a static batch may hold more rows than its limit)."""
+        if len(self.masks) < slots:
+            self.masks = llguidance.numpy.allocate_token_bitmask(slots, self.vocab_size)
 
     def row(self, grammar: str) -> RowGrammar:
         return RowGrammar(llguidance.LLMatcher(self.tokenizer, grammar, log_level=0), self)

@@ -30,7 +30,9 @@ class GenerationRunner:
         self.worker_name = worker_name
         self.store = store
         self.metrics = metrics
-        self._running: dict[str, threading.Event] = {}
+        # Each running job's cancel flags: one per delivery running it here (a message delivered
+        # again while the job runs joins the running request; see ContinuousBatchEngine).
+        self._running: dict[str, list[threading.Event]] = {}
         self._handed_back: set[str] = set()
         self._draining = False
         self._lock = threading.Lock()
@@ -38,8 +40,8 @@ class GenerationRunner:
     def cancel(self, job_id: str) -> None:
         """Stop a running job at its next decode step."""
         with self._lock:
-            cancelled = self._running.get(job_id)
-        if cancelled is not None:
+            flags = list(self._running.get(job_id, ()))
+        for cancelled in flags:
             cancelled.set()
 
     def drain(self) -> None:
@@ -54,9 +56,10 @@ class GenerationRunner:
         """The drain time is over: stop the running jobs at their next step and hand them back."""
         with self._lock:
             self._handed_back.update(self._running)
-            running = dict(self._running)
-        for stop in running.values():
-            stop.set()
+            running = {job_id: list(flags) for job_id, flags in self._running.items()}
+        for flags in running.values():
+            for stop in flags:
+                stop.set()
         return list(running)
 
     def _emitter(self, job_id: str):
@@ -81,7 +84,7 @@ class GenerationRunner:
         with self._lock:
             if self._draining:
                 raise HandedBack(job.job_id)
-            self._running[job.job_id] = request.cancelled
+            self._running.setdefault(job.job_id, []).append(request.cancelled)
         try:
             self.publisher.emit(job.job_id, StartedEvent(worker=self.worker_name))
             if self.store.is_cancel_requested(job.job_id):
@@ -90,9 +93,12 @@ class GenerationRunner:
             request.finished.wait()
         finally:
             with self._lock:
-                self._running.pop(job.job_id, None)
+                flags = self._running[job.job_id]
+                flags.remove(request.cancelled)
                 handed_back = job.job_id in self._handed_back
-                self._handed_back.discard(job.job_id)
+                if not flags:  # the last delivery running it here: every one saw the hand-back
+                    del self._running[job.job_id]
+                    self._handed_back.discard(job.job_id)
         if request.error is not None:
             raise request.error
         if handed_back and not self.store.is_cancel_requested(job.job_id):

@@ -13,7 +13,10 @@ Layout while downloading (never listed as a model; names starting with "." are s
     <root>/.downloads/<model>/<file>                 a file fetched in full and verified
     <root>/.downloads/<model>.lock                   held by the one process downloading it
 
-Landing writes `inference_model.json` (Foundry's {Name, PromptTemplate}), removes the marker and
+Files matching `.azDownload-*` (Azure's download bookkeeping, found in copies of Foundry's
+repositories) and the job's `ignore` patterns are not fetched. Landing writes
+`inference_model.json` (Foundry's {Name, PromptTemplate}) and `ladle_source.json` (the repository,
+the revision asked for, the commit it resolved to and the subfolder), removes the marker and
 renames the folder to `<root>/<model>` in one step, so a model folder is complete or absent.
 """
 
@@ -26,7 +29,8 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 import huggingface_hub
 from filelock import FileLock
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 STAGING_DIR = ".downloads"
 PARTIAL_DIR = ".partial"
 FOUNDRY_MODEL_FILE = "inference_model.json"
+SOURCE_FILE = "ladle_source.json"
+# Files no pull fetches, whatever the entry says (glob patterns, matched as `ignore` patterns are).
+DEFAULT_IGNORE = (".azDownload-*",)
 # huggingface_hub reads the body in chunks of this size and reports progress once per chunk.
 CHUNK_BYTES = 256 * 1024
 _HASH_BLOCK = 1 << 20
@@ -100,7 +107,7 @@ def download_model(
             _fetch(job, token, commit, remote, staging, tracker)
         if job.build is not None:
             _build_in_place(job, staging, is_cancelled)
-        _land(job, staging, target)
+        _land(job, staging, target, commit)
     log.info("model downloaded", extra={"model": job.model, "repo_id": job.repo_id, "files": len(files)})
     progress = tracker.progress()
     return DownloadResult(model=job.model, path=str(target), files=progress.files, bytes_total=progress.bytes_total)
@@ -145,7 +152,9 @@ def _remote_files(job: DownloadJob, token: str | None) -> tuple[str, list[Remote
             git_sha1=e.blob_id,
         )
         for e in listed
-        if e.path.startswith(prefix) and not e.path.endswith(".gitattributes")
+        if e.path.startswith(prefix)
+        and not e.path.endswith(".gitattributes")
+        and not ignored(e.path[len(prefix) :], [*DEFAULT_IGNORE, *job.ignore])
     ]
     if not files:
         raise DownloadFailed("hub_not_found", f"No files at {job.repo_id}/{job.subfolder}.", status=404)
@@ -153,6 +162,13 @@ def _remote_files(job: DownloadJob, token: str | None) -> tuple[str, list[Remote
         if remote.name.startswith("/") or ".." in Path(remote.name).parts:
             raise DownloadFailed("hub_bad_listing", f"The hub listed an unsafe file name {remote.name!r}.")
     return commit, files
+
+
+def ignored(name: str, patterns: list[str]) -> bool:
+    """Whether the file `name` (relative to the model folder) matches a pattern, as a whole path
+    or by its last part (so `.azDownload-*` skips such files in any folder)."""
+    base = PurePosixPath(name).name
+    return any(fnmatch(name, pattern) or fnmatch(base, pattern) for pattern in patterns)
 
 
 def _client_status(hub_status: int) -> int:
@@ -245,11 +261,13 @@ def _build_in_place(job: DownloadJob, staging: Path, is_cancelled: Callable[[], 
     log.info("model built from its weights", extra={"model": job.model, "repo_id": job.repo_id})
 
 
-def _land(job: DownloadJob, staging: Path, target: Path) -> None:
+def _land(job: DownloadJob, staging: Path, target: Path, commit: str) -> None:
     shutil.rmtree(staging / PARTIAL_DIR, ignore_errors=True)
     foundry = {"Name": job.model, "PromptTemplate": job.prompt_template, "Publisher": job.publisher}
     if not (staging / FOUNDRY_MODEL_FILE).exists():
         (staging / FOUNDRY_MODEL_FILE).write_text(json.dumps(foundry, indent=2))
+    source = {"repo_id": job.repo_id, "revision": job.revision, "commit": commit, "subfolder": job.subfolder}
+    (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2))
     (staging / INCOMPLETE_MARKER).unlink()
     if target.exists():  # force: the old copy goes once the new one is complete
         retired = target.with_name(f".{target.name}.replaced-{time.time_ns()}")

@@ -21,9 +21,17 @@ from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
 from worker.engines.token_grammar import GrammarTokenizer
-from worker.errors import logprobs_unsupported, model_not_found, wrong_model_kind
+from worker.errors import (
+    logprobs_unsupported,
+    model_memory_in_use,
+    model_not_found,
+    model_too_large,
+    wrong_model_kind,
+)
 from worker.models.chat_tokenizer import ChatTokenizer, chat_template
+from worker.models.memory_plan import MB, KvShape, MemoryPlan, kv_shape, minimum_bytes, plan_memory
 from worker.models.prompts import fit_prompts, prompt_texts
+from worker.onnx.decoder_graph import cache_dtype
 from worker.onnx.onnx_decoder import OnnxDecoder, UnsupportedGraph
 from worker.onnx.prefix_cache import PrefixCache
 
@@ -40,8 +48,9 @@ class LoadedModel:
     name: str
     tokenizer: og.Tokenizer | ChatTokenizer
     chat_template: str
-    context_length: int
+    context_length: int  # what the memory plan's key/value cache holds for one sequence
     engine: DecodeEngine
+    model_context: int  # the model's own context length
 
     def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
         """Tokenize the job's prompts and fit them to the context; raises JobRejected."""
@@ -49,7 +58,7 @@ class LoadedModel:
             raise logprobs_unsupported(self.name)
         texts = prompt_texts(self.tokenizer, self.chat_template, job)
         prompts, truncated, max_tokens = fit_prompts(
-            [self.tokenizer.encode(text).tolist() for text in texts], job, self.context_length
+            [self.tokenizer.encode(text).tolist() for text in texts], job, self.context_length, self.model_context
         )
         return GenerationRequest(
             job_id=job.job_id,
@@ -111,9 +120,12 @@ def footprint_bytes(folder) -> int:
 class ModelRegistry:
     """Loads models on first use (or on request), keeps them while used, unloads idle ones after their TTL.
 
-    With a memory budget (LADLE_MODEL_MEMORY_MB), loading a model that would not fit first
-    unloads the least recently used idle models; if the models in use leave no room, it loads
-    anyway and logs that the budget is exceeded (jobs are not refused for it).
+    With a memory budget (LADLE_MODEL_MEMORY_MB), each model is loaded with a memory plan
+    (worker/models/memory_plan.py: weights, key/value cache slots and capacity, prefix cache) that
+    fits what the other loaded models leave. A model whose smallest plan exceeds the budget is
+    refused (400 model_too_large); one that would fit once idle models go first unloads the least
+    recently used of them; if models running jobs hold the memory it needs, it is refused (409
+    model_memory_in_use) rather than loaded past the budget.
     """
 
     def __init__(self, settings: Settings, device: str = "cpu") -> None:
@@ -124,7 +136,8 @@ class ModelRegistry:
         self._encoders: dict[str, EmbeddingEngine] = {}
         self._lifetimes: dict[str, Lifetime] = {}
         self._holders: Counter[str] = Counter()
-        self._footprints: dict[str, int] = {}
+        self._footprints: dict[str, int] = {}  # weight files' bytes
+        self._plans: dict[str, MemoryPlan] = {}  # decoders' memory plans
         # Re-entrant: loading a model may unload others to make room while holding it.
         self._lock = threading.RLock()
 
@@ -144,8 +157,8 @@ class ModelRegistry:
         with self._lock:
             if name not in self._models:
                 self._require_kind(name, GENERATION)
-                self._make_room(name)
-                self._models[name] = self._load(name)
+                plan = self._make_room(name)
+                self._models[name] = self._load(name, plan)
             self._touch(name)
             return self._models[name]
 
@@ -167,6 +180,7 @@ class ModelRegistry:
             self._encoders.pop(name, None)
             self._lifetimes.pop(name, None)
             self._footprints.pop(name, None)
+            self._plans.pop(name, None)
         engine.stop(cancel_running=force)
         log.info("model unloaded", extra={"model": name, "forced": force})
         return True
@@ -182,40 +196,88 @@ class ModelRegistry:
         return [name for name in expired if self.unload(name)]
 
     def describe(self) -> list[dict]:
-        """Loaded models with their TTL and estimated size, for the heartbeat."""
+        """Loaded models with their TTL, estimated size and memory plan, for the heartbeat."""
         with self._lock:
             return [
                 {
                     "name": n,
                     "ttl_s": self._lifetimes[n].ttl_s,
-                    "footprint_mb": round(self._footprints.get(n, 0) / 2**20, 1),
+                    "footprint_mb": round(self._footprints.get(n, 0) / MB, 1),
+                    **self._plan_fields(n),
                     # Rows and key/value cache in use (decoders; embedding models have none).
                     **(self._models[n].engine.stats() if n in self._models else {}),
                 }
                 for n in sorted(self._lifetimes)
             ]
 
-    def _make_room(self, name: str) -> None:
-        """Unload least recently used idle models until `name` fits the memory budget (lock held)."""
-        self._footprints[name] = footprint_bytes(self.directory.path(name))
-        budget = self.settings.model_memory_mb * 2**20
-        if budget <= 0:
-            return
+    def _plan_fields(self, name: str) -> dict:
+        plan = self._plans.get(name)
+        if plan is None:
+            return {}
+        return {"kv_capacity_tokens": plan.kv_tokens, "memory_plan": plan.describe()}
+
+    def _reserved(self, name: str) -> int:
+        """Bytes a loaded model may take: its plan's total, or its weights (embedding models)."""
+        plan = self._plans.get(name)
+        return plan.total_bytes if plan is not None else self._footprints.get(name, 0)
+
+    def _make_room(self, name: str) -> MemoryPlan | None:
+        """Unload least recently used idle models until `name`'s smallest plan fits the budget, then
+        plan it in what is left (a decoder's plan; None for an embedding model); lock held.
+
+        Raises 400 model_too_large when it could never fit, 409 model_memory_in_use when models
+        running jobs hold the memory."""
+        weights = footprint_bytes(self.directory.path(name))
+        shape = self._kv_shape(name) if self.directory.kind(name) == GENERATION else None
+        budget = max(0, self.settings.model_memory_mb) * MB
+        needed = minimum_bytes(weights, shape)
+        if budget and needed > budget:
+            log.warning(
+                "model refused: larger than the memory budget",
+                extra={"model": name, "needed_mb": round(needed / MB, 1), "budget_mb": self.settings.model_memory_mb},
+            )
+            raise model_too_large(name, round(needed / MB, 1), self.settings.model_memory_mb)
 
         def used() -> int:
-            return sum(self._footprints.get(n, 0) for n in self.loaded_names())
+            return sum(self._reserved(n) for n in self.loaded_names() if n != name)
 
-        while used() + self._footprints[name] > budget:
-            idle = [n for n in self.loaded_names() if n != name and self._engine(n).idle and not self._holders[n]]
+        while budget and used() + needed > budget:
+            others = [n for n in self.loaded_names() if n != name]
+            idle = [n for n in others if self._engine(n).idle and not self._holders[n]]
             if not idle:
                 log.warning(
-                    "memory budget exceeded; loaded models are in use",
-                    extra={"model": name, "budget_mb": self.settings.model_memory_mb},
+                    "model refused: models in use hold the memory budget",
+                    extra={
+                        "model": name,
+                        "needed_mb": round(needed / MB, 1),
+                        "budget_mb": self.settings.model_memory_mb,
+                    },
                 )
-                return
+                raise model_memory_in_use(name, round(needed / MB, 1), others, self.settings.model_memory_mb)
             victim = min(idle, key=lambda n: self._lifetimes[n].last_used if n in self._lifetimes else 0)
             log.info("unloading least recently used model for memory", extra={"model": victim, "for": name})
             self.unload(victim)
+        self._footprints[name] = weights
+        if self.directory.kind(name) != GENERATION:
+            return None
+        available = budget - used() if budget else 0
+        rows, prefix = self.settings.max_batch_rows, self.settings.prefix_cache_tokens
+        if shape is None:  # a decoder whose cache cannot be sized: the settings as they are
+            context = self.directory.context_length(name)
+            return MemoryPlan(weights, 0, max(1, rows), context, max(0, prefix), available)
+        return plan_memory(shape, weights, available, rows, prefix)
+
+    def _kv_shape(self, name: str) -> KvShape | None:
+        """The decoder's key/value cache shape (genai_config and the graph's cache dtype), if it has one."""
+        config = self.directory.genai_config(name)
+        try:
+            decoder = config["model"]["decoder"]
+            past = decoder["inputs"]["past_key_names"] % 0
+            dtype = cache_dtype(self.directory.path(name) / decoder["filename"], past)
+            return kv_shape(config, dtype)
+        except (KeyError, TypeError, ValueError, OSError) as why:
+            log.info("key/value cache not sized from the config", extra={"model": name, "reason": repr(why)})
+            return None
 
     def _touch(self, name: str) -> None:
         life = self._lifetimes.setdefault(name, Lifetime(self.settings.model_ttl_s, 0))
@@ -241,6 +303,7 @@ class ModelRegistry:
                 self.settings.embedding_batch,
                 self.settings.embedding_window_ms / 1000,
                 self.settings.intra_op_threads,
+                self.settings.embedding_runners,
             )
         self._touch(name)
 
@@ -264,7 +327,7 @@ class ModelRegistry:
         if self.directory.kind(name) != kind:
             raise wrong_model_kind(name, kind)
 
-    def _load(self, name: str) -> LoadedModel:
+    def _load(self, name: str, plan: MemoryPlan) -> LoadedModel:
         started = time.perf_counter()
         folder = self.directory.path(name)
         config = self.directory.genai_config(name)
@@ -276,7 +339,7 @@ class ModelRegistry:
         if self.device == "cpu":
             # Ladle's own step loop over onnxruntime: continuous batching, chunked prefill.
             try:
-                decoder = OnnxDecoder(folder, config, self.settings.max_batch_rows, self.settings.intra_op_threads)
+                decoder = OnnxDecoder(folder, config, plan.slots, self.settings.intra_op_threads, plan.kv_tokens)
             except UnsupportedGraph as why:
                 log.info(
                     "%s: continuous batching cannot drive its graph (%s); onnxruntime-genai's Generator runs it",
@@ -286,7 +349,7 @@ class ModelRegistry:
                 )
             else:
                 tokenizer = ChatTokenizer(folder)
-                size = self.settings.prefix_cache_tokens
+                size = plan.prefix_tokens
                 engine = ContinuousBatchEngine(
                     decoder,
                     tokenizer,
@@ -314,9 +377,21 @@ class ModelRegistry:
                 tokenizer,
                 eos_ids,
                 pad_id,
-                self.settings.max_batch_rows,
+                plan.slots,
                 self.settings.batch_window_ms / 1000,
                 name,
+                partial(
+                    GrammarTokenizer,
+                    folder / "tokenizer.json",
+                    eos_ids,
+                    int(genai["vocab_size"]),
+                    self.settings.max_batch_rows,
+                ),
             )
-        log.info("model loaded", extra={"model": name, "seconds": round(time.perf_counter() - started, 3)})
-        return LoadedModel(name, tokenizer, chat_template(folder), int(genai["context_length"]), engine)
+        self._plans[name] = plan
+        log.info(
+            "model loaded",
+            extra={"model": name, "seconds": round(time.perf_counter() - started, 3), "memory_plan": plan.describe()},
+        )
+        context = int(genai["context_length"])
+        return LoadedModel(name, tokenizer, chat_template(folder), min(context, plan.kv_tokens), engine, context)

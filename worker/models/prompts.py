@@ -69,8 +69,11 @@ def prompt_texts(tokenizer, chat_template: str, job: GenerationJob) -> list[str]
     return [render_chat(tokenizer, chat_template, [{"role": "user", "content": p}]) for p in job.prompts]
 
 
-def fit_prompts(prompts: list[list[int]], job: GenerationJob, context: int) -> tuple[list[list[int]], list[bool], int]:
-    """Prompts that fit `context` with room for the output, which were truncated, and max_tokens.
+def fit_prompts(
+    prompts: list[list[int]], job: GenerationJob, context: int, model_context: int | None = None
+) -> tuple[list[list[int]], list[bool], int]:
+    """Prompts that fit `context` with room for the output, which were truncated, and max_tokens
+    (`model_context`: the model's own context, named in the error when the memory plan allows less).
 
     Without `job.truncate` a prompt that does not fit rejects the job, naming that prompt; with
     it, the prompt keeps its last tokens (the text nearest to where generation continues).
@@ -82,7 +85,7 @@ def fit_prompts(prompts: list[list[int]], job: GenerationJob, context: int) -> t
         if len(prompt) > room:
             if not job.truncate or room < 1:
                 which = "messages" if job.messages is not None else f"prompt[{index}]"
-                raise context_exceeded(len(prompt), max_tokens, context, which)
+                raise context_exceeded(len(prompt), max_tokens, context, which, model_context)
             prompt = prompt[-room:]
         fitted.append(prompt)
         truncated.append(len(prompt) < len(prompts[index]))

@@ -40,6 +40,17 @@ FIRST_POSITION = "ladle/last/start"
 LONG_ROPE_INPUT = "ladle/long_rope"
 
 
+def cache_dtype(path: Path, past_name: str) -> str:
+    """The element type of the graph input `past_name` (a key/value cache input): "float16", "float32"...
+
+    Reads the graph without its external weights; "float32" when the input is not found."""
+    model = onnx.load(str(path), load_external_data=False)
+    found = next((i for i in model.graph.input if i.name == past_name), None)
+    if found is None:
+        return "float32"
+    return helper.tensor_dtype_to_np_dtype(found.type.tensor_type.elem_type).name
+
+
 def edited_graph(path: Path, logits_name: str) -> tuple[bytes | None, bool, int | None]:
     """The graph at `path` as Ladle runs it (None when unchanged; external weights stay where they
     are), whether logits are for the last position only, and LongRoPE's original context (None

@@ -63,8 +63,11 @@ def unsupported_layout(genai: dict) -> str | None:
 
 
 class OnnxDecoder:
-    def __init__(self, folder: Path, genai: dict, slots: int, intra_op_threads: int = 0) -> None:
-        """Raises UnsupportedGraph for a graph it cannot drive."""
+    def __init__(
+        self, folder: Path, genai: dict, slots: int, intra_op_threads: int = 0, context_limit: int | None = None
+    ) -> None:
+        """`slots` sequences of at most `context_limit` tokens each (default: the model's context,
+        else what the memory plan allows); raises UnsupportedGraph for a graph it cannot drive."""
         reason = unsupported_layout(genai)
         if reason is not None:
             raise UnsupportedGraph(reason)
@@ -108,7 +111,7 @@ class OnnxDecoder:
             raise UnsupportedGraph(f"graph inputs it does not feed: {', '.join(unknown)}")
         cache_type = _NUMPY_TYPES[inputs[names["past_key_names"] % 0].type]
         self.vocab_size = int(model["vocab_size"])
-        self.context_length = int(model["context_length"])
+        self.context_length = min(int(model["context_length"]), context_limit or int(model["context_length"]))
         self.cache = KvCache(
             list(self._present),
             slots,

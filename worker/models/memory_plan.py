@@ -1,0 +1,118 @@
+"""How a decoder's memory is split under the worker's budget (LADLE_MODEL_MEMORY_MB).
+
+A loaded decoder holds its weights, a key/value cache of `slots` rows of `kv_tokens` positions
+each (one row per sequence decoding; the engine grows a row up to that capacity), and a prefix
+cache of `prefix_tokens` positions. Each position costs 2 (keys and values) x layers x kv_heads
+x head_size x the cache element's size. With a budget, what is left after the weights is given
+first to one row of the full context (so the longest prompt the model takes is served), then to
+more rows, then to the prefix cache; the settings (LADLE_MAX_BATCH, LADLE_PREFIX_CACHE_TOKENS,
+the model's context length) stay upper bounds. Without a budget the plan is those bounds.
+
+Pure arithmetic: no onnxruntime, no files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+MB = 2**20
+# The smallest useful cache: one row of this many positions (or the whole context, if shorter).
+MIN_TOKENS = 256
+# Bytes of one cache element by the cache's dtype.
+ELEMENT_SIZES = {"float16": 2, "fp16": 2, "bfloat16": 2, "float32": 4, "fp32": 4, "float": 4}
+
+
+@dataclass(frozen=True)
+class KvShape:
+    """What sizes a decoder's key/value cache: from its genai_config and the cache's dtype."""
+
+    layers: int
+    kv_heads: int
+    head_size: int
+    element_size: int
+    context_length: int
+
+    @property
+    def bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_size * self.element_size
+
+
+def kv_shape(genai: dict, cache_dtype: str) -> KvShape:
+    """The cache shape a genai_config.json describes, with elements of `cache_dtype` (fp16, fp32...)."""
+    model = genai["model"]
+    decoder = model["decoder"]
+    if cache_dtype not in ELEMENT_SIZES:
+        raise ValueError(f"unknown key/value cache dtype {cache_dtype!r}")
+    return KvShape(
+        layers=int(decoder["num_hidden_layers"]),
+        kv_heads=int(decoder["num_key_value_heads"]),
+        head_size=int(decoder["head_size"]),
+        element_size=ELEMENT_SIZES[cache_dtype],
+        context_length=int(model["context_length"]),
+    )
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A loaded model's memory: weights plus `slots` x `kv_tokens` cache positions plus the prefix cache."""
+
+    weights_bytes: int
+    bytes_per_token: int
+    slots: int
+    kv_tokens: int  # positions each slot can hold: the longest prompt + completion served
+    prefix_tokens: int
+    budget_bytes: int  # what the plan was made to fit (0: no budget)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + (self.slots * self.kv_tokens + self.prefix_tokens) * self.bytes_per_token
+
+    def describe(self) -> dict:
+        """The plan for logs and the heartbeat (sizes in MB, rounded)."""
+        return {
+            **{k: v for k, v in asdict(self).items() if not k.endswith("_bytes")},
+            "weights_mb": _mb(self.weights_bytes),
+            "kv_cache_mb": _mb(self.slots * self.kv_tokens * self.bytes_per_token),
+            "prefix_cache_mb": _mb(self.prefix_tokens * self.bytes_per_token),
+            "total_mb": _mb(self.total_bytes),
+            "budget_mb": _mb(self.budget_bytes) if self.budget_bytes else None,
+        }
+
+
+class DoesNotFit(Exception):
+    """Not even the smallest plan (weights + one slot of MIN_TOKENS positions) fits the memory given."""
+
+    def __init__(self, needed_bytes: int, available_bytes: int) -> None:
+        super().__init__(f"needs {_mb(needed_bytes)} MB, {_mb(available_bytes)} MB available")
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+
+
+def minimum_bytes(weights_bytes: int, shape: KvShape | None) -> int:
+    """The least a model can be loaded in: its weights and one slot of MIN_TOKENS positions."""
+    if shape is None:  # an embedding model: weights only
+        return weights_bytes
+    return weights_bytes + min(MIN_TOKENS, shape.context_length) * shape.bytes_per_token
+
+
+def plan_memory(
+    shape: KvShape, weights_bytes: int, available_bytes: int, max_slots: int, max_prefix_tokens: int
+) -> MemoryPlan:
+    """The largest plan within `available_bytes` (0: no limit) and the settings' bounds; raises DoesNotFit."""
+    context = shape.context_length
+    per_token = shape.bytes_per_token
+    max_slots = max(1, max_slots)
+    if available_bytes <= 0:
+        return MemoryPlan(weights_bytes, per_token, max_slots, context, max(0, max_prefix_tokens), 0)
+    needed = minimum_bytes(weights_bytes, shape)
+    if needed > available_bytes:
+        raise DoesNotFit(needed, available_bytes)
+    tokens = (available_bytes - weights_bytes) // per_token  # cache positions the memory holds
+    kv_tokens = min(context, tokens)
+    slots = min(max_slots, tokens // kv_tokens)
+    prefix = min(max(0, max_prefix_tokens), tokens - slots * kv_tokens)
+    return MemoryPlan(weights_bytes, per_token, slots, kv_tokens, prefix, available_bytes)
+
+
+def _mb(count: int) -> float:
+    return round(count / MB, 1)
