@@ -16,7 +16,7 @@ import requests
 from openai import OpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
-from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for
+from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for_first_token
 
 # Every value bounded, so any model's constrained answer closes within a few tokens.
 BOUNDED = {
@@ -123,7 +123,7 @@ LONG_CONSTRAINED = {**LONG_FREE, "response_format": LONG_STRING}
 def beside(chat, api_url: str, long: dict, body: dict) -> tuple[dict, int]:
     """`body`'s answer while `long` runs, and how many rows its job shared a batch with (itself included)."""
     long_id = chat(long, headers=ASYNC).json()["id"]
-    wait_for(api_url, long_id, {"running"})
+    wait_for_first_token(api_url, long_id)  # decoding: its row is in the batch
     response = chat(body)
     requests.delete(f"{api_url}/v1/jobs/{long_id}", timeout=10)
     job = requests.get(f"{api_url}/v1/jobs/{response.headers['X-Request-Id']}", timeout=10).json()
