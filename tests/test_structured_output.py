@@ -439,6 +439,21 @@ def test_streamed_parallel_calls_join_to_the_answer(client: OpenAI):
     assert list(calls.values()) == [c.function.arguments for c in whole.message.tool_calls]
 
 
+def test_a_stream_cut_inside_a_call_has_sent_its_start_which_the_answer_leaves_out(client: OpenAI):
+    # 60 tokens end the tiny model's second call of pick inside its arguments.
+    request = {"model": TINY, "messages": user("hi"), "tools": [PICK], "tool_choice": "required", "max_tokens": 60}
+    whole = client.chat.completions.create(**request).choices[0]
+    assert whole.finish_reason == "length" and len(whole.message.tool_calls) == 1
+    parts, finish = streamed_calls(client, **request)
+    calls: dict[int, str] = {}
+    for part in parts:
+        calls[part.index] = calls.get(part.index, "") + part.function.arguments
+    assert finish == "length" and list(calls) == [0, 1]
+    assert calls[0] == whole.message.tool_calls[0].function.arguments
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(calls[1])
+
+
 def test_streamed_json_schema_answer_equals_the_whole_answer(client: OpenAI):
     schema = {
         "type": "object",
