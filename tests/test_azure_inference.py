@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import jsonschema
 import pytest
 import requests
 from azure.ai.inference import ChatCompletionsClient, EmbeddingsClient, load_client
-from azure.ai.inference.models import UserMessage
+from azure.ai.inference.models import (
+    ChatCompletionsToolChoicePreset,
+    ChatCompletionsToolDefinition,
+    FunctionDefinition,
+    JsonSchemaFormat,
+    UserMessage,
+)
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
@@ -197,3 +204,71 @@ def test_bad_key_is_client_authentication_error(endpoint: str, header: str):
     wrong = requests.get(f"{endpoint}/info", params={"model": TINY}, headers={header: "nope"}, timeout=30)
     assert wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "invalid_api_key"
+
+
+WEATHER = ChatCompletionsToolDefinition(
+    function=FunctionDefinition(
+        name="get_weather",
+        description="The current weather in a city.",
+        parameters={
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    )
+)
+WEATHER_QUESTION = [UserMessage("What is the weather in Paris?")]
+
+
+def test_sdk_tool_call(endpoint: str):
+    result = chat_client(endpoint).complete(
+        messages=WEATHER_QUESTION,
+        model=SMOLLM2,
+        tools=[WEATHER],
+        tool_choice=ChatCompletionsToolChoicePreset.REQUIRED,
+        model_extras={"parallel_tool_calls": False},
+        max_tokens=60,
+        temperature=0,
+    )
+    (choice,) = result.choices
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER.function.parameters)
+
+
+def test_sdk_json_schema_answer(endpoint: str):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    result = chat_client(endpoint).complete(
+        messages=[UserMessage("What is the capital of France? Answer in JSON.")],
+        model=SMOLLM2,
+        response_format=JsonSchemaFormat(name="capital", schema=schema, strict=True),
+        max_tokens=40,
+        temperature=0,
+    )
+    assert result.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(result.choices[0].message.content), schema)
+
+
+def test_sdk_streamed_tool_call_joins_to_the_answer(endpoint: str):
+    request = {
+        "messages": WEATHER_QUESTION,
+        "model": SMOLLM2,
+        "tools": [WEATHER],
+        "tool_choice": ChatCompletionsToolChoicePreset.REQUIRED,
+        "model_extras": {"parallel_tool_calls": False},
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    whole = chat_client(endpoint).complete(**request).choices[0]
+    updates = [u for u in chat_client(endpoint).complete(stream=True, **request) if u.choices]
+    parts = [call for u in updates for call in u.choices[0].delta.tool_calls or []]
+    assert parts[0].id.startswith("call_") and parts[0].function.name == "get_weather"
+    assert "".join(p.function.arguments for p in parts) == whole.message.tool_calls[0].function.arguments
+    assert [u.choices[0].finish_reason for u in updates if u.choices[0].finish_reason] == ["tool_calls"]

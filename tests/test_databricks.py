@@ -3,14 +3,17 @@ against Ladle with an API key (a Databricks token); errors in Databricks' shape.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
+import jsonschema
 import pytest
 import requests
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import BadRequest, InvalidParameterValue, NotFound, ResourceDoesNotExist, Unauthenticated
 from databricks.sdk.service.serving import ChatMessage, ChatMessageRole, QueryEndpointResponseObject
-from openai import OpenAI
+from openai import OpenAI, pydantic_function_tool
+from pydantic import BaseModel, Field
 
 from contracts.settings import Settings
 from tests.helpers import MINILM, SMOLLM2, TINY, user
@@ -148,3 +151,93 @@ def test_openai_sdk_reads_databricks_errors(openai_client: OpenAI):
     assert raised.value.body["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     with pytest.raises(openai.BadRequestError):
         openai_client.chat.completions.create(model=TINY, messages=user("hi"), temperature=9)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+CAPITAL = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 30}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+CAPITAL_FORMAT = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
+
+
+def test_invocation_with_tools_gives_a_valid_call(base: str):
+    body = {
+        "messages": user("What is the weather in Paris?"),
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    response = requests.post(f"{base}/serving-endpoints/{SMOLLM2}/invocations", json=body, headers=HEADERS, timeout=60)
+    (choice,) = response.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"].startswith("call_") and call["function"]["name"] == "get_weather"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER["function"]["parameters"])
+
+
+def test_invocation_with_a_response_format_answers_in_its_schema(base: str):
+    body = {
+        "messages": user("What is the capital of France? Answer in JSON."),
+        "response_format": CAPITAL_FORMAT,
+        "max_tokens": 40,
+        "temperature": 0,
+    }
+    response = requests.post(f"{base}/serving-endpoints/{SMOLLM2}/invocations", json=body, headers=HEADERS, timeout=60)
+    (choice,) = response.json()["choices"]
+    assert choice["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(choice["message"]["content"]), CAPITAL)
+
+
+def test_query_with_a_response_format_in_extra_params(workspace: WorkspaceClient):
+    # query() has no response_format (nor tools) argument: extra_params carries it, as a JSON string.
+    response = workspace.serving_endpoints.query(
+        name=SMOLLM2,
+        messages=[ChatMessage(role=ChatMessageRole.USER, content="What is the capital of France? Answer in JSON.")],
+        max_tokens=40,
+        temperature=0.0,
+        extra_params={"response_format": json.dumps(CAPITAL_FORMAT)},
+    )
+    jsonschema.validate(json.loads(response.choices[0].message.content), CAPITAL)
+
+
+def test_strict_tool_with_an_unenforceable_keyword_is_a_databricks_400(base: str):
+    tool = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    tool["function"]["parameters"] = {**tool["function"]["parameters"], "if": {}}
+    body = {"messages": user("hi"), "tools": [tool], "max_tokens": 5}
+    response = requests.post(f"{base}/serving-endpoints/{TINY}/invocations", json=body, headers=HEADERS, timeout=60)
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE" and "if" in response.json()["message"]
+
+
+def test_openai_sdk_parses_a_tool_call_on_serving_endpoints(openai_client: OpenAI):
+    class GetWeather(BaseModel):
+        city: str = Field(max_length=20)
+
+    completion = openai_client.chat.completions.parse(
+        model=SMOLLM2,
+        messages=user("What is the weather in Paris?"),
+        tools=[pydantic_function_tool(GetWeather)],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+        temperature=0,
+    )
+    (call,) = completion.choices[0].message.tool_calls
+    assert isinstance(call.function.parsed_arguments, GetWeather)

@@ -14,7 +14,7 @@ from openai import BadRequestError, OpenAI
 
 from contracts.jobs import GenerationJob
 from contracts.settings import Settings
-from tests.helpers import SMOLLM2, TINY, user
+from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for_first_token
 from worker.engines.generation_engine import StaticBatchEngine
 from worker.engines.token_logprobs import FLOOR
 from worker.errors import JobRejected
@@ -210,7 +210,9 @@ def test_static_batch_engine_refuses_logprobs_clearly(model_dir):
     loaded = registry.get(TINY)
     model = og.Model(provider_config(str(model_dir / TINY), "cpu", intra_op_threads=1))
     engine = StaticBatchEngine(model, og.Tokenizer(model), loaded.engine.eos_ids, 0, 1, 0, "t")
-    static = LoadedModel(TINY, loaded.tokenizer, loaded.chat_template, loaded.context_length, engine)
+    static = LoadedModel(
+        TINY, loaded.tokenizer, loaded.chat_template, loaded.context_length, engine, loaded.model_context
+    )
     try:
         job = GenerationJob(job_id="j", model=TINY, messages=user("hi"), logprobs=0)
         with pytest.raises(JobRejected) as raised:
@@ -299,3 +301,34 @@ def test_a_json_schema_answer_has_logprobs_for_all_its_tokens(client: OpenAI):
     for entry in choice.logprobs.content:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
         assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob >= FLOOR
+
+
+def test_a_row_without_logprobs_beside_one_with_them_answers_as_alone(chat, api_url: str):
+    body = {"model": TINY, "messages": user("hi"), "max_tokens": 8, "temperature": 0}
+    alone = chat(body).json()["choices"][0]
+    long_id = chat({**body, "max_tokens": 8000, "logprobs": True, "top_logprobs": 5}, headers=ASYNC).json()["id"]
+    wait_for_first_token(api_url, long_id)  # decoding: its row is in the batch
+    response = chat(body)
+    requests.delete(f"{api_url}/v1/jobs/{long_id}", timeout=10)
+    job = requests.get(f"{api_url}/v1/jobs/{response.headers['X-Request-Id']}", timeout=10).json()
+    assert job["batch_size"] == 2  # decoded together with the row computing logprobs
+    (choice,) = response.json()["choices"]
+    assert choice["logprobs"] is None
+    assert (choice["message"], choice["finish_reason"]) == (alone["message"], alone["finish_reason"])
+
+
+def test_a_row_with_logprobs_beside_one_without_them_has_its_own(chat, api_url: str):
+    body = {"model": TINY, "messages": user("hi"), "max_tokens": 8, "temperature": 0, "logprobs": True}
+    alone = chat({**body, "top_logprobs": 3}).json()["choices"][0]
+    long_id = chat({**body, "max_tokens": 8000, "logprobs": False}, headers=ASYNC).json()["id"]
+    wait_for_first_token(api_url, long_id)  # decoding: its row is in the batch
+    response = chat({**body, "top_logprobs": 3})
+    requests.delete(f"{api_url}/v1/jobs/{long_id}", timeout=10)
+    job = requests.get(f"{api_url}/v1/jobs/{response.headers['X-Request-Id']}", timeout=10).json()
+    assert job["batch_size"] == 2
+    (choice,) = response.json()["choices"]
+    assert choice["message"] == alone["message"]
+    entries, alone_entries = choice["logprobs"]["content"], alone["logprobs"]["content"]
+    assert [e["token"] for e in entries] == [e["token"] for e in alone_entries]
+    assert [e["logprob"] for e in entries] == pytest.approx([e["logprob"] for e in alone_entries], abs=1e-4)
+    assert [len(e["top_logprobs"]) for e in entries] == [3] * len(entries)

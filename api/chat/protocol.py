@@ -78,7 +78,7 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
             messages=[m.model_dump(exclude_none=True) for m in self.messages],
             n=self.n,
             max_tokens=self.output_limit,
-            stop=self.stop,
+            stop=self.stop if self.free_text else [],
             sampling=self.sampling(self.random_seed if self.seed is None else self.seed),
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             **self.structured_job_fields(),

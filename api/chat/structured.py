@@ -131,6 +131,13 @@ class StructuredOutputFields(StrictModel):
             return "named"
         return self.tool_choice or "auto"
 
+    @property
+    def free_text(self) -> bool:
+        """True when the answer may hold free text, the only place stop strings apply: not with a
+        response_format schema (the answer, or its alternative to calls, is JSON) nor when only calls may come."""
+        answer = self.response_format.answer if self.response_format else None
+        return answer is None and self.tool_mode in (None, "auto")
+
     def structured_job_fields(self) -> dict:
         """GenerationJob's grammar, tools and tool_calls for these fields."""
         mode = self.tool_mode

@@ -77,7 +77,8 @@ class Row:
         self.truncated = bool(request.truncated) and request.truncated[index // request.n]
         self.stream = stream
         self.eos_ids = eos_ids
-        # Stop strings apply to free text only: never inside a grammar's JSON or a tool call.
+        # Stop strings apply to free text only: never inside a grammar's JSON or a tool call (nor
+        # in an auto answer whose alternative to calls is JSON: the API sends no stop strings then).
         free_text = request.grammar is None or request.tool_calls == "auto"
         self.stops = StopStringFilter(request.stop if free_text else [])
         self.tools = ToolCallParser() if request.tool_calls else None
