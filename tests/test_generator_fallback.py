@@ -1,9 +1,9 @@
 """A model whose graph the continuous engine cannot drive (here a windowed key/value cache, as
 onnxruntime-genai's builder makes for sliding-window layers) loads on onnxruntime-genai's
-Generator instead, says why in one log line, and serves the APIs: chat (in the OpenAI, Foundry, Azure and
-Databricks dialects), completions, streaming,
-and structured output and tool calls (Ladle's llguidance masks applied to the Generator's logits)
-with the same answers and stream shapes as the continuous engine's."""
+Generator instead, says why in one log line, and serves the APIs: chat (in the OpenAI, Foundry,
+Azure and Databricks dialects), completions, streaming, and structured output and tool calls
+(Ladle's llguidance masks applied to the Generator's logits) with the same answers and stream
+shapes as the continuous engine's."""
 
 from __future__ import annotations
 
