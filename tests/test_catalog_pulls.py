@@ -384,3 +384,13 @@ def test_ladle_models_pull_of_an_alias_downloads_its_cpu_variant_in_process_with
     assert (source["repo_id"], source["subfolder"]) == (cpu.repo_id, cpu.subfolder)
     genai = json.loads((folder / "genai_config.json").read_text())
     assert (folder / genai["model"]["decoder"]["filename"]).exists()
+
+
+def test_ladle_models_pull_of_an_alias_built_on_pull_shows_the_builders_stages(stack, hub, user_catalog):
+    weights_repo(hub, "builds/qwen2-cli")
+    entry = user_entry("cli-build", "builds/qwen2-cli", build=BUILT_ON_PULL["build"])
+    user_catalog.write_text(json.dumps([entry]))
+    result = ladle("models", "pull", "cli-build", "--api", stack.url, env={})
+    assert result.returncode == 0, result.stderr
+    assert "building: Reading layer 0" in result.stderr  # the bar's label while the builder runs
+    assert result.stdout.strip() == str(stack.settings.model_dir / "cli-build")
