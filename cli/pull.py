@@ -52,7 +52,9 @@ class _Bar:
     def show(self, progress: DownloadProgress) -> None:
         self.bar.total = progress.bytes_total
         self.bar.n = progress.bytes_done
-        if progress.current_file:
+        if progress.phase == "building":
+            self.bar.set_postfix_str(f"building: {progress.stage or 'starting'}", refresh=False)
+        elif progress.current_file:
             self.bar.set_postfix_str(progress.current_file, refresh=False)
         self.bar.refresh()
 
@@ -93,6 +95,13 @@ def _pull_via_service(url: str, body: dict) -> int:
     return 1
 
 
+# Offline, the variant is picked for the workers `ladle serve` starts: CPU ones only. The installed
+# onnxruntime-genai having CUDA (og.is_cuda_available()) does not mean a CUDA worker will serve the
+# model, and a CUDA variant (fp16/CUDA-only kernels) need not load on a CPU worker, while a CPU
+# variant loads on either. Through the service the variant follows the live workers instead.
+OFFLINE_PROVIDERS = frozenset({"cpu"})
+
+
 def _pull_in_process(settings: Settings, body: dict) -> int:
     # The API's own request parsing and source resolution, then the worker's download code.
     from api.catalog.catalog import read_catalog
@@ -103,7 +112,7 @@ def _pull_in_process(settings: Settings, body: dict) -> int:
 
     try:
         entries, broken = read_catalog(settings.user_catalog_dir)
-        plan = plan_download(DownloadRequest.parse(body), entries, {"cpu"}, broken)
+        plan = plan_download(DownloadRequest.parse(body), entries, set(OFFLINE_PROVIDERS), broken)
     except ApiError as error:
         print(f"ladle: {error.message}", file=sys.stderr)
         return 2

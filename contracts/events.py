@@ -128,8 +128,12 @@ class DownloadProgress(BaseModel):
     files: list[FileProgress]
     bytes_done: int
     bytes_total: int
-    # The file most recently advanced ("" before the first byte and once complete).
+    # The file most recently advanced ("" before the first byte, once complete, and while building).
     current_file: str = ""
+    # "building" once a build-on-pull's weights are all in and onnxruntime-genai's builder runs;
+    # `stage` is then the builder's latest step ("Reading layer 3", "Saving ONNX model"), "" before its first.
+    phase: Literal["downloading", "building"] = "downloading"
+    stage: str = ""
 
     @property
     def fraction(self) -> float:

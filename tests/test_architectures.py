@@ -15,8 +15,10 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import onnxruntime_genai as og
 import pytest
+import requests
 
 from cli.harmony import HARMONY_STOP
 from cli.model_build import TINY_ARCHITECTURES, build_model
@@ -24,6 +26,7 @@ from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
 from tests.helpers import TINY, user
+from tests.stack import start_fleet, stop_fleet
 from worker.engines.generation_request import GenerationRequest
 from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import ModelRegistry, provider_config
@@ -201,3 +204,90 @@ def test_gpt_oss_harmony_template_gives_the_prompt_onnxruntime_genai_gives():
     assert text.endswith("<|start|>user<|message|>Again?<|end|><|start|>assistant")
     start = tokenizer.encode("<|start|>").tolist()
     assert len(start) == 1 and prompt[0] == start[0]  # harmony's markers are single special tokens
+
+
+# The graph features the suite's docstring claims of its builds, read from the built files.
+
+
+def decoder_graph(name: str) -> tuple[dict, object]:
+    """The model's genai_config.json and its decoder graph (structure only, no weights)."""
+    build_model(name, MODEL_CACHE)
+    folder = MODEL_CACHE / name
+    genai = json.loads((folder / "genai_config.json").read_text())
+    model = onnx.load(str(folder / genai["model"]["decoder"]["filename"]), load_external_data=False)
+    return genai, model.graph
+
+
+def test_the_mistral_build_feeds_position_ids_as_a_graph_input():
+    genai, graph = decoder_graph("tiny-random-mistral-position-ids")
+    assert "position_ids" in {node.name for node in graph.input}
+    assert genai["model"]["decoder"]["inputs"]["position_ids"] == "position_ids"
+
+
+def test_the_phi3_model_file_is_the_one_genai_config_names_not_model_onnx():
+    genai, graph = decoder_graph("tiny-random-phi3-longrope")
+    filename = genai["model"]["decoder"]["filename"]
+    assert filename == "phi3-tiny-cpu-int4-rtn-block-32-acc-level-4.onnx"
+    folder = MODEL_CACHE / "tiny-random-phi3-longrope"
+    assert not (folder / "model.onnx").exists()  # nothing to fall back on: the name must be read
+    assert "input_ids" in {node.name for node in graph.input}
+
+
+# The same two config readings over HTTP: model folders copied from the tiny model with their
+# configs edited, served by a fleet of their own (a private Redis, one worker, an API).
+STOP_IDS = "tiny-stop-ids"
+TEMPLATE_IN_CONFIG = "tiny-template-in-tokenizer-config"
+STOP_PROMPT = "Stop here."
+
+
+@pytest.fixture(scope="module")
+def config_fleet(tmp_path_factory):
+    build_model(TINY, MODEL_CACHE)
+    models = tmp_path_factory.mktemp("config-models")
+    shutil.copytree(MODEL_CACHE / TINY, models / TINY)
+    job = GenerationJob(job_id="s", model=TINY, messages=user(STOP_PROMPT), max_tokens=6)
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    prompt = registry.get(TINY).prepare(job, emit=lambda event: None).prompts[0]
+    registry.close()
+    first = generator_tokens(MODEL_CACHE / TINY, {2}, prompt)[0]  # the greedy answer's first token
+
+    shutil.copytree(MODEL_CACHE / TINY, models / STOP_IDS)
+    config = json.loads((models / STOP_IDS / "genai_config.json").read_text())
+    config["model"]["eos_token_id"] = [2, int(first)]
+    (models / STOP_IDS / "genai_config.json").write_text(json.dumps(config))
+
+    moved = models / TEMPLATE_IN_CONFIG
+    shutil.copytree(MODEL_CACHE / TINY, moved)
+    tokenizer_config = json.loads((moved / "tokenizer_config.json").read_text())
+    tokenizer_config["chat_template"] = (moved / "chat_template.jinja").read_text()
+    (moved / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (moved / "chat_template.jinja").unlink()
+
+    fleet = start_fleet(tmp_path_factory.mktemp("config-fleet"), models, workers=1)
+    yield fleet
+    stop_fleet(fleet)
+
+
+def http_chat(fleet, model: str, text: str) -> dict:
+    body = {"model": model, "messages": user(text), "max_tokens": 6, "temperature": 0}
+    response = requests.post(f"{fleet.api_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_over_http_a_second_stop_id_in_genai_config_ends_the_answer(config_fleet):
+    unedited = http_chat(config_fleet, TINY, STOP_PROMPT)
+    assert unedited["choices"][0]["finish_reason"] == "length"
+    assert unedited["usage"]["completion_tokens"] == 6
+    stopped = http_chat(config_fleet, STOP_IDS, STOP_PROMPT)
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped["usage"]["completion_tokens"] <= 1
+    assert stopped["choices"][0]["message"]["content"] == ""  # the stop token's text is not sent
+
+
+def test_over_http_a_template_only_in_tokenizer_config_templates_the_chat(config_fleet):
+    from_jinja = http_chat(config_fleet, TINY, "Which template?")
+    from_config = http_chat(config_fleet, TEMPLATE_IN_CONFIG, "Which template?")
+    assert "chat_template" not in json.loads((MODEL_CACHE / TINY / "tokenizer_config.json").read_text())
+    assert from_config["usage"]["prompt_tokens"] == from_jinja["usage"]["prompt_tokens"] > 4
+    assert from_config["choices"][0]["message"]["content"] == from_jinja["choices"][0]["message"]["content"]

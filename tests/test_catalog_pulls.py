@@ -6,6 +6,11 @@ Qwen2 safetensors folder for an entry built on pull."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,12 +18,14 @@ import requests
 
 from api.catalog.catalog import SHIPPED
 from api.downloads.sources import parse_hub_uri
+from cli.embedded_redis import free_port
 from cli.model_build import build_model, tiny_exporter
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
 from tests.download_stack import DownloadStack
-from tests.helpers import TINY
-from tests.hub_server import HubFile, HubServer
+from tests.helpers import TINY, sse_events
+from tests.hub_server import HubFile, HubRepo, HubServer
+from tests.stack import ROOT
 
 PHI3 = "tiny-random-phi3-longrope"
 SHIPPED_ENTRIES = json.loads(SHIPPED.read_text())
@@ -243,3 +250,147 @@ def test_azdownload_files_and_an_entrys_ignore_patterns_are_not_fetched(stack, h
     assert (folder / "genai_config.json").exists()
     assert not list(folder.rglob("*.md")) and not list(folder.rglob(".azDownload-*"))
     assert not any(hub.file_requests(name) for name in ("README.md", "extras/notes.md", ".azDownload-model.onnx.json"))
+
+
+# Build on pull: the building phase in the job's progress, and a weights download that resumes.
+WEIGHTS = "model.safetensors"
+
+
+def weights_repo(hub: HubServer, repo_id: str) -> HubRepo:
+    """A repo of its own holding the tiny Qwen2 weights the built-on-pull entries fetch."""
+    source = hub.repos[parse_hub_uri(BUILT_ON_PULL["uri"]).repo_id]
+    hub.repos[repo_id] = HubRepo(repo_id, dict(source.files))
+    return hub.repos[repo_id]
+
+
+def weights_gets(hub: HubServer, repo_id: str) -> list:
+    return [r for r in hub.file_requests(WEIGHTS) if r.path.startswith(f"/{repo_id}/")]
+
+
+def test_a_build_on_pull_reports_the_building_phase_and_the_builders_stages_before_success(stack, hub, user_catalog):
+    weights_repo(hub, "builds/qwen2-phases")
+    entry = user_entry("phased-build", "builds/qwen2-phases", build=BUILT_ON_PULL["build"])
+    user_catalog.write_text(json.dumps([entry]))
+    job = pull(stack, "phased-build", timeout_s=600)
+    assert job["status"] == "succeeded", job
+    with requests.get(f"{stack.url}/v1/jobs/{job['id']}/events", stream=True, timeout=60) as response:
+        events = [frame["data"] for frame in sse_events(response)]
+    assert events[-1]["type"] == "done"
+    progress = [e["progress"] for e in events if e["type"] == "progress"]
+    phases = [p["phase"] for p in progress]
+    building = phases.index("building")
+    assert set(phases[:building]) == {"downloading"} and set(phases[building:]) == {"building"}
+    assert all(p["bytes_done"] == p["bytes_total"] > 0 for p in progress[building:])  # the weights are in
+    stages = [p["stage"] for p in progress[building:]]
+    assert stages[0] == ""  # reported as the builder starts, before its first line
+    assert {"Reading embedding layer", "Reading layer 1", "Saving ONNX model", "Saving GenAI config"} <= set(stages)
+    assert stages.index("Reading layer 0") < stages.index("Reading layer 1") < stages.index("Saving ONNX model")
+
+
+def test_a_build_on_pulls_dropped_weights_download_resumes_where_it_stopped(stack, hub, user_catalog):
+    weights_repo(hub, "builds/qwen2-dropped")
+    entry = user_entry("dropped-build", "builds/qwen2-dropped", build=BUILT_ON_PULL["build"])
+    user_catalog.write_text(json.dumps([entry]))
+    hub.faults.drop_after[WEIGHTS] = 5_000_000
+    try:
+        job = pull(stack, "dropped-build", timeout_s=600)
+    finally:
+        hub.faults.drop_after.clear()
+    assert job["status"] == "succeeded", job
+    gets = weights_gets(hub, "builds/qwen2-dropped")
+    assert len(gets) == 2 and gets[0].range is None
+    resumed_at = int(re.match(r"bytes=(\d+)-", gets[1].range).group(1))
+    assert 0 < resumed_at <= 5_000_000  # went on from what it had, not from zero
+    assert (stack.settings.model_dir / "dropped-build" / "genai_config.json").exists()
+
+
+def test_a_build_on_pull_resumes_its_weights_download_on_another_worker_after_a_crash(stack, hub, user_catalog):
+    weights_repo(hub, "builds/qwen2-crash")
+    entry = user_entry("crashed-build", "builds/qwen2-crash", build=BUILT_ON_PULL["build"])
+    user_catalog.write_text(json.dumps([entry]))
+    hub.faults.bytes_per_s[WEIGHTS] = 2_000_000
+    try:
+        response = requests.post(
+            f"{stack.url}/openai/download",
+            json={"model": "crashed-build"},
+            headers={"Prefer": "respond-async"},
+            timeout=60,
+        )
+        job_id = response.json()["id"]
+        wait_for(stack.url, job_id, lambda job: weights_done(job) >= 2_000_000)
+        stack.worker.kill()
+    finally:
+        hub.faults.bytes_per_s.clear()
+    stack.worker = stack.start_worker()  # the job is delivered again once its lease runs out
+    job = wait_for(stack.url, job_id, lambda job: job["status"] in FINISHED, timeout_s=600)
+    assert job["status"] == "succeeded", job
+    gets = weights_gets(hub, "builds/qwen2-crash")
+    assert gets[0].range is None and gets[-1].range is not None
+    assert int(re.match(r"bytes=(\d+)-", gets[-1].range).group(1)) >= 1_000_000
+    genai = json.loads((stack.settings.model_dir / "crashed-build" / "genai_config.json").read_text())
+    assert genai["model"]["type"] == "qwen2"
+
+
+def weights_done(job: dict) -> int:
+    assert job["status"] in ("queued", "running"), job
+    files = {f["name"]: f for f in (job["progress"] or {}).get("files", [])}
+    return files[WEIGHTS]["bytes_done"] if WEIGHTS in files else 0
+
+
+# `ladle models pull ALIAS`: through the running service, and in process when none answers.
+CLI_ALIAS = next(e for e in VERIFIED_CPU if e["alias"] == "phi-3.5-mini")
+
+
+def ladle(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_ladle_models_pull_of_an_alias_runs_a_download_job_on_the_service(stack):
+    folder = stack.settings.model_dir / CLI_ALIAS["displayName"]
+    shutil.rmtree(folder, ignore_errors=True)  # pulled afresh even if an earlier test pulled it
+    result = ladle("models", "pull", CLI_ALIAS["alias"], "--api", stack.url, env={})
+    assert result.returncode == 0, result.stderr
+    job_id = re.search(r"download job (\w+)", result.stderr).group(1)
+    job = requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).json()
+    assert job["status"] == "succeeded" and job["kind"] == "download"
+    assert job["result"]["already_present"] is False
+    assert result.stdout.strip() == job["result"]["path"] == str(folder)
+    genai = json.loads((folder / "genai_config.json").read_text())
+    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+
+
+def test_ladle_models_pull_of_an_alias_downloads_its_cpu_variant_in_process_without_a_service(hub, tmp_path):
+    env = {
+        "LADLE_MODEL_DIR": str(tmp_path / "models"),
+        "LADLE_PORT": str(free_port()),  # nothing answers there
+        "LADLE_DATA_DIR": str(tmp_path / "data"),
+        "LADLE_CATALOG_DIR": str(tmp_path / "catalog"),
+        "HF_ENDPOINT": hub.url,
+    }
+    result = ladle("models", "pull", CLI_ALIAS["alias"], env=env)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "models" / CLI_ALIAS["displayName"]
+    assert result.stdout.strip() == str(folder)
+    assert "100%" in result.stderr  # the progress bar reached the end
+    cpu = parse_hub_uri(CLI_ALIAS["uri"])
+    source = json.loads((folder / "ladle_source.json").read_text())
+    assert (source["repo_id"], source["subfolder"]) == (cpu.repo_id, cpu.subfolder)
+    genai = json.loads((folder / "genai_config.json").read_text())
+    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+
+
+def test_ladle_models_pull_of_an_alias_built_on_pull_shows_the_builders_stages(stack, hub, user_catalog):
+    weights_repo(hub, "builds/qwen2-cli")
+    entry = user_entry("cli-build", "builds/qwen2-cli", build=BUILT_ON_PULL["build"])
+    user_catalog.write_text(json.dumps([entry]))
+    result = ladle("models", "pull", "cli-build", "--api", stack.url, env={})
+    assert result.returncode == 0, result.stderr
+    assert "building: Reading layer 0" in result.stderr  # the bar's label while the builder runs
+    assert result.stdout.strip() == str(stack.settings.model_dir / "cli-build")

@@ -1,10 +1,11 @@
 """A model whose graph the continuous engine cannot drive (a windowed key/value cache, as
 onnxruntime-genai's builder makes for sliding-window layers: Mistral's, gpt-oss's; a hybrid with
 per-layer convolution states: LFM2) loads on onnxruntime-genai's Generator instead, says why in
-one log line, and serves the APIs: chat, completions, streaming, and structured output and tool
-calls (Ladle's llguidance masks applied to the Generator's logits) with the same answers and
-stream shapes as the continuous engine's. gpt-oss (attention sinks, experts, the harmony template)
-and LFM2 answer as onnxruntime-genai's Generator run directly."""
+one log line, and serves the APIs: chat (in the OpenAI, Foundry, Azure and Databricks dialects),
+completions, streaming, and structured output and tool calls (Ladle's llguidance masks applied to
+the Generator's logits) with the same answers and stream shapes as the continuous engine's.
+gpt-oss (attention sinks, experts, the harmony template) and LFM2 answer as onnxruntime-genai's
+Generator run directly."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import numpy as np
 import onnxruntime_genai as og
 import pytest
 import requests
+from azure.ai.inference import ChatCompletionsClient
+from azure.ai.inference.models import UserMessage
+from azure.core.credentials import AzureKeyCredential
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.service.serving import ChatMessage, ChatMessageRole, QueryEndpointResponseObject
 from openai import OpenAI
 
 from cli.model_build import build_model
@@ -350,3 +356,65 @@ def test_logprobs_on_the_generator_are_a_clear_400(windowed, api_url):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "logprobs" and "Generator" in error["message"]
+
+
+# The other dialects answer chat on the Generator-served model as /v1 does: each greedy answer is
+# the one OpenAI's route gives for the same conversation.
+DIALECT_PROMPT = "Tell me a story."
+
+
+def openai_answer(api_url: str, model: str) -> dict:
+    body = {"model": model, "messages": user(DIALECT_PROMPT), "max_tokens": 8, "temperature": 0}
+    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]  # something to compare
+    return response.json()
+
+
+def test_a_foundry_shaped_chat_is_answered_by_the_generator(windowed, api_url):
+    body = {
+        "model": windowed,
+        "messages": user(DIALECT_PROMPT),
+        "max_tokens": 8,
+        "temperature": 0,
+        "top_k": 1,
+        "random_seed": 42,  # Foundry Local's name for seed
+        "ep": "cpu",  # Foundry's execution provider
+        "stream": True,
+    }
+    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120, stream=True)
+    assert response.status_code == 200, response.text
+    payloads = sse_data(response)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["model"] for c in chunks} == {windowed}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == openai_answer(api_url, windowed)["choices"][0]["message"]["content"]
+
+
+def test_azure_ai_inference_chat_is_answered_by_the_generator(windowed, api_url):
+    client = ChatCompletionsClient(api_url, AzureKeyCredential("unused"), retry_total=0)  # sends api-version
+    result = client.complete(messages=[UserMessage(DIALECT_PROMPT)], model=windowed, max_tokens=8, temperature=0)
+    assert result.model == windowed and result.choices[0].finish_reason in ("stop", "length")
+    assert result.choices[0].message.content == openai_answer(api_url, windowed)["choices"][0]["message"]["content"]
+    assert result.usage.completion_tokens > 0
+
+
+def test_azure_chat_route_with_an_api_version_is_answered_by_the_generator(windowed, api_url):
+    body = {"model": windowed, "messages": user(DIALECT_PROMPT), "max_tokens": 8, "temperature": 0}
+    response = requests.post(
+        f"{api_url}/chat/completions", params={"api-version": "2024-05-01-preview"}, json=body, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["object"] == "chat.completion" and answer["model"] == windowed
+    assert answer["choices"][0]["message"] == openai_answer(api_url, windowed)["choices"][0]["message"]
+
+
+def test_a_databricks_serving_endpoint_query_is_answered_by_the_generator(windowed, api_url):
+    workspace = WorkspaceClient(host=api_url, token="unused")
+    messages = [ChatMessage(role=ChatMessageRole.USER, content=DIALECT_PROMPT)]
+    response = workspace.serving_endpoints.query(name=windowed, messages=messages, max_tokens=8, temperature=0.0)
+    assert response.object == QueryEndpointResponseObject.CHAT_COMPLETION
+    assert response.served_model_name == windowed
+    assert response.choices[0].message.content == openai_answer(api_url, windowed)["choices"][0]["message"]["content"]

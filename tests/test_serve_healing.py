@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from cli.embedded_redis import free_port
-from tests.helpers import ASYNC, TINY, sse_events, user, wait_for
+from tests.helpers import ASYNC, TINY, sse_events, user, wait_for, wait_for_first_token
 from tests.stack import ROOT
 
 # Bound for a restart and for jobs to finish after one (correctness, not speed).
@@ -139,7 +139,9 @@ def test_a_killed_compute_worker_is_restarted_and_its_jobs_succeed(serve):
     worker = serve.compute_worker()
     job_ids = [serve.submit(max_tokens=1500, seed=i, temperature=1.0) for i in range(3)]
     for job_id in job_ids:
-        wait_for(serve.url, job_id, {"running"})
+        # Its first token seen: the job's events (its "started" among them) are stored, not only
+        # queued in the worker's publisher when the kill comes.
+        assert wait_for_first_token(serve.url, job_id) == worker["name"]
     os.kill(worker["pid"], signal.SIGKILL)
 
     assert requests.get(f"{serve.url}/v1/jobs/{job_ids[0]}", timeout=10).status_code == 200  # the API answers

@@ -100,6 +100,7 @@ function renderDownloads(downloads) {
         `${d.model} `,
         el("progress", { max: 100, value: percent }),
         ` ${percent.toFixed(1)}% `,
+        ...(p.phase === "building" && d.status === "running" ? [`building ${p.stage || ""} `] : []),
         el("span", { class: `status-${d.status}` }, d.status),
       );
     }),

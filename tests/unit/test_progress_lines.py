@@ -34,3 +34,12 @@ def test_a_download_streams_progress_then_the_last_line_and_success():
 def test_a_failed_download_ends_with_its_error_message():
     error = ErrorEvent(error=ErrorInfo(status=404, message="no such repo", type="not_found_error"))
     assert list(download_lines(iter([("1", error)]))) == [final_line(False, "no such repo")]
+
+
+def test_the_building_phase_of_a_build_on_pull_adds_no_line():
+    """Foundry's lines name files; the builder's stages are in the job's `progress` instead."""
+    files = [FileProgress(name="model.safetensors", bytes_done=100, bytes_total=100)]
+    building = DownloadProgress(files=files, bytes_done=100, bytes_total=100, phase="building", stage="Reading layer 0")
+    result = DownloadResult(model="m", path="/m", files=files, bytes_total=100)
+    events = [("1", ProgressEvent(progress=building)), ("2", DoneEvent(result=result))]
+    assert list(download_lines(iter(events))) == ['("", 1) 100.0%\n', final_line(True, None)]

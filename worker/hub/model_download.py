@@ -106,7 +106,8 @@ def download_model(
         for remote in files:
             _fetch(job, token, commit, remote, staging, tracker)
         if job.build is not None:
-            _build_in_place(job, staging, is_cancelled)
+            tracker.building("")  # the weights are in: the builder starts
+            _build_in_place(job, staging, is_cancelled, tracker.building)
         _land(job, staging, target, commit)
     log.info("model downloaded", extra={"model": job.model, "repo_id": job.repo_id, "files": len(files)})
     progress = tracker.progress()
@@ -241,14 +242,16 @@ def _verify(path: Path, remote: RemoteFile) -> None:
         )
 
 
-def _build_in_place(job: DownloadJob, staging: Path, is_cancelled: Callable[[], bool]) -> None:
-    """Turn the fetched Hugging Face model in `staging` into the ONNX model folder. The fetched
-    files stay until the build succeeds, so a failed or cancelled build is retried without them
-    being fetched again."""
+def _build_in_place(
+    job: DownloadJob, staging: Path, is_cancelled: Callable[[], bool], on_stage: Callable[[str], None]
+) -> None:
+    """Turn the fetched Hugging Face model in `staging` into the ONNX model folder (each builder
+    stage to `on_stage`). The fetched files stay until the build succeeds, so a failed or
+    cancelled build is retried without them being fetched again."""
     built = staging.with_name(f"{staging.name}.built")
     shutil.rmtree(built, ignore_errors=True)
     try:
-        build_onnx(staging, built, job.build or {}, is_cancelled)
+        build_onnx(staging, built, job.build or {}, is_cancelled, on_stage)
     except BuildCancelled:
         shutil.rmtree(built, ignore_errors=True)
         raise DownloadCancelled() from None
@@ -289,14 +292,27 @@ class _ProgressTracker:
         self.sizes = {f.name: f.size for f in files}
         self.done = {name: (size if (staging / name).is_file() else 0) for name, size in self.sizes.items()}
         self.current = ""
+        self.phase = "downloading"
+        self.stage = ""
         self._reported_at = 0.0
 
     def progress(self) -> DownloadProgress:
         files = [FileProgress(name=f.name, bytes_done=self.done[f.name], bytes_total=f.size) for f in self.files]
         done = sum(self.done.values())
         return DownloadProgress(
-            files=files, bytes_done=done, bytes_total=sum(f.size for f in self.files), current_file=self.current
+            files=files,
+            bytes_done=done,
+            bytes_total=sum(f.size for f in self.files),
+            current_file=self.current,
+            phase=self.phase,
+            stage=self.stage,
         )
+
+    def building(self, stage: str) -> None:
+        """Report a build stage (every one: they are few and each marks real work done)."""
+        self.current, self.phase, self.stage = "", "building", stage
+        self._reported_at = time.monotonic()
+        self.on_progress(self.progress())
 
     def report(self, force: bool = False) -> None:
         if self.is_cancelled():

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,18 @@ def builder_command(source: Path, out: Path, cache: Path, options: dict) -> list
     return [*command, "--extra_options", *extra] if extra else command
 
 
-def build_onnx(source: Path, out: Path, options: dict, is_cancelled: Callable[[], bool]) -> None:
-    """Run the builder from `source` into `out`; raises BuildCancelled or BuildFailed."""
+def build_onnx(
+    source: Path,
+    out: Path,
+    options: dict,
+    is_cancelled: Callable[[], bool],
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> None:
+    """Run the builder from `source` into `out`, passing each of its stage lines to `on_stage`;
+    raises BuildCancelled or BuildFailed."""
     # HF_HUB_OFFLINE is huggingface_hub's own switch: the builder reads the local weights only.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # Unbuffered, so its stage lines reach the output file as it prints them.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with (
         tempfile.TemporaryDirectory(prefix=".build-cache-", dir=out.parent) as cache,
         tempfile.TemporaryFile() as output,
@@ -56,17 +66,52 @@ def build_onnx(source: Path, out: Path, options: dict, is_cancelled: Callable[[]
         process = subprocess.Popen(
             builder_command(source, out, Path(cache), options), env=env, stdout=output, stderr=subprocess.STDOUT
         )
-        while True:
-            try:
-                code = process.wait(timeout=POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                if is_cancelled():
-                    process.kill()
-                    process.wait()
-                    raise BuildCancelled() from None
+        stages = StageReader(output, on_stage)
+        try:
+            while True:
+                try:
+                    code = process.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    stages.read()
+                    if is_cancelled():
+                        raise BuildCancelled() from None
+        finally:
+            if process.poll() is None:  # cancelled, or the stage callback failed: stop the builder
+                process.kill()
+                process.wait()
+        stages.read()
         if code != 0 or not (out / "genai_config.json").exists():
             output.seek(0)
             tail = output.read().decode(errors="replace").strip().splitlines()[-3:]
             log.warning("model build failed", extra={"source": str(source), "code": code})
             raise BuildFailed(f"the builder exited with {code}: {' | '.join(tail)}")
+
+
+# The builder's prints that name a step of its work (onnxruntime_genai/models/builder.py); the
+# rest of its output is quantizer logging and tqdm bars. What follows the step (a path) is left out.
+_STAGE = re.compile(
+    r"^(?P<stage>Reading (?:embedding layer|layer \d+|final norm|LM head)"
+    r"|Saving (?:ONNX model|GenAI config|processing files))\b"
+)
+_READ_BYTES = 1 << 20
+
+
+class StageReader:
+    """Reads the builder's output file as it grows and passes on each stage line once."""
+
+    def __init__(self, output: IO[bytes], on_stage: Callable[[str], None]) -> None:
+        self.output = output
+        self.on_stage = on_stage
+        self.offset = 0
+        self.pending = b""  # a line not yet ended
+
+    def read(self) -> None:
+        # pread: the builder writes through the same open file, whose offset must not move.
+        while chunk := os.pread(self.output.fileno(), _READ_BYTES, self.offset):
+            self.offset += len(chunk)
+            *lines, self.pending = (self.pending + chunk).replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                match = _STAGE.match(line.decode(errors="replace").strip())
+                if match:
+                    self.on_stage(match["stage"])
