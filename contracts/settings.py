@@ -85,7 +85,7 @@ class Settings:
     # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
     embedding_batch: int = 32
     # LADLE_EMBEDDING_RUNNERS: embedding calls that run side by side per model, each with its share of
-    # the cores; 0 = one per core, at most 4.
+    # the cores (0 or 1: one call at a time over every core).
     embedding_runners: int = 0
     # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
     embedding_window_ms: float = 2.0

@@ -1,20 +1,19 @@
 """How the embedding engine shares the cores out between its runner threads."""
 
-from worker.engines.embedding_engine import MAX_RUNNERS, runner_shape
+from worker.engines.embedding_engine import runner_shape
 
 
-def test_automatic_shape_is_one_runner_per_core_with_one_thread_each():
-    assert runner_shape(0, 0, cores=2) == (2, 1)
+def test_by_default_one_runner_calls_onnxruntime_over_every_core():
+    assert runner_shape(0, 0, cores=2) == (1, 2)
+    assert runner_shape(0, 0, cores=16) == (1, 16)
 
 
-def test_runners_are_capped_on_large_hosts_and_share_the_cores():
-    assert runner_shape(0, 0, cores=16) == (MAX_RUNNERS, 16 // MAX_RUNNERS)
+def test_several_runners_share_the_cores_out():
+    assert runner_shape(2, 0, cores=2) == (2, 1)
+    assert runner_shape(4, 0, cores=16) == (4, 4)
+    assert runner_shape(3, 0, cores=2) == (3, 1)  # never fewer than one thread a call
 
 
-def test_one_core_gives_one_runner():
-    assert runner_shape(0, 0, cores=1) == (1, 1)
-
-
-def test_explicit_settings_are_kept():
+def test_explicit_threads_are_kept():
     assert runner_shape(3, 2, cores=2) == (3, 2)
-    assert runner_shape(1, 0, cores=8) == (1, 8)
+    assert runner_shape(1, 1, cores=8) == (1, 1)
