@@ -25,8 +25,8 @@ from cli.model_build import TINY_ARCHITECTURES, build_model
 from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
-from tests.helpers import TINY, user
-from tests.stack import start_fleet, stop_fleet
+from tests.helpers import TINY, assert_error, user
+from tests.stack import WorkerProcess, start_fleet, stop_fleet
 from worker.engines.generation_request import GenerationRequest
 from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import ModelRegistry, provider_config
@@ -237,7 +237,18 @@ def test_the_phi3_model_file_is_the_one_genai_config_names_not_model_onnx():
 # configs edited, served by a fleet of their own (a private Redis, one worker, an API).
 STOP_IDS = "tiny-stop-ids"
 TEMPLATE_IN_CONFIG = "tiny-template-in-tokenizer-config"
+STRICT_ROLES = "tiny-strict-roles"
 STOP_PROMPT = "Stop here."
+# Mistral's and Llama 2's templates refuse a conversation whose roles do not alternate.
+ALTERNATING_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if (message.role == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +274,12 @@ def config_fleet(tmp_path_factory):
     (moved / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     (moved / "chat_template.jinja").unlink()
 
-    fleet = start_fleet(tmp_path_factory.mktemp("config-fleet"), models, workers=1)
+    shutil.copytree(MODEL_CACHE / TINY, models / STRICT_ROLES)
+    (models / STRICT_ROLES / "chat_template.jinja").write_text(ALTERNATING_TEMPLATE)
+
+    logs = tmp_path_factory.mktemp("config-fleet")
+    fleet = start_fleet(logs, models, workers=1)
+    fleet.workers.append(WorkerProcess(fleet.settings, logs / "light-worker.log", lane="light"))  # token counts
     yield fleet
     stop_fleet(fleet)
 
@@ -291,3 +307,19 @@ def test_over_http_a_template_only_in_tokenizer_config_templates_the_chat(config
     assert "chat_template" not in json.loads((MODEL_CACHE / TINY / "tokenizer_config.json").read_text())
     assert from_config["usage"]["prompt_tokens"] == from_jinja["usage"]["prompt_tokens"] > 4
     assert from_config["choices"][0]["message"]["content"] == from_jinja["choices"][0]["message"]["content"]
+
+
+def test_over_http_a_chat_template_that_refuses_the_messages_is_a_400_naming_them(config_fleet):
+    alternating = [*user("Hi"), {"role": "assistant", "content": "Hello."}, *user("Again?")]
+    assert http_chat(config_fleet, STRICT_ROLES, "Hi")["usage"]["prompt_tokens"] > 0
+    body = {"model": STRICT_ROLES, "messages": alternating, "max_tokens": 2}
+    assert requests.post(f"{config_fleet.api_url}/v1/chat/completions", json=body, timeout=120).status_code == 200
+    twice = {"model": STRICT_ROLES, "messages": [*user("Hi"), *user("Hi again")], "max_tokens": 2}
+    for stream in (False, True):
+        url = f"{config_fleet.api_url}/v1/chat/completions"
+        response = requests.post(url, json=twice | {"stream": stream}, timeout=120)
+        error = assert_error(response, 400, param="messages")
+        assert "must alternate" in error["message"]
+    url = f"{config_fleet.api_url}/v1/chat/completions/tokenizer/encode/count"
+    error = assert_error(requests.post(url, json=twice, timeout=120), 400, param="messages")
+    assert "must alternate" in error["message"]

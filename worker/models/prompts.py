@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+from jinja2 import TemplateError
+
 from contracts.jobs import GenerationJob
 from contracts.tool_markup import SEPARATOR, call_text
-from worker.errors import context_exceeded
+from worker.errors import JobRejected, context_exceeded
 
 # The system text that shows a model without a tool format of its own the functions it may call
 # (Hermes style, as contracts.tool_markup writes the calls).
@@ -53,11 +55,24 @@ def plain_messages(messages: list[dict], tools: list[dict] | None = None) -> lis
 
 
 def render_chat(tokenizer, chat_template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
-    """Apply the model's chat template, ending with the assistant's turn."""
+    """Apply the model's chat template, ending with the assistant's turn.
+
+    A template may refuse the conversation (`raise_exception`, e.g. "roles must alternate"): that is
+    the client's messages, a 400 naming them. Ladle's renderer raises jinja's TemplateError;
+    onnxruntime-genai's tokenizer (the Generator path) a RuntimeError with the template's message.
+    """
     plain = plain_messages(messages, tools)
-    return tokenizer.apply_chat_template(
-        messages=json.dumps(plain), add_generation_prompt=True, template_str=chat_template
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            messages=json.dumps(plain), add_generation_prompt=True, template_str=chat_template
+        )
+    except (TemplateError, RuntimeError) as refused:
+        raise template_refused(refused) from None
+
+
+def template_refused(refused: Exception) -> JobRejected:
+    """A 400 naming the messages, with the reason the model's chat template gave."""
+    return JobRejected.invalid("messages", f"The model's chat template refused the messages: {refused}")
 
 
 def prompt_texts(tokenizer, chat_template: str, job: GenerationJob) -> list[str]:

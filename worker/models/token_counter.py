@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from jinja2 import TemplateError
+
 from contracts.model_directory import GENERATION, ModelDirectory
 from worker.errors import model_not_found
 from worker.models.chat_tokenizer import ChatTokenizer
-from worker.models.prompts import plain_messages
+from worker.models.prompts import plain_messages, template_refused
 
 
 class TokenCounter:
@@ -20,8 +22,11 @@ class TokenCounter:
 
     def count(self, model: str, messages: list[dict]) -> int:
         chat = self._get(model)
-        plain = plain_messages(messages)
-        return len(chat.encode(chat.render(plain)))
+        try:
+            text = chat.render(plain_messages(messages))
+        except TemplateError as refused:
+            raise template_refused(refused) from None
+        return len(chat.encode(text))
 
     def _get(self, model: str) -> ChatTokenizer:
         with self._lock:
