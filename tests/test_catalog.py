@@ -116,7 +116,8 @@ def test_a_malformed_entry_is_left_out_and_pulling_it_is_invalid_catalog_entry(a
     bad_revision = {**entry("bad:1", "bad-revision", "bad-revision"), "revision": 7}
     no_repo = entry("norepo:1", "no-repo", "no-repo")
     del no_repo["uri"]
-    user_catalog.write_text(json.dumps([bad_revision, no_repo, entry("tiny:1", TINY, "tiny")]))
+    listed_name = {**entry("x:1", "x", "x"), "name": ["not", "a", "string"]}
+    user_catalog.write_text(json.dumps([bad_revision, no_repo, listed_name, entry("tiny:1", TINY, "tiny")]))
     names = {e["name"] for e in catalog(api_url)}
     assert "tiny:1" in names and not {"bad:1", "norepo:1"} & names  # the file's good entry stays
     for alias, field in (("bad-revision", "revision"), ("no-repo", "uri")):

@@ -91,8 +91,8 @@ def read_catalog(user_dir: Path) -> tuple[list[CatalogEntry], dict[str, str]]:
             except ValidationError as error:
                 names = _names(raw)
                 log.warning("broken catalog entry", extra={"path": str(path), "entry": names, "error": str(error)})
-                if isinstance(raw, dict):  # a broken user entry still replaces the shipped one
-                    entries.pop(raw.get("name"), None)
+                if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                    entries.pop(raw["name"], None)  # a broken user entry still replaces the shipped one
                 for name in names:
                     broken[name] = _reason(error)
                 continue
