@@ -63,3 +63,10 @@ def test_the_plan_describes_itself_in_megabytes():
     described = plan.describe()
     assert described["weights_mb"] == 10.0 and described["kv_cache_mb"] == 8.0 and described["budget_mb"] == 20.0
     assert described["slots"] == 2 and described["kv_tokens"] == 8192 and described["bytes_per_token"] == 512
+
+
+def test_a_config_with_a_zero_size_is_not_sized():
+    decoder = {"num_hidden_layers": 2, "num_key_value_heads": 1, "head_size": 8}
+    config = {"model": {"context_length": 0, "decoder": decoder}}
+    with pytest.raises(ValueError):
+        kv_shape(config, "float32")

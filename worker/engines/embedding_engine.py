@@ -104,6 +104,8 @@ class EmbeddingEngine:
             item = self._queue.get_nowait()
             if item is not None:
                 item[1].set_exception(model_unloaded(self.name))
+        if any(thread.is_alive() for thread in self._threads):
+            self._queue.put(None)  # a runner that outlived its join still finds the way out
 
     def _run(self) -> None:
         while True:

@@ -82,12 +82,14 @@ class StaticBatchEngine:
 
     def submit(self, request: GenerationRequest) -> None:
         if request.grammar is not None:
+            param = "tools" if request.tool_calls else "response_format"
             if self._grammar_tokenizer is None:  # an engine built without the model's tokenizer.json
-                raise JobRejected.invalid(
-                    "tools" if request.tool_calls else "response_format",
-                    f"The model '{self.name}' was loaded without a grammar tokenizer: it cannot constrain output.",
-                )
-            self._grammar_tokens_for_rows()  # built here, in the job's thread, not in the decode loop
+                reason = "was loaded without a grammar tokenizer: it cannot constrain output"
+                raise JobRejected.invalid(param, f"The model '{self.name}' {reason}.")
+            try:
+                self._grammar_tokens_for_rows()  # built here, in the job's thread, not in the decode loop
+            except (OSError, ValueError, RuntimeError) as why:  # a tokenizer.json llguidance cannot read
+                raise JobRejected.invalid(param, f"The model '{self.name}' cannot constrain output: {why}") from None
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)

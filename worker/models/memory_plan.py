@@ -43,13 +43,16 @@ def kv_shape(genai: dict, cache_dtype: str) -> KvShape:
     decoder = model["decoder"]
     if cache_dtype not in ELEMENT_SIZES:
         raise ValueError(f"unknown key/value cache dtype {cache_dtype!r}")
-    return KvShape(
+    shape = KvShape(
         layers=int(decoder["num_hidden_layers"]),
         kv_heads=int(decoder["num_key_value_heads"]),
         head_size=int(decoder["head_size"]),
         element_size=ELEMENT_SIZES[cache_dtype],
         context_length=int(model["context_length"]),
     )
+    if min(shape.layers, shape.kv_heads, shape.head_size, shape.context_length) <= 0:
+        raise ValueError(f"a key/value cache cannot be sized from {shape}")
+    return shape
 
 
 @dataclass(frozen=True)

@@ -386,7 +386,9 @@ class ModelRegistry:
                     eos_ids,
                     int(genai["vocab_size"]),
                     self.settings.max_batch_rows,
-                ),
+                )
+                if (folder / "tokenizer.json").is_file()
+                else None,
             )
         self._plans[name] = plan
         log.info(
