@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
+from cli.awq_checkpoint import convert_to_awq
 from cli.harmony import HARMONY_STOP, HARMONY_VOCAB_SIZE, harmony_tokenizer
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,15 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
         {"hidden_size": 128, "max_position_embeddings": 2048, "rope_theta": 1e6, "tie_word_embeddings": True},
         ["algo_config=rtn", "block_size=128", "accuracy_level=4"],
     ),
+    # A pre-quantized AWQ checkpoint (AutoAWQ's GEMM layout, group size 128), as published
+    # `cpu-int4-awq-block-128-acc-level-4` folders are built from: its layers keep the checkpoint's
+    # int4 weights, the builder quantizes only the (tied) lm_head, here with the same block size.
+    # Its sizes are multiples of the group size.
+    "tiny-random-llama-awq-block-128": (
+        "LlamaConfig",
+        {"hidden_size": 128, "intermediate_size": 256, "max_position_embeddings": 2048, "tie_word_embeddings": True},
+        ["algo_config=rtn", "block_size=128", "accuracy_level=4"],
+    ),
     "tiny-random-qwen3": (
         "Qwen3Config",
         {"head_dim": 32, "max_position_embeddings": 2048, "tie_word_embeddings": True},
@@ -207,16 +217,30 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
 }
 
 
+# Tiny models saved as pre-quantized AWQ checkpoints: name -> group size.
+AWQ_CHECKPOINTS = {"tiny-random-llama-awq-block-128": 128}
+
+
+def tiny_model(name: str):
+    """The fp32 random-weight transformers model behind `name` (the same weights on every call)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    config_class, arguments, _ = TINY_ARCHITECTURES[name]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(**{**_TINY_SHAPE, **arguments})
+    return AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+
+
 def tiny_exporter(name: str) -> Callable[[Path], None]:
     def export(hf_dir: Path) -> None:
-        import torch
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        config_class, arguments, _ = TINY_ARCHITECTURES[name]
-        torch.manual_seed(0)
-        config = getattr(transformers, config_class)(**{**_TINY_SHAPE, **arguments})
-        AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32).save_pretrained(hf_dir)
+        config_class = TINY_ARCHITECTURES[name][0]
+        tiny_model(name).save_pretrained(hf_dir)
+        if name in AWQ_CHECKPOINTS:
+            convert_to_awq(hf_dir, AWQ_CHECKPOINTS[name])
         tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF)
         if config_class == "GptOssConfig":
             harmony_tokenizer(tokenizer)

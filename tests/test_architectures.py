@@ -3,10 +3,12 @@ output of onnxruntime-genai's own Generator on a tiny random model of every arch
 builder supports (cli/model_build.py TINY_ARCHITECTURES), each read alone and beside other rows.
 
 The models are built once into the test model cache. Their options are those of published
-folders: int4 RTN block 32 accuracy level 4, block 128, a graph with a `position_ids` input, a
-model file named only by genai_config.json; Phi-3 with LongRoPE and a sliding window, Llama with
-llama3 rope scaling, Qwen3 with q/k norms, Gemma, gpt-oss with attention sinks, experts, YaRN and
-a sliding window over a full cache (its stop tokens and harmony chat template checked too).
+folders: int4 RTN block 32 accuracy level 4, block 128, AWQ block 128 (a pre-quantized AWQ
+checkpoint the builder reads, as `cpu-int4-awq-block-128-acc-level-4` folders are made), a graph
+with a `position_ids` input, a model file named only by genai_config.json; Phi-3 with LongRoPE and
+a sliding window, Llama with llama3 rope scaling, Qwen3 with q/k norms, Gemma, gpt-oss with
+attention sinks, experts, YaRN and a sliding window over a full cache (its stop tokens and harmony
+chat template checked too).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import onnxruntime_genai as og
 import pytest
 import requests
 
+from cli.awq_checkpoint import dequantize, quantize
 from cli.harmony import HARMONY_STOP
-from cli.model_build import TINY_ARCHITECTURES, build_model
+from cli.model_build import AWQ_CHECKPOINTS, TINY_ARCHITECTURES, build_model, tiny_model
 from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
@@ -43,6 +46,7 @@ PROMPT_LENGTHS = (7, 30, 80)
 GENERATOR_SERVED = {"tiny-random-mistral-windowed", "tiny-random-gpt-oss", "tiny-random-lfm2-hybrid"}
 DRIVEN = sorted(set(TINY_ARCHITECTURES) - GENERATOR_SERVED)
 GPT_OSS = "tiny-random-gpt-oss-full-cache"
+AWQ = "tiny-random-llama-awq-block-128"
 
 
 @pytest.fixture(scope="module", params=[TINY, *DRIVEN])
@@ -231,6 +235,61 @@ def test_the_phi3_model_file_is_the_one_genai_config_names_not_model_onnx():
     folder = MODEL_CACHE / "tiny-random-phi3-longrope"
     assert not (folder / "model.onnx").exists()  # nothing to fall back on: the name must be read
     assert "input_ids" in {node.name for node in graph.input}
+
+
+def matmul_nbits(graph) -> dict[str, dict]:
+    """Each MatMulNBits node's attributes, by node name."""
+    return {
+        node.name: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        for node in graph.node
+        if node.op_type == "MatMulNBits"
+    }
+
+
+def test_the_awq_build_keeps_the_checkpoints_int4_layers_as_matmul_nbits_of_block_128():
+    _, graph = decoder_graph(AWQ)
+    nodes = matmul_nbits(graph)
+    projections = ("attn/qkv_proj", "attn/o_proj", "mlp/gate_proj", "mlp/up_proj", "mlp/down_proj")
+    expected = {f"/model/layers.{layer}/{p}/MatMulNBits" for layer in range(2) for p in projections}
+    assert expected <= set(nodes)
+    assert "MatMul" not in {node.op_type for node in graph.node}  # no projection left in float
+    assert all(n["bits"] == 4 and n["block_size"] == 128 and n["accuracy_level"] == 4 for n in nodes.values())
+
+
+def nbits_weight(initializers: dict, prefix: str) -> np.ndarray:
+    """A MatMulNBits node's (out, in) weight, dequantized from its blocks, scales and zero points."""
+    blocks = onnx.numpy_helper.to_array(initializers[f"{prefix}.qweight"])
+    out_features, block_count, _ = blocks.shape
+    levels = np.stack([blocks & 15, blocks >> 4], axis=-1).reshape(out_features, -1).astype(np.float32)
+    zero_bytes = onnx.numpy_helper.to_array(initializers[f"{prefix}.qzeros"]).reshape(out_features, -1)
+    zeros = np.stack([zero_bytes & 15, zero_bytes >> 4], axis=-1).reshape(out_features, -1)[:, :block_count]
+    scales = onnx.numpy_helper.to_array(initializers[f"{prefix}.scales"]).reshape(out_features, block_count)
+    block = levels.shape[1] // block_count
+    return (levels - np.repeat(zeros, block, axis=1)) * np.repeat(scales, block, axis=1)
+
+
+def test_the_awq_builds_weights_are_the_checkpoints_int4_weights_read_in_autoawq_order():
+    """The builder unpacks AutoAWQ's interleaved words itself: what it wrote must be, value for
+    value, the int4 weights the checkpoint packed (a wrong column order would scramble them)."""
+    build_model(AWQ, MODEL_CACHE)
+    folder = MODEL_CACHE / AWQ
+    model = onnx.load(str(folder / "model.onnx"))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    group = AWQ_CHECKPOINTS[AWQ]
+    weights = {name: tensor.detach().numpy() for name, tensor in tiny_model(AWQ).state_dict().items()}
+    for layer in range(2):
+        source = f"model.layers.{layer}"
+        expected = {
+            "attn.qkv_proj": np.concatenate([weights[f"{source}.self_attn.{p}_proj.weight"] for p in "qkv"]),
+            "attn.o_proj": weights[f"{source}.self_attn.o_proj.weight"],
+            "mlp.gate_proj": weights[f"{source}.mlp.gate_proj.weight"],
+            "mlp.up_proj": weights[f"{source}.mlp.up_proj.weight"],
+            "mlp.down_proj": weights[f"{source}.mlp.down_proj.weight"],
+        }
+        for projection, weight in expected.items():
+            checkpoint = dequantize(*quantize(weight, group), group)
+            built = nbits_weight(initializers, f"model.layers.{layer}.{projection}.MatMulNBits")
+            np.testing.assert_array_equal(built, checkpoint)
 
 
 # The same two config readings over HTTP: model folders copied from the tiny model with their
