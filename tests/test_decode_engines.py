@@ -9,6 +9,7 @@ greedy answer is varied text rather than the tiny random model's repeated token.
 from __future__ import annotations
 
 import json
+import threading
 from functools import partial
 
 import jsonschema
@@ -135,3 +136,27 @@ def test_free_rows_of_a_static_batch_are_untouched_by_constrained_neighbours(mod
     for choice in answers.choices:
         assert choice.finish_reason == "stop"
         jsonschema.validate(json.loads(choice.text), BOUNDED)
+
+
+def test_a_job_submitted_again_to_the_static_batch_joins_the_running_one(model_dir):
+    """A second delivery of a running job neither decodes it again (its stream would carry every
+    token twice) nor is lost: it ends with the running request, and a cancel reaching it stops both."""
+    registry = ModelRegistry(Settings(model_dir=model_dir, intra_op_threads=1), "cpu")
+    loaded = registry.get(TINY)
+    engine = static_engine(model_dir, loaded)
+    try:
+        job = GenerationJob(job_id="again", model=TINY, messages=user("go on"), max_tokens=4000)
+        decoding, second_events = threading.Event(), []
+        first = loaded.prepare(job, emit=lambda event: decoding.set())
+        second = loaded.prepare(job, emit=second_events.append)
+        engine.submit(first)
+        assert decoding.wait(60)
+        engine.submit(second)
+        second.cancelled.set()
+        assert first.finished.wait(60) and second.finished.wait(60)
+        assert first.cancelled.is_set() and first.result.choices[0].finish_reason == "cancelled"
+        assert second.result is first.result and second.error is None
+        assert second_events == [] and engine.idle
+    finally:
+        engine.stop()
+        registry.close()

@@ -93,6 +93,13 @@ class StaticBatchEngine:
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)
+            running = next((r for r in (*self._running, *self._pending) if r.job_id == request.job_id), None)
+            if running is not None:
+                # A second delivery of a job this engine runs: decoding it again would send every
+                # token twice on the job's stream. It ends as the running one ends.
+                log.warning("job submitted again while it runs; it joins it", extra={"job_id": request.job_id})
+                threading.Thread(target=_follow, args=(running, request), name="engine-join", daemon=True).start()
+                return
             if self._draining:
                 raise HandedBack(request.job_id)
             self._pending.append(request)
@@ -238,3 +245,12 @@ class StaticBatchEngine:
             if row.request.cancelled.is_set():
                 row.finish("cancelled")
         return all(row.finish_reason for row in rows)
+
+
+def _follow(running: GenerationRequest, joined: GenerationRequest) -> None:
+    """End `joined` with `running`'s result or error; a cancel of either cancels both."""
+    while not running.finished.wait(0.05):
+        if joined.cancelled.is_set():
+            running.cancelled.set()
+    joined.result, joined.error = running.result, running.error
+    joined.finished.set()
