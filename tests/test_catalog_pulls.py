@@ -42,6 +42,7 @@ def tiny_for(entry: dict) -> str:
 BUILT_ON_PULL = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-0.5b")
 QWEN3 = next(e for e in HUB_ENTRIES if e["alias"] == "qwen3-0.6b")
 FINISHED = ("succeeded", "failed", "cancelled")
+BUILD_TARGETS = (("CPUExecutionProvider", "cpu"), ("CUDAExecutionProvider", "cuda"))
 CANCELLED_BUILD = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-coder-0.5b")
 
 
@@ -172,6 +173,24 @@ def test_an_entry_without_an_onnx_folder_is_built_on_pull(stack):
     assert (folder / genai["model"]["decoder"]["filename"]).exists()
     assert not list(folder.glob("*.safetensors"))  # the weights the build read are not kept
     assert json.loads((folder / "inference_model.json").read_text())["Name"] == BUILT_ON_PULL["displayName"]
+
+
+def test_every_alias_built_on_pull_has_a_cpu_and_a_cuda_variant_built_for_it():
+    built = [e for e in HUB_ENTRIES if "build" in e]
+    variants = {(e["alias"], e["runtime"]["executionProvider"], e["build"]["execution_provider"]) for e in built}
+    aliases = {e["alias"] for e in built}
+    assert len(aliases) >= 13
+    assert variants == {(alias, provider, target) for alias in aliases for provider, target in BUILD_TARGETS}
+
+
+def test_the_cuda_variant_of_an_alias_built_on_pull_is_built_for_cuda(stack):
+    """Asked for by its name (live workers here are CPU only, so the alias picks the CPU one); the
+    builder makes CUDA graphs without a GPU."""
+    cuda = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-0.5b" and e["build"]["execution_provider"] == "cuda")
+    job = pull(stack, cuda["name"], timeout_s=600)
+    assert job["status"] == "succeeded", job
+    genai = json.loads((stack.settings.model_dir / cuda["displayName"] / "genai_config.json").read_text())
+    assert [list(options) for options in genai["model"]["decoder"]["session_options"]["provider_options"]] == [["cuda"]]
 
 
 def test_the_qwen3_aliases_are_built_on_pull_with_estimated_sizes(stack):
