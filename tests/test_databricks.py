@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from contracts.settings import Settings
 from tests.helpers import MINILM, SMOLLM2, TINY, user
 from tests.stack import ApiServer
+from tests.tool_schemas import CAPITAL, WEATHER
 
 KEY = "dapi-test-token"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -153,25 +154,6 @@ def test_openai_sdk_reads_databricks_errors(openai_client: OpenAI):
         openai_client.chat.completions.create(model=TINY, messages=user("hi"), temperature=9)
 
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
-CAPITAL = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 30}},
-    "required": ["city"],
-    "additionalProperties": False,
-}
 CAPITAL_FORMAT = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
 
 

@@ -20,6 +20,7 @@ from api.chat.grammars import answer_grammar, tools_grammar
 from contracts.jobs import GenerationJob, SamplingParams
 from contracts.settings import Settings
 from tests.helpers import SMOLLM2, TINY, user
+from tests.tool_schemas import BOUNDED, PICK
 from worker.engines.decode_engine import DecodeEngine
 from worker.engines.generation_engine import StaticBatchEngine
 from worker.engines.generation_request import GenerationRequest
@@ -27,18 +28,6 @@ from worker.engines.token_grammar import GrammarTokenizer
 from worker.models.model_registry import ModelRegistry, provider_config
 
 MAX_TOKENS = 24
-# Every value bounded, so even the tiny random model's constrained answer closes within a few tokens.
-BOUNDED = {
-    "type": "object",
-    "properties": {
-        "ok": {"type": "boolean"},
-        "digit": {"type": "integer", "minimum": 0, "maximum": 9},
-        "color": {"enum": ["red", "green", "blue"]},
-    },
-    "required": ["ok", "digit", "color"],
-    "additionalProperties": False,
-}
-PICK = {"type": "function", "function": {"name": "pick", "parameters": BOUNDED}}
 NOW = {"type": "function", "function": {"name": "now"}}
 # Grammar and tool_calls of a GenerationJob, as the API builds them.
 CONSTRAINTS = {

@@ -27,6 +27,7 @@ from openai import OpenAI
 from cli.model_build import build_model
 from tests.conftest import MODEL_CACHE
 from tests.helpers import sse_data, user
+from tests.tool_schemas import BOUNDED, PICK
 from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import provider_config
 
@@ -152,19 +153,7 @@ def test_greedy_answers_are_the_same_on_every_call(windowed, api_url):
     assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
 
 
-# Structured output and tool calls on the Generator. Every value bounded, so the tiny random
-# model's constrained answer closes within a few tokens.
-BOUNDED = {
-    "type": "object",
-    "properties": {
-        "ok": {"type": "boolean"},
-        "digit": {"type": "integer", "minimum": 0, "maximum": 9},
-        "color": {"enum": ["red", "green", "blue"]},
-    },
-    "required": ["ok", "digit", "color"],
-    "additionalProperties": False,
-}
-PICK = {"type": "function", "function": {"name": "pick", "parameters": BOUNDED}}
+# Structured output and tool calls on the Generator.
 NOW = {"type": "function", "function": {"name": "current_time", "description": "The time now."}}
 NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
 

@@ -15,6 +15,7 @@ from openai import BadRequestError, OpenAI
 from contracts.jobs import GenerationJob
 from contracts.settings import Settings
 from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for_first_token
+from tests.tool_schemas import CAPITAL, WEATHER
 from worker.engines.generation_engine import StaticBatchEngine
 from worker.engines.token_logprobs import FLOOR
 from worker.errors import JobRejected
@@ -22,25 +23,6 @@ from worker.models.model_registry import LoadedModel, ModelRegistry, provider_co
 
 QUESTION = user("What is the capital of France?")
 PROMPT = "The capital of France is"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
-CAPITAL = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 30}},
-    "required": ["city"],
-    "additionalProperties": False,
-}
 
 
 @pytest.fixture(scope="module")

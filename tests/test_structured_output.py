@@ -17,36 +17,9 @@ from openai import OpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
 from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for_first_token
+from tests.tool_schemas import BOUNDED, PICK, WEATHER
 
-# Every value bounded, so any model's constrained answer closes within a few tokens.
-BOUNDED = {
-    "type": "object",
-    "properties": {
-        "ok": {"type": "boolean"},
-        "digit": {"type": "integer", "minimum": 0, "maximum": 9},
-        "color": {"enum": ["red", "green", "blue"]},
-    },
-    "required": ["ok", "digit", "color"],
-    "additionalProperties": False,
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
 NOW = {"type": "function", "function": {"name": "current_time", "description": "The time now."}}
-PICK = {
-    "type": "function",
-    "function": {"name": "pick", "parameters": BOUNDED},
-}
 
 
 @pytest.fixture(scope="module")
