@@ -48,8 +48,14 @@ class ApiProcess:
         self.port = free_port()
         env = {**os.environ, "LADLE_REDIS_URL": redis_url, "LADLE_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{self.port}"]
+        # A session of its own: `stop` can then end the worker too, should the arbiter die first.
         self.process = subprocess.Popen(
-            [*command, "api.app:create_app()"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*command, "api.app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         for _ in range(200):
             try:
@@ -92,7 +98,14 @@ class ApiProcess:
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            pass
+        # gthread's worker waits for its busy threads (streams with no timeout) and outlives the
+        # arbiter: end every process of the session.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
 
 def plain_latencies(api: ApiProcess, path: str) -> tuple[list[float], int]:
