@@ -25,6 +25,18 @@ from tests.helpers import ASYNC, TINY, user
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_ladle(*args: str, env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """The `ladle` command line run from this checkout (hub access on: the tests' hub is local)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that hands `settings` to a worker subprocess."""
     return {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}

@@ -6,11 +6,8 @@ Qwen2 safetensors folder for an entry built on pull."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -25,7 +22,7 @@ from tests.conftest import MODEL_CACHE
 from tests.download_stack import DownloadStack
 from tests.helpers import TINY, sse_events
 from tests.hub_server import HubFile, HubRepo, HubServer
-from tests.stack import ROOT
+from tests.stack import run_ladle
 
 PHI3 = "tiny-random-phi3-longrope"
 SHIPPED_ENTRIES = json.loads(SHIPPED.read_text())
@@ -360,21 +357,10 @@ def weights_done(job: dict) -> int:
 CLI_ALIAS = next(e for e in VERIFIED_CPU if e["alias"] == "phi-3.5-mini")
 
 
-def ladle(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "0", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_ladle_models_pull_of_an_alias_runs_a_download_job_on_the_service(stack):
     folder = stack.settings.model_dir / CLI_ALIAS["displayName"]
     shutil.rmtree(folder, ignore_errors=True)  # pulled afresh even if an earlier test pulled it
-    result = ladle("models", "pull", CLI_ALIAS["alias"], "--api", stack.url, env={})
+    result = run_ladle("models", "pull", CLI_ALIAS["alias"], "--api", stack.url, env={})
     assert result.returncode == 0, result.stderr
     job_id = re.search(r"download job (\w+)", result.stderr).group(1)
     job = requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).json()
@@ -393,7 +379,7 @@ def test_ladle_models_pull_of_an_alias_downloads_its_cpu_variant_in_process_with
         "LADLE_CATALOG_DIR": str(tmp_path / "catalog"),
         "HF_ENDPOINT": hub.url,
     }
-    result = ladle("models", "pull", CLI_ALIAS["alias"], env=env)
+    result = run_ladle("models", "pull", CLI_ALIAS["alias"], env=env)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "models" / CLI_ALIAS["displayName"]
     assert result.stdout.strip() == str(folder)
@@ -409,7 +395,7 @@ def test_ladle_models_pull_of_an_alias_built_on_pull_shows_the_builders_stages(s
     weights_repo(hub, "builds/qwen2-cli")
     entry = user_entry("cli-build", "builds/qwen2-cli", build=BUILT_ON_PULL["build"])
     user_catalog.write_text(json.dumps([entry]))
-    result = ladle("models", "pull", "cli-build", "--api", stack.url, env={})
+    result = run_ladle("models", "pull", "cli-build", "--api", stack.url, env={})
     assert result.returncode == 0, result.stderr
     assert "building: Reading layer 0" in result.stderr  # the bar's label while the builder runs
     assert result.stdout.strip() == str(stack.settings.model_dir / "cli-build")

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from contracts.settings import Settings
 from tests.download_stack import DATA_FILE, PROMPT_TEMPLATE, REPO, VARIANT, DownloadStack, source
 from tests.helpers import TINY
 from tests.hub_server import HubServer
-from tests.stack import ROOT
+from tests.stack import run_ladle
 
 PRIVATE_REPO = "acme/private-onnx"
 TOKEN = "hf_ladleTestSecret0123456789"
@@ -396,17 +393,6 @@ def test_a_body_that_is_not_json_is_a_400(stack):
     assert response.json()["error"]["code"] == "invalid_json"
 
 
-def ladle(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "0", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_pull_downloads_in_process_when_no_service_answers(hub, tmp_path, model_dir):
     env = {
         "LADLE_MODEL_DIR": str(tmp_path / "models"),
@@ -414,17 +400,17 @@ def test_cli_pull_downloads_in_process_when_no_service_answers(hub, tmp_path, mo
         "LADLE_DATA_DIR": str(tmp_path / "data"),
         "HF_ENDPOINT": hub.url,
     }
-    result = ladle("models", "pull", f"https://huggingface.co/{REPO}/tree/main/{VARIANT}", env=env)
+    result = run_ladle("models", "pull", f"https://huggingface.co/{REPO}/tree/main/{VARIANT}", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "models" / VARIANT)
     assert "100%" in result.stderr  # the progress bar reached the end
     assert_same_files(tmp_path / "models" / VARIANT, model_dir / TINY)
-    assert ladle("models", "list", env=env).stdout.split() == [VARIANT]
+    assert run_ladle("models", "list", env=env).stdout.split() == [VARIANT]
 
 
 def test_cli_pull_runs_the_same_download_job_when_the_service_runs(stack):
     uri = f"https://huggingface.co/{PRIVATE_REPO}/tree/main/{VARIANT}"
-    result = ladle("models", "pull", uri, "--token", TOKEN, "--api", stack.url, env={})
+    result = run_ladle("models", "pull", uri, "--token", TOKEN, "--api", stack.url, env={})
     assert result.returncode == 0, result.stderr
     job_id = re.search(r"download job (\w+)", result.stderr).group(1)
     job = requests.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).json()
@@ -433,5 +419,5 @@ def test_cli_pull_runs_the_same_download_job_when_the_service_runs(stack):
 
 
 def test_cli_pull_reports_a_bad_name(stack):
-    result = ladle("models", "pull", "no-such-model", "--api", stack.url, env={})
+    result = run_ladle("models", "pull", "no-such-model", "--api", stack.url, env={})
     assert result.returncode == 1 and "not in the catalog" in result.stderr
