@@ -160,14 +160,21 @@ def wait_for(url: str, job_id: str, done, timeout_s: float = 120) -> dict:
     raise AssertionError(f"job {job_id}: {job}")
 
 
+def pulled_and_built(stack: DownloadStack, name: str, entry: dict) -> dict:
+    """Pull `name` (an alias or entry name) of an entry built on pull; the built folder's genai_config."""
+    job = pull(stack, name, timeout_s=600)
+    assert job["status"] == "succeeded", job
+    folder = stack.settings.model_dir / entry["displayName"]
+    genai = json.loads((folder / "genai_config.json").read_text())
+    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+    return genai
+
+
 def test_an_entry_without_an_onnx_folder_is_built_on_pull(stack):
     assert BUILT_ON_PULL["build"]["precision"] == "int4"
-    job = pull(stack, "qwen2.5-0.5b", timeout_s=600)
-    assert job["status"] == "succeeded", job
-    folder = stack.settings.model_dir / BUILT_ON_PULL["displayName"]
-    genai = json.loads((folder / "genai_config.json").read_text())
+    genai = pulled_and_built(stack, "qwen2.5-0.5b", BUILT_ON_PULL)
     assert genai["model"]["type"] == "qwen2"
-    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+    folder = stack.settings.model_dir / BUILT_ON_PULL["displayName"]
     assert not list(folder.glob("*.safetensors"))  # the weights the build read are not kept
     assert json.loads((folder / "inference_model.json").read_text())["Name"] == BUILT_ON_PULL["displayName"]
 
@@ -184,9 +191,7 @@ def test_the_cuda_variant_of_an_alias_built_on_pull_is_built_for_cuda(stack):
     """Asked for by its name (live workers here are CPU only, so the alias picks the CPU one); the
     builder makes CUDA graphs without a GPU."""
     cuda = next(e for e in HUB_ENTRIES if e["alias"] == "qwen2.5-0.5b" and e["build"]["execution_provider"] == "cuda")
-    job = pull(stack, cuda["name"], timeout_s=600)
-    assert job["status"] == "succeeded", job
-    genai = json.loads((stack.settings.model_dir / cuda["displayName"] / "genai_config.json").read_text())
+    genai = pulled_and_built(stack, cuda["name"], cuda)
     assert [list(options) for options in genai["model"]["decoder"]["session_options"]["provider_options"]] == [["cuda"]]
 
 
@@ -199,12 +204,7 @@ def test_the_qwen3_aliases_are_built_on_pull_with_estimated_sizes(stack):
 
 
 def test_a_qwen3_alias_pulls_and_builds(stack):
-    job = pull(stack, "qwen3-0.6b", timeout_s=600)
-    assert job["status"] == "succeeded", job
-    folder = stack.settings.model_dir / QWEN3["displayName"]
-    genai = json.loads((folder / "genai_config.json").read_text())
-    assert genai["model"]["type"] == "qwen3"
-    assert (folder / genai["model"]["decoder"]["filename"]).exists()
+    assert pulled_and_built(stack, "qwen3-0.6b", QWEN3)["model"]["type"] == "qwen3"
 
 
 def user_entry(alias: str, repo: str, **fields) -> dict:

@@ -99,14 +99,19 @@ def test_chat_is_answered_by_the_generator_with_one_log_line_saying_why(windowed
     assert len(lines) == 1 and "sliding_window" in lines[0]
 
 
-def test_gpt_oss_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_oss, api_url, worker, settings):
-    body = {"model": gpt_oss, "messages": CONVERSATION, "max_tokens": 12, "temperature": 0}
+def assert_chat_is_the_generators_greedy_answer(model: str, api_url: str, settings) -> None:
+    """The API's greedy chat answer for CONVERSATION: text and token count of the Generator run directly."""
+    body = {"model": model, "messages": CONVERSATION, "max_tokens": 12, "temperature": 0}
     response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     answer = response.json()
-    text, count = generator_answer(gpt_oss, CONVERSATION, 12, settings.intra_op_threads)
+    text, count = generator_answer(model, CONVERSATION, 12, settings.intra_op_threads)
     assert count > 0
     assert (answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]) == (text, count)
+
+
+def test_gpt_oss_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_oss, api_url, worker, settings):
+    assert_chat_is_the_generators_greedy_answer(gpt_oss, api_url, settings)
     # Only its windowed cache sends gpt-oss to the Generator: sinks and experts are not named.
     lines = fallback_lines(worker, gpt_oss)
     assert len(lines) == 1 and "sliding_window" in lines[0]
@@ -115,13 +120,7 @@ def test_gpt_oss_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_o
 def test_a_hybrid_with_convolution_states_is_served_by_the_generator_as_it_answers_alone(
     hybrid, api_url, worker, settings
 ):
-    body = {"model": hybrid, "messages": CONVERSATION, "max_tokens": 12, "temperature": 0}
-    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    answer = response.json()
-    text, count = generator_answer(hybrid, CONVERSATION, 12, settings.intra_op_threads)
-    assert count > 0
-    assert (answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]) == (text, count)
+    assert_chat_is_the_generators_greedy_answer(hybrid, api_url, settings)
     lines = fallback_lines(worker, hybrid)
     assert len(lines) == 1 and "hybrid" in lines[0] and "convolution" in lines[0]
 
