@@ -82,12 +82,12 @@ class Settings:
     # LADLE_PREFIX_CACHE_TOKENS: prompt positions per model whose key/values the CPU engine keeps
     # for prompts that start the same way (0: no prefix cache).
     prefix_cache_tokens: int = 512
-    # LADLE_EMBEDDING_BATCH: most texts one embedding call runs together.
+    # LADLE_EMBEDDING_BATCH: most texts one embedding bundle carries; each runner's call takes its share.
     embedding_batch: int = 32
     # LADLE_EMBEDDING_RUNNERS: embedding calls that run side by side per model, each with its share of
-    # the cores (0 or 1: one call at a time over every core).
+    # the cores (0: one per core, at most 4; 1: one call at a time over every core).
     embedding_runners: int = 0
-    # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits for others to join its call.
+    # LADLE_EMBEDDING_WINDOW_MS: how long an embedding request waits in the API for others to join its bundle.
     embedding_window_ms: float = 2.0
     # LADLE_MAX_EMBEDDING_INPUTS: most inputs one /v1/embeddings request may send.
     max_embedding_inputs: int = 256

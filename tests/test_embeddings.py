@@ -95,6 +95,18 @@ def test_batched_and_alone_give_the_same_vectors(embed):
     assert np.allclose(concurrent, np.concatenate([alone, alone]), atol=1e-5)
 
 
+def test_a_request_larger_than_one_call_is_split_over_calls_and_keeps_its_order(embed, api_url):
+    texts = [f"{SENTENCES[i % 4]} Number {i}." for i in range(40)]  # more than a call ever takes (32)
+    response = embed({"model": MINILM, "input": texts})
+    together = vectors(response.json())
+    job = requests.get(f"{api_url}/v1/jobs/{response.headers['X-Request-Id']}", timeout=10).json()
+    assert job["batch_size"] < len(texts)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        alone = [vectors(r.json())[0] for r in pool.map(lambda t: embed({"model": MINILM, "input": t}), texts)]
+    assert np.allclose(together, np.array(alone), atol=1e-5)
+    assert response.json()["usage"]["prompt_tokens"] > 40 * 8
+
+
 def test_concurrent_single_text_requests_share_one_onnxruntime_call(embed, api_url):
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(pool.map(lambda i: embed({"model": MINILM, "input": f"sentence {i}"}), range(32)))

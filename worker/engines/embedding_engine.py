@@ -1,15 +1,16 @@
 """An encoder model with micro-batching: texts from concurrent requests share one onnxruntime call.
 
-Requests wait up to `window_s` for company, up to `max_batch` texts a call; mean pooling over
-the attention mask, then L2 normalisation. Padding is masked, so a text's vector is the same
-(to float tolerance) whether it ran alone or in a batch.
+Requests arrive gathered already (the API bundles those sent together); a runner thread takes
+what is waiting, up to its share of `max_batch` texts, and runs it in one call: mean pooling
+over the attention mask, then L2 normalisation. Padding is masked, so a text's vector is the
+same (to float tolerance) whether it ran alone or in a batch.
 
-With LADLE_EMBEDDING_RUNNERS above 1, several runner threads take batches from the one queue,
-each calling the shared session with its share of the cores: calls run side by side instead of
-each spreading over every core, and while one runner computes the next batch gathers. On 2 cores
-with MiniLM that spent ~4% less CPU per sentence but gave the same throughput to 32 single-text
-clients and ~25% less to 4 clients of 8 texts (smaller batches, each on one core, take longer),
-so one runner over all the cores is the default.
+By default there is one runner per core (up to MAX_DEFAULT_RUNNERS), each calling the shared
+session on its own share of the cores, and a request larger than a runner's share is split
+between them. On 2 cores with MiniLM, one call over both cores kept them ~1.45 busy (a call
+waits at each operator for its slower thread, and the API, Redis and the tokenizer take the
+cores in between); two single-threaded runners left 2-4% of the machine idle instead of 6-9%.
+One runner over all the cores (LADLE_EMBEDDING_RUNNERS=1) answers a lone text soonest.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ from worker.errors import model_unloaded
 log = logging.getLogger(__name__)
 
 
+# Runners by default: one per core, at most this many (more would leave each too few texts a call).
+MAX_DEFAULT_RUNNERS = 4
+
+
 def runner_shape(runners: int, intra_op_threads: int, cores: int | None = None) -> tuple[int, int]:
-    """How many runner threads (0 or less: one), and how many intra-op threads each call gets
-    (0: the cores shared out between the runners)."""
+    """How many runner threads (0 or less: one per core, up to MAX_DEFAULT_RUNNERS), and how many
+    intra-op threads each call gets (0: the cores shared out between the runners)."""
     cores = cores or os.cpu_count() or 1
-    runners = max(1, runners)
+    runners = runners if runners > 0 else min(cores, MAX_DEFAULT_RUNNERS)
     threads = intra_op_threads if intra_op_threads > 0 else max(1, cores // runners)
     return runners, threads
 
@@ -47,14 +52,14 @@ class EmbeddingEngine:
         folder: Path,
         config: dict,
         max_batch: int,
-        window_s: float,
         intra_op_threads: int = 0,
         runners: int = 0,
     ) -> None:
         self.config = config
         self.max_batch = max_batch
-        self.window_s = window_s
         self.runners, threads = runner_shape(runners, intra_op_threads)
+        # Most texts one call takes: each runner's share, so that waiting texts spread over them.
+        self.call_limit = max(1, -(-max_batch // self.runners))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Idle intra-op threads sleep instead of spinning: between batches the cores go to the
@@ -79,16 +84,30 @@ class EmbeddingEngine:
             thread.start()
         log.info(
             "embedding engine started",
-            extra={"model": self.name, "runners": self.runners, "intra_op_threads": threads},
+            extra={
+                "model": self.name,
+                "runners": self.runners,
+                "intra_op_threads": threads,
+                "call_limit": self.call_limit,
+            },
         )
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-        """Unit vectors for `texts`, how many tokens each had, and how many texts shared the call."""
+        """Unit vectors for `texts`, how many tokens each had, and how many texts shared the call
+        (the largest, when the texts were split over several calls)."""
         if self._stopped:
             raise model_unloaded(self.name)
-        done: Future = Future()
-        self._queue.put((texts, done))
-        return done.result()
+        limit = self.call_limit
+        calls = []
+        for start in range(0, max(len(texts), 1), limit):
+            done: Future = Future()
+            self._queue.put((texts[start : start + limit], done))
+            calls.append(done)
+        results = [done.result() for done in calls]
+        if len(results) == 1:
+            return results[0]
+        vectors, token_counts, shared = zip(*results, strict=True)
+        return np.concatenate(vectors), np.concatenate(token_counts), max(shared)
 
     @property
     def idle(self) -> bool:
@@ -116,9 +135,9 @@ class EmbeddingEngine:
             with self._busy_lock:
                 self._busy += 1
             batch, size = [first], len(first[0])
-            while size < self.max_batch:
+            while size < self.call_limit:  # what is waiting joins, up to this runner's share
                 try:
-                    item = self._queue.get(timeout=self.window_s)
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:

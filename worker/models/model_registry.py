@@ -301,7 +301,6 @@ class ModelRegistry:
                 self.directory.path(name),
                 self.directory.embedding_config(name),
                 self.settings.embedding_batch,
-                self.settings.embedding_window_ms / 1000,
                 self.settings.intra_op_threads,
                 self.settings.embedding_runners,
             )
