@@ -6,6 +6,10 @@ Ladle: POST /v1/chat/completions/tokenizer/encode/count (HTTP, job record, light
 worker, tokenizer, pub/sub back). Baseline: `send_task(noop).get()` against the same Redis with
 a Celery threads worker and Redis result backend — the floor any Celery round trip pays.
 
+Ladle's client is a keep-alive `http.client` connection, the leanest HTTP client at hand (the
+baseline's client is Celery's own); the same requests through `requests.Session` are timed too,
+since that library alone adds ~0.5 ms a call.
+
 Each side's CPU per round trip is printed too: this process (the client: HTTP for Ladle, the
 Celery producer and result reader for the no-op) plus the servers (`ladle serve` and its children,
 or the no-op worker) and Redis, less what the servers use idle. On a machine shared with other
@@ -15,10 +19,13 @@ work it moves far less than the latencies do.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import requests
 from celery import Celery
@@ -66,16 +73,27 @@ def main() -> None:
     build_model(MODEL, args.model_dir)
     session = requests.Session()
     body = {"model": MODEL, "messages": MESSAGES}
+    path = "/v1/chat/completions/tokenizer/encode/count"
 
     def ready(api_url: str) -> None:
-        requests.post(f"{api_url}/v1/chat/completions/tokenizer/encode/count", json=body, timeout=30).raise_for_status()
+        requests.post(f"{api_url}{path}", json=body, timeout=30).raise_for_status()
 
     def count() -> None:
-        session.post(f"{url}/v1/chat/completions/tokenizer/encode/count", json=body, timeout=30).raise_for_status()
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"token count failed: HTTP {response.status}")
+
+    def count_with_requests() -> None:
+        session.post(f"{url}{path}", json=body, timeout=30).raise_for_status()
 
     pids: list[int] = []
     with ladle_serve(args.model_dir, ready, pids=pids) as (url, redis_url):
+        address = urlparse(url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
         ladle_ms, ladle_cpu = timed(count, args.requests, pids)
+        requests_ms, requests_cpu = timed(count_with_requests, args.requests, pids)
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -98,16 +116,18 @@ def main() -> None:
             worker.terminate()
             worker.wait(timeout=30)
     print(f"round trips, {args.requests} sequential requests, ms")
-    print(f"{'':32}{'p50':>8}{'p99':>8}{'CPU ms':>8}")
+    print(f"{'':40}{'p50':>8}{'p99':>8}{'CPU ms':>8}")
     for name, times, cpu in (
-        ("Ladle token-count job (HTTP)", ladle_ms, ladle_cpu),
+        ("Ladle token-count job (http.client)", ladle_ms, ladle_cpu),
+        ("Ladle token-count job (requests)", requests_ms, requests_cpu),
         ("raw Celery no-op task", celery_ms, celery_cpu),
     ):
-        print(f"{name:32}{percentile(times, 0.5):8.2f}{percentile(times, 0.99):8.2f}{cpu:8.2f}")
+        print(f"{name:40}{percentile(times, 0.5):8.2f}{percentile(times, 0.99):8.2f}{cpu:8.2f}")
     print(
         f"Ladle/Celery p50: x{percentile(ladle_ms, 0.5) / percentile(celery_ms, 0.5):.2f}, "
         f"p99: x{percentile(ladle_ms, 0.99) / percentile(celery_ms, 0.99):.2f}, "
-        f"CPU per round trip: x{ladle_cpu / celery_cpu:.2f}"
+        f"CPU per round trip: x{ladle_cpu / celery_cpu:.2f}; "
+        f"with requests p50: x{percentile(requests_ms, 0.5) / percentile(celery_ms, 0.5):.2f}"
     )
 
 
