@@ -3,7 +3,9 @@ to the queue at once, where another worker takes them without waiting for the vi
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -160,3 +162,32 @@ def test_a_job_waiting_in_the_engine_goes_back_at_once(fleet_factory):
     assert long_job["status"] == "succeeded", long_job
     assert long_job["worker"] == first.name
     assert wait_for_exit(first) == 0
+
+
+def test_a_job_delivered_twice_goes_back_to_the_queue_once(fleet_factory):
+    """Its message delivered again while it runs (a lease ran out): both deliveries share the running
+    request, and when the drain time is over both hand it back, yet one message goes back to the
+    queue, so the job runs once more rather than twice side by side. (Both deliveries carry the
+    message's delivery tag: kombu holds one unacknowledged entry for them, restored once.)"""
+    fleet = fleet_factory(drain_s=0.5)
+    stopping = fleet.add_worker(LADLE_WORKER_CONCURRENCY="2")
+    job_id = fleet.submit(max_tokens=8000)
+    fleet.wait_for_decoding(job_id)
+    (entry,) = fleet.client.hvals("unacked")  # kombu's copy of the running message
+    message, _, queue = json.loads(entry)
+    fleet.client.lpush(queue, json.dumps(message))  # what a redelivery puts back on the queue
+    deadline = time.monotonic() + BOUND_S
+    while fleet.client.hget(keys.job_key(job_id), "deliveries") != b"2":  # the second delivery joined
+        assert time.monotonic() < deadline, "the message delivered again never started"
+        time.sleep(0.05)
+    stopping.process.send_signal(signal.SIGTERM)
+    assert wait_for_exit(stopping) == 0
+
+    assert fleet.client.llen(queue) == 1 and fleet.client.hlen("unacked") == 0
+    assert fleet.job(job_id)["status"] == "queued"
+    assert fleet.deliveries(job_id) == 0  # both deliveries were handed back, neither counts
+    second = fleet.add_worker()
+    job = wait_for(fleet.api.url, job_id, {"succeeded", "failed"}, timeout_s=BOUND_S)
+    assert job["status"] == "succeeded", job
+    assert job["worker"] == second.name
+    assert fleet.client.llen(queue) == 0

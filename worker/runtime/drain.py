@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import current_task
 from celery.worker import state as celery_state
@@ -18,6 +19,9 @@ class HandedBack(Exception):
         self.job_id = job_id
 
 
+_settling = threading.Lock()
+
+
 def requeue_current_task() -> None:
     """Put the message of the task this thread runs back on its queue now.
 
@@ -26,8 +30,9 @@ def requeue_current_task() -> None:
     request is then marked acknowledged, so Celery does not settle the message a second time.
     """
     task_id = current_task.request.id if current_task else None
-    for request in list(celery_state.active_requests):
-        if request.id == task_id and not request.acknowledged:
-            request.message.reject(requeue=True)
-            request.acknowledged = True
-            log.info("message requeued", extra={"task_id": task_id})
+    with _settling:  # deliveries of one job (one task ID) handed back at once settle it once
+        for request in list(celery_state.active_requests):
+            if request.id == task_id and not request.acknowledged:
+                request.message.reject(requeue=True)
+                request.acknowledged = True
+                log.info("message requeued", extra={"task_id": task_id})
