@@ -176,12 +176,12 @@ def make_celery(settings: Settings, device: str, lane: str = COMPUTE_LANE) -> Ce
     @app.task(name=EMBED_TASK)
     def embed_texts(payloads: list[dict]) -> None:
         runtime = holder["runtime"]
-        runtime.jobs.run_many(payloads, EmbeddingJob, lambda jobs: embed(runtime.registry, jobs))
+        runtime.jobs.run_many(payloads, EmbeddingJob, lambda jobs: embed(runtime.registry, jobs), events=False)
 
     @app.task(name=COUNT_TOKENS_TASK)
     def count_prompt_tokens(payload: dict) -> None:
         runtime = holder["runtime"]
-        runtime.jobs.run(payload, TokenCountJob, lambda job: count_tokens(runtime.token_counter, job))
+        runtime.jobs.run(payload, TokenCountJob, lambda job: count_tokens(runtime.token_counter, job), events=False)
 
     @app.task(name=LOAD_TASK)
     def load_model(payload: dict) -> None:
