@@ -9,7 +9,7 @@ By default there is one runner per core (up to MAX_DEFAULT_RUNNERS), each callin
 session on its own share of the cores, and a request larger than a runner's share is split
 between them. On 2 cores with MiniLM, one call over both cores kept them ~1.45 busy (a call
 waits at each operator for its slower thread, and the API, Redis and the tokenizer take the
-cores in between); two single-threaded runners left 2-4% of the machine idle instead of 6-9%.
+cores in between); two single-threaded runners left 2-5% of the machine idle instead of 6-9%.
 One runner over all the cores (LADLE_EMBEDDING_RUNNERS=1) answers a lone text soonest.
 """
 
