@@ -70,9 +70,15 @@ class Load:
     cpu_ms_per_sentence: float = 0.0
 
 
+# Seconds of the same load run unmeasured first: onnxruntime plans each new input shape on first
+# sight, and each server sees many (batch sizes, lengths) in its first seconds.
+WARM_UP_S = 3.0
+
+
 def measured(url: str, server_pids: list[int], clients: int, seconds: float, **options) -> Load:
-    """`sentences_per_s` of the server at `url`, with the CPU its processes (`server_pids` and their
-    children) used meanwhile."""
+    """`sentences_per_s` of the server at `url` after WARM_UP_S of the same load, with the CPU its
+    processes (`server_pids` and their children) used meanwhile."""
+    sentences_per_s(url, clients, WARM_UP_S, **options)
     cpu_before, started = tree_cpu_s(server_pids), time.perf_counter()
     rate = sentences_per_s(url, clients, seconds, **options)
     sentences = rate * (time.perf_counter() - started)
