@@ -27,7 +27,7 @@ from openai import OpenAI
 from cli.model_build import build_model
 from tests.conftest import MODEL_CACHE
 from tests.helpers import sse_data, user
-from tests.tool_schemas import BOUNDED, PICK
+from tests.tool_schemas import BOUNDED, NOW, PICK, assert_tool_choice_answer, assert_valid_calls
 from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import provider_config
 
@@ -153,8 +153,6 @@ def test_greedy_answers_are_the_same_on_every_call(windowed, api_url):
 
 
 # Structured output and tool calls on the Generator.
-NOW = {"type": "function", "function": {"name": "current_time", "description": "The time now."}}
-NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +162,6 @@ def sdk(api_url: str) -> OpenAI:
 
 def schema_format(schema: dict, strict: bool = True) -> dict:
     return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": strict}}
-
-
-def assert_valid_calls(calls) -> None:
-    for call in calls:
-        assert call.type == "function" and call.id.startswith("call_")
-        parameters = BOUNDED if call.function.name == "pick" else NO_ARGUMENTS
-        jsonschema.validate(json.loads(call.function.arguments), parameters)
-    assert len({call.id for call in calls}) == len(calls)
 
 
 def test_json_schema_answers_from_the_generator_validate(windowed, sdk):
@@ -205,29 +195,7 @@ def test_json_object_answer_from_the_generator_parses(windowed, sdk):
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("choice", ["required", "auto", {"type": "function", "function": {"name": "pick"}}])
 def test_every_tool_choice_gives_valid_calls_on_the_generator(windowed, sdk, choice, parallel: bool):
-    completion = sdk.chat.completions.create(
-        model=windowed,
-        messages=user("hi"),
-        tools=[PICK, NOW],
-        tool_choice=choice,
-        parallel_tool_calls=parallel,
-        max_tokens=80,
-        seed=7,
-    )
-    result = completion.choices[0]
-    message = result.message
-    if choice == "auto" and not message.tool_calls:  # the model answered in text
-        assert result.finish_reason in ("stop", "length") and message.content is not None
-        return
-    assert message.tool_calls and message.content is None
-    assert_valid_calls(message.tool_calls)
-    if isinstance(choice, dict):
-        assert [c.function.name for c in message.tool_calls] == ["pick"]
-    if not parallel or isinstance(choice, dict):
-        assert len(message.tool_calls) == 1
-        assert result.finish_reason == ("stop" if isinstance(choice, dict) else "tool_calls")
-    else:
-        assert result.finish_reason in ("tool_calls", "length")
+    assert_tool_choice_answer(sdk, windowed, choice, parallel)
 
 
 def test_tool_choice_none_on_the_generator_answers_in_text(windowed, sdk):
@@ -269,7 +237,7 @@ def test_streamed_calls_from_the_generator_join_to_the_answer(windowed, sdk, too
     assert first.id.startswith("call_")
     assert all(p.id is None and p.function.name is None for p in parts[1:])
     assert "".join(p.function.arguments for p in parts) == whole.message.tool_calls[0].function.arguments
-    assert_valid_calls(whole.message.tool_calls)
+    assert_valid_calls(whole.message, [tool])
 
 
 def test_streamed_json_from_the_generator_joins_to_the_answer(windowed, sdk):

@@ -17,9 +17,7 @@ from openai import OpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
 from tests.helpers import ASYNC, SMOLLM2, TINY, user, wait_for_first_token
-from tests.tool_schemas import BOUNDED, PICK, WEATHER
-
-NOW = {"type": "function", "function": {"name": "current_time", "description": "The time now."}}
+from tests.tool_schemas import BOUNDED, NOW, PICK, WEATHER, assert_tool_choice_answer, assert_valid_calls
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +27,6 @@ def client(api_url: str) -> OpenAI:
 
 def schema_format(schema: dict, strict: bool = True) -> dict:
     return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": strict}}
-
-
-def parameters_of(tools: list[dict], name: str) -> dict:
-    function = next(t["function"] for t in tools if t["function"]["name"] == name)
-    return function.get("parameters") or {"type": "object", "properties": {}, "additionalProperties": False}
-
-
-def assert_valid_calls(message, tools: list[dict]) -> None:
-    for call in message.tool_calls:
-        assert call.type == "function" and call.id.startswith("call_")
-        jsonschema.validate(json.loads(call.function.arguments), parameters_of(tools, call.function.name))
-    assert len({call.id for call in message.tool_calls}) == len(message.tool_calls)
 
 
 def test_json_schema_answer_validates(client: OpenAI):
@@ -123,33 +109,7 @@ def test_a_free_row_beside_a_constrained_one_answers_as_alone(chat, api_url: str
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("choice", ["required", "auto", {"type": "function", "function": {"name": "pick"}}])
 def test_tool_choices_give_valid_calls(client: OpenAI, choice, parallel: bool):
-    tools = [PICK, NOW]
-    completion = client.chat.completions.create(
-        model=TINY,
-        messages=user("hi"),
-        tools=tools,
-        tool_choice=choice,
-        parallel_tool_calls=parallel,
-        max_tokens=80,
-        seed=7,
-    )
-    result = completion.choices[0]
-    message = result.message
-    if choice == "auto" and not message.tool_calls:  # the model answered in text
-        assert result.finish_reason in ("stop", "length") and message.content is not None
-        return
-    # Even when max_tokens ends the answer (a random model may call again and again), the calls
-    # returned are complete and valid: never half a call.
-    assert message.tool_calls
-    assert_valid_calls(message, tools)
-    assert message.content is None
-    if isinstance(choice, dict):
-        assert [c.function.name for c in message.tool_calls] == ["pick"]
-    if not parallel or isinstance(choice, dict):
-        assert len(message.tool_calls) == 1
-        assert result.finish_reason == ("stop" if isinstance(choice, dict) else "tool_calls")
-    else:
-        assert result.finish_reason in ("tool_calls", "length")
+    assert_tool_choice_answer(client, TINY, choice, parallel)
 
 
 def test_required_calls_on_a_real_model(client: OpenAI):
