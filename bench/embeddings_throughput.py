@@ -4,12 +4,16 @@
     python bench/embeddings_throughput.py [--seconds 10]
 
 All embed the same ~20-word sentences with all-MiniLM-L6-v2 (int8 ONNX, the folder Ladle serves)
-in one run, one after the other: raw onnxruntime at batch 32 (the ceiling), infinity-emb (a
-Python embedding server with dynamic batching, `--engine optimum` on the same ONNX file), then
-Ladle started as `ladle serve` runs it. The infinity-emb column is skipped, saying why, when its
-virtualenv (INFINITY_VENV, default ~/.cache/ladle-bench/infinity) is missing. Each server's CPU
-per sentence (its processes and their children, Redis included) is printed too: on a machine
-shared with other work it moves far less than sentences/s.
+in one run: raw onnxruntime at batch 32 (the ceiling) and batch 1, then infinity-emb (a Python
+embedding server with dynamic batching, `--engine optimum` on the same ONNX file) and Ladle
+started as `ladle serve` runs it. Both servers stay up and take turns at the 32-client load for
+`--rounds` rounds, so that the machine's drift (here ±10% over minutes) falls on both alike; each
+round's ratio is printed, then the median. Idle, each server uses about 1% of a core.
+
+The infinity-emb column is skipped, saying why, when its virtualenv (INFINITY_VENV, default
+~/.cache/ladle-bench/infinity) is missing. Each server's CPU per sentence (its processes and their
+children, Redis included) is printed too: on a machine shared with other work it moves far less
+than sentences/s.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import argparse
 import http.client
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -172,45 +177,64 @@ def warm_up(url: str, path: str = "/v1/embeddings") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server takes at the 32-client load")
     parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
     args = parser.parse_args()
     folder = build_model(MINILM, args.model_dir)
     raw32 = raw_sentences_per_s(folder, 32, args.seconds)
     raw1 = raw_sentences_per_s(folder, 1, args.seconds)
-    infinity32 = None
-    if (infinity_venv() / "bin" / "infinity_emb").exists():
-        with infinity_serve(folder) as (url, pid):
-            infinity32 = measured(url, [pid], 32, args.seconds, path="/embeddings")
-    else:
-        skipped = f"skipped: no infinity-emb in {infinity_venv()} (run bash bench/install_infinity.sh)"
-    pids: list[int] = []
-    with ladle_serve(args.model_dir, warm_up, pids=pids) as (url, _):
-        ladle32 = measured(url, pids, 32, args.seconds)
+    peer = (infinity_venv() / "bin" / "infinity_emb").exists()
+    rounds: list[tuple[Load | None, Load]] = []
+    with ExitStack() as servers:
+        infinity_url, infinity_pid = servers.enter_context(infinity_serve(folder)) if peer else ("", 0)
+        pids: list[int] = []
+        url, _ = servers.enter_context(ladle_serve(args.model_dir, warm_up, pids=pids))
+        for number in range(1, args.rounds + 1):
+            theirs = measured(infinity_url, [infinity_pid], 32, args.seconds, path="/embeddings") if peer else None
+            ours = measured(url, pids, 32, args.seconds)
+            rounds.append((theirs, ours))
+            line = f"round {number}: Ladle {ours.sentences_per_s:6.1f} sentences/s"
+            if theirs:
+                ratio = ours.sentences_per_s / theirs.sentences_per_s
+                line += f"   infinity-emb {theirs.sentences_per_s:6.1f}   x{ratio:.2f}"
+            print(line, flush=True)
         # The same texts in fewer, larger requests: what the per-request cost is.
         ladle4x8 = measured(url, pids, 4, args.seconds, texts=8)
 
-    def row(name: str, load: Load) -> str:
-        cpu = f"   {load.cpu_ms_per_sentence:5.2f} ms CPU/sentence" if load.cpu_ms_per_sentence else ""
-        return f"{name:37}{load.sentences_per_s:8.1f} sentences/s{cpu}"
+    def row(name: str, loads: list[Load]) -> str:
+        rate = statistics.median(load.sentences_per_s for load in loads)
+        cpu = statistics.median(load.cpu_ms_per_sentence for load in loads)
+        rates = [load.sentences_per_s for load in loads]
+        spread = f" ({min(rates):.0f}-{max(rates):.0f})" if len(rates) > 1 else ""
+        cpu_text = f"   {cpu:5.2f} ms CPU/sentence" if cpu else ""
+        return f"{name:37}{rate:8.1f} sentences/s{spread}{cpu_text}"
 
+    ladle32 = [ours for _, ours in rounds]
     print("all-MiniLM-L6-v2 int8, ~20-word sentences (CPU: the server's processes, Redis included)")
     print(f"{'raw onnxruntime, batch 32':37}{raw32:8.1f} sentences/s")
     print(f"{'raw onnxruntime, batch 1':37}{raw1:8.1f} sentences/s")
-    if infinity32 is None:
-        print(f"{'infinity-emb, 32 single-text clients':37}  {skipped}")
+    if peer:
+        print(row("infinity-emb, 32 single-text clients", [theirs for theirs, _ in rounds if theirs]))
     else:
-        print(row("infinity-emb, 32 single-text clients", infinity32))
-    print(row("Ladle, 32 single-text clients", ladle32))
-    print(row("Ladle, 4 clients x 8 texts", ladle4x8))
-    rate32 = ladle32.sentences_per_s
-    print(f"Ladle/raw batch 32: x{rate32 / raw32:.2f}   Ladle/raw batch 1: x{rate32 / raw1:.2f}")
-    if infinity32 is not None:
-        cpu_ratio = (
-            ladle32.cpu_ms_per_sentence / infinity32.cpu_ms_per_sentence if infinity32.cpu_ms_per_sentence else 0
-        )
         print(
-            f"Ladle/infinity-emb, 32 single-text clients: x{rate32 / infinity32.sentences_per_s:.2f} sentences/s, "
-            f"x{cpu_ratio:.2f} CPU per sentence"
+            f"{'infinity-emb, 32 single-text clients':37}  skipped: no infinity-emb in {infinity_venv()} "
+            "(run bash bench/install_infinity.sh)"
+        )
+    print(row("Ladle, 32 single-text clients", ladle32))
+    print(row("Ladle, 4 clients x 8 texts", [ladle4x8]))
+    rate32 = statistics.median(load.sentences_per_s for load in ladle32)
+    print(f"Ladle/raw batch 32: x{rate32 / raw32:.2f}   Ladle/raw batch 1: x{rate32 / raw1:.2f}")
+    if peer:
+        ratios = [ours.sentences_per_s / theirs.sentences_per_s for theirs, ours in rounds if theirs]
+        cpu_ratios = [
+            ours.cpu_ms_per_sentence / theirs.cpu_ms_per_sentence
+            for theirs, ours in rounds
+            if theirs and theirs.cpu_ms_per_sentence
+        ]
+        cpu_text = f", x{statistics.median(cpu_ratios):.2f} CPU per sentence" if cpu_ratios else ""
+        print(
+            f"Ladle/infinity-emb, 32 single-text clients: x{statistics.median(ratios):.2f} sentences/s "
+            f"(median of {len(ratios)} rounds: {' '.join(f'x{r:.2f}' for r in ratios)}){cpu_text}"
         )
     print(f"Ladle 4 clients x 8 texts/raw batch 32: x{ladle4x8.sentences_per_s / raw32:.2f}")
 
