@@ -1,7 +1,7 @@
 """Embeddings through Ladle with 32 concurrent single-text clients vs infinity-emb and raw onnxruntime.
 
     bash bench/install_infinity.sh            # once: the peer's own virtualenv
-    python bench/embeddings_throughput.py [--seconds 10]
+    python bench/embeddings_throughput.py [--seconds 10] [--rounds 3]
 
 All embed the same ~20-word sentences with all-MiniLM-L6-v2 (int8 ONNX, the folder Ladle serves)
 in one run: raw onnxruntime at batch 32 (the ceiling) and batch 1, then infinity-emb (a Python
@@ -202,9 +202,9 @@ def main() -> None:
         ladle4x8 = measured(url, pids, 4, args.seconds, texts=8)
 
     def row(name: str, loads: list[Load]) -> str:
-        rate = statistics.median(load.sentences_per_s for load in loads)
-        cpu = statistics.median(load.cpu_ms_per_sentence for load in loads)
         rates = [load.sentences_per_s for load in loads]
+        rate = statistics.median(rates)
+        cpu = statistics.median(load.cpu_ms_per_sentence for load in loads)
         spread = f" ({min(rates):.0f}-{max(rates):.0f})" if len(rates) > 1 else ""
         cpu_text = f"   {cpu:5.2f} ms CPU/sentence" if cpu else ""
         return f"{name:37}{rate:8.1f} sentences/s{spread}{cpu_text}"
