@@ -56,7 +56,6 @@ class EmbeddingEngine:
         runners: int = 0,
     ) -> None:
         self.config = config
-        self.max_batch = max_batch
         self.runners, threads = runner_shape(runners, intra_op_threads)
         # Most texts one call takes: each runner's share, so that waiting texts spread over them.
         self.call_limit = max(1, -(-max_batch // self.runners))

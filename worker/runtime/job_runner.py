@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ErrorInfo, server_error
 from contracts.events import DoneEvent, ErrorEvent
-from contracts.job_store import Ending, JobStart, JobStore
+from contracts.job_store import Ending, JobStart, JobStore, format_event_id
 from contracts.jobs import JobStatus
 from contracts.settings import Settings
 from worker.errors import JobRejected
@@ -96,7 +96,9 @@ class JobRunner:
         if events:
             self.publisher.finish_many(ends)
         else:  # the end is the delivery's first and only event
-            endings = [Ending(job, event, status, f"{starts[job].deliveries}-1") for job, event, status in ends]
+            endings = [
+                Ending(job, event, status, format_event_id((starts[job].deliveries, 1))) for job, event, status in ends
+            ]
             try:
                 self.store.finish_many(endings)
             except Exception:  # as the publisher does: logged; the job's record says what happened next
