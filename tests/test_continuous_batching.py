@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -179,5 +180,42 @@ def test_a_job_submitted_again_while_it_runs_joins_the_running_one(model_dir):
         assert first.cancelled.is_set() and first.result.choices[0].finish_reason == "cancelled"
         assert second.result is first.result and second.error is None
         assert second_events == [] and loaded.engine.idle
+    finally:
+        registry.close()
+
+
+def test_a_job_submitted_again_as_its_rows_end_gets_their_result(model_dir):
+    """A job's message delivered again in the step where its last row ended, before its result was
+    built: the new submit takes that result instead of decoding the job a second time."""
+    registry = ModelRegistry(Settings(model_dir=model_dir, intra_op_threads=1), "cpu")
+    try:
+        loaded = registry.get(TINY)
+        engine = loaded.engine
+        short = GenerationJob(job_id="short", model=TINY, messages=user("go on"), max_tokens=12, temperature=0)
+        first = loaded.prepare(short, emit=lambda event: None)
+        again = loaded.prepare(short, emit=lambda event: None)
+        joined = threading.Event()
+
+        def submit_in_the_gap(event) -> None:
+            # The long job decodes in a higher slot, so in the step where the short job's last row
+            # ended this runs after that row left and before the short job's result is built.
+            if not joined.is_set() and "short" not in engine._tracked and not first.finished.is_set():
+                joined.set()
+                engine.submit(again)
+
+        long_job = GenerationJob(job_id="long", model=TINY, messages=user("go on"), max_tokens=8000, temperature=0)
+        long_request = loaded.prepare(long_job, emit=submit_in_the_gap)
+        engine.submit(first)
+        engine.submit(long_request)
+        assert first.finished.wait(60)
+        long_request.cancelled.set()
+        assert long_request.finished.wait(60)
+        assert joined.is_set(), "the long job's tokens never came in the short job's last step"
+        assert again.finished.wait(10)
+        assert again.result is first.result and again.error is None
+        deadline = time.monotonic() + 10
+        while not engine.idle and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.idle
     finally:
         registry.close()

@@ -88,8 +88,11 @@ class _Tracked:
         return True
 
     def complete(self, batch_size: int, cached_tokens: int) -> None:
-        """Build the result from the finished rows and hand it to every submit."""
+        """Build the result from the finished rows (its submits then get it with `share_result`)."""
         complete(self.request, [s.row for s in self.rows], batch_size, cached_tokens)
+
+    def share_result(self) -> None:
+        """Hand the result to the later submits (none can join any more)."""
         for other in self.attached:
             other.result = self.request.result
             other.finished.set()
@@ -132,6 +135,9 @@ class ContinuousBatchEngine:
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
+        # Requests whose rows all ended this step, until their result is built: a submit of the same
+        # job meanwhile joins them rather than decoding the job again.
+        self._completing: dict[str, _Tracked] = {}
         self._order = itertools.count()
         self._finished: list[tuple[_Tracked, int, int]] = []  # requests done this step, batch size, cached
         self._wakeup = threading.Condition()
@@ -155,7 +161,7 @@ class ContinuousBatchEngine:
         with self._wakeup:
             if self._stopping:
                 raise model_unloaded(self.name)
-            running = self._tracked.get(request.job_id)
+            running = self._tracked.get(request.job_id) or self._completing.get(request.job_id)
             if running is not None:
                 # Replacing its tracking would orphan the running rows (their request never ends).
                 log.warning(
@@ -239,7 +245,22 @@ class ContinuousBatchEngine:
         finally:
             finished, self._finished = self._finished, []
             for tracked, batch_size, cached in finished:
-                tracked.complete(batch_size, cached)
+                self._complete(tracked, batch_size, cached)
+
+    def _complete(self, tracked: _Tracked, batch_size: int, cached: int) -> None:
+        """Hand a request whose rows all ended its result, and every submit of its job meanwhile."""
+        error = None
+        try:
+            tracked.complete(batch_size, cached)
+        except Exception as failure:  # the rows' ending could not be turned into a result
+            log.exception("request could not be completed", extra={"job_id": tracked.request.job_id})
+            error = failure
+        with self._wakeup:  # from here on, a submit of the job starts it anew
+            self._completing.pop(tracked.request.job_id, None)
+        if error is None:
+            tracked.share_result()
+        else:
+            tracked.fail(error)
 
     def _admit(self) -> None:
         """Waiting rows take free slots, lowest first (so steps cover as few slots as possible)."""
@@ -397,6 +418,7 @@ class ContinuousBatchEngine:
             if len(tracked.done) < len(tracked.rows):
                 return
             del self._tracked[request.job_id]
+            self._completing[request.job_id] = tracked
         cached = sum(s.reused for s in tracked.rows[:: request.n])  # once per prompt, as counted
         self._finished.append((tracked, max(tracked.peak, 1), cached))
 
