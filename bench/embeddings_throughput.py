@@ -7,9 +7,10 @@ All embed the same ~20-word sentences with all-MiniLM-L6-v2 (int8 ONNX, the fold
 in one run: raw onnxruntime at batch 32 (the ceiling) and batch 1, on the graph Ladle's engine
 runs (onnxruntime's rewrites less those slower on CPU, SLOW_CPU_FUSIONS), then infinity-emb (a
 Python embedding server with dynamic batching, `--engine optimum` on the same ONNX file, which
-onnxruntime rewrites as it does by default) and Ladle started as `ladle serve` runs it. Both servers stay up and take turns at the 32-client load for
-`--rounds` rounds, so that the machine's drift (here ±10% over minutes) falls on both alike; each
-round's ratio is printed, then the median. Idle, each server uses about 1% of a core.
+onnxruntime rewrites as it does by default) and Ladle started as `ladle serve` runs it. Both
+servers stay up and take turns at the 32-client load for `--rounds` rounds, so that the machine's
+drift (here ±10% over minutes) falls on both alike; each round's ratio is printed, then the
+median. Idle, each server uses about 1% of a core.
 
 The infinity-emb column is skipped, saying why, when its virtualenv (INFINITY_VENV, default
 ~/.cache/ladle-bench/infinity) is missing. Each server's CPU per sentence (its processes and their
