@@ -248,7 +248,7 @@ class ContinuousBatchEngine:
                 self._complete(tracked, batch_size, cached)
 
     def _complete(self, tracked: _Tracked, batch_size: int, cached: int) -> None:
-        """Hand a request whose rows all ended its result, and every submit of its job meanwhile."""
+        """Build the result of a request whose rows all ended, for it and every submit of its job since."""
         error = None
         try:
             tracked.complete(batch_size, cached)
