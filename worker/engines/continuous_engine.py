@@ -135,11 +135,10 @@ class ContinuousBatchEngine:
         self.slots: list[_RowState | None] = [None] * decoder.cache.slots
         self._pending: deque[_RowState] = deque()
         self._tracked: dict[str, _Tracked] = {}
-        # Requests whose rows all ended this step, until their result is built: a submit of the same
-        # job meanwhile joins them rather than decoding the job again.
+        # Requests whose rows all ended this step, until their result is built after it: a submit of
+        # the same job meanwhile joins them rather than decoding the job again.
         self._completing: dict[str, _Tracked] = {}
         self._order = itertools.count()
-        self._finished: list[tuple[_Tracked, int, int]] = []  # requests done this step, batch size, cached
         self._wakeup = threading.Condition()
         self._stopping = False
         self._draining = False
@@ -243,15 +242,17 @@ class ContinuousBatchEngine:
                 for part in parts:
                     part()
         finally:
-            finished, self._finished = self._finished, []
-            for tracked, batch_size, cached in finished:
-                self._complete(tracked, batch_size, cached)
+            with self._wakeup:
+                finished = list(self._completing.values())
+            for tracked in finished:
+                self._complete(tracked)
 
-    def _complete(self, tracked: _Tracked, batch_size: int, cached: int) -> None:
+    def _complete(self, tracked: _Tracked) -> None:
         """Build the result of a request whose rows all ended, for it and every submit of its job since."""
         error = None
         try:
-            tracked.complete(batch_size, cached)
+            cached = sum(s.reused for s in tracked.rows[:: tracked.request.n])  # once per prompt, as counted
+            tracked.complete(max(tracked.peak, 1), cached)
         except Exception as failure:  # the rows' ending could not be turned into a result
             log.exception("request could not be completed", extra={"job_id": tracked.request.job_id})
             error = failure
@@ -419,8 +420,6 @@ class ContinuousBatchEngine:
                 return
             del self._tracked[request.job_id]
             self._completing[request.job_id] = tracked
-        cached = sum(s.reused for s in tracked.rows[:: request.n])  # once per prompt, as counted
-        self._finished.append((tracked, max(tracked.peak, 1), cached))
 
     def _drop(self, tracked: _Tracked) -> None:
         """Forget a request's rows (lock held)."""
