@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.jobs import SamplingParams
@@ -14,7 +16,13 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 # (GET /openapi.json) says it too; the validators stay the checks, with their own messages.
 # A keyword applies only to values of its type (minLength to strings, maxItems to arrays...).
 NON_EMPTY_TEXTS = {"minLength": 1, "minItems": 1, "items": {"type": "string", "minLength": 1}}
-ONLY_ZERO = {"minimum": 0, "maximum": 0}
+# OpenAI's limits on logit_bias: at most 300 tokens, each biased by -100..100.
+MAX_LOGIT_BIAS = 300
+LOGIT_BIAS_SCHEMA = {
+    "maxProperties": MAX_LOGIT_BIAS,
+    "propertyNames": {"pattern": "^[0-9]+$"},
+    "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+}
 
 
 class StrictModel(BaseModel):
@@ -27,6 +35,13 @@ class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
+class PredictedOutput(StrictModel):
+    """OpenAI's predicted output (a speed-up for edits); accepted and not used."""
+
+    type: Literal["content"]
+    content: str | list[dict]
+
+
 class SamplingFields(StrictModel):
     model: str = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -37,10 +52,21 @@ class SamplingFields(StrictModel):
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # The engine has no presence/frequency penalty: only 0 (no effect) is accepted.
-    presence_penalty: float | None = Field(None, ge=-2, le=2, json_schema_extra=ONLY_ZERO)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, json_schema_extra=ONLY_ZERO)
-    user: str | None = None  # no effect on output
+    # Penalties and biases, per row (worker/engines/token_penalties.py): OpenAI's two, vLLM's and
+    # transformers' repetition_penalty, min_p, and logit_bias (token id of the model's tokenizer -> bias).
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    logit_bias: dict[str, float] | None = Field(None, json_schema_extra=LOGIT_BIAS_SCHEMA)
+    # Accepted with no effect on output (as OpenAI accepts them for every model): the answer
+    # echoes service_tier "default"; the prefix cache needs no key; text is the only modality.
+    user: str | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    modalities: list[Literal["text"]] | None = None
+    prediction: PredictedOutput | None = None
     # Foundry: the execution provider to run on (cpu, cuda, ...); routes the job to such a worker.
     ep: str | None = None
 
@@ -58,12 +84,27 @@ class SamplingFields(StrictModel):
             raise ValueError("stop sequences must be non-empty strings")
         return stops
 
-    @field_validator("presence_penalty", "frequency_penalty")
+    @field_validator("logit_bias", mode="before")
     @classmethod
-    def _no_penalty(cls, value: float | None) -> float | None:
-        if value:
-            raise ValueError("this server's engine does not support this penalty; only 0 is accepted")
-        return value
+    def _bias_values_may_be_integers(cls, bias: object) -> object:
+        """JSON has one number type: {"50256": -100} is a float bias of -100 (strict mode would refuse it)."""
+        if isinstance(bias, dict):
+            return {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in bias.items()}
+        return bias
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        if bias is None:
+            return None
+        if len(bias) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} tokens may be biased, not {len(bias)}")
+        for token, value in bias.items():
+            if not token.isascii() or not token.isdigit():
+                raise ValueError(f"keys must be token ids (non-negative integers), not '{token[:40]}'")
+            if not -100 <= value <= 100:
+                raise ValueError(f"the bias of token {token} must be between -100 and 100, not {value}")
+        return bias
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self):
@@ -77,4 +118,14 @@ class SamplingFields(StrictModel):
 
     def sampling(self, seed: int | None = None) -> SamplingParams:
         seed = self.seed if seed is None else seed
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=seed)
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=seed,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            repetition_penalty=self.repetition_penalty,
+            min_p=self.min_p,
+            logit_bias={int(token): value for token, value in self.logit_bias.items()} if self.logit_bias else None,
+        )

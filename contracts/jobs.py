@@ -42,6 +42,27 @@ class SamplingParams(BaseModel):
     top_p: float | None = None
     top_k: int | None = None
     seed: int | None = None
+    # Penalties and biases on the row's logits before it picks (None or 0/1: no effect).
+    # OpenAI's: minus frequency_penalty per earlier occurrence in the output, minus presence_penalty once.
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    # transformers' and vLLM's, over prompt and output: a seen token's logit divided by it (positive
+    # logits) or multiplied by it (negative ones).
+    repetition_penalty: float | None = None
+    # Tokens less likely than min_p times the most likely one are never sampled.
+    min_p: float | None = None
+    # Token id -> added to its logit (OpenAI's -100..100).
+    logit_bias: dict[int, float] | None = None
+
+    @property
+    def shapes_logits(self) -> bool:
+        """Whether any penalty or bias changes the logits the row picks from."""
+        return bool(
+            self.frequency_penalty
+            or self.presence_penalty
+            or self.logit_bias
+            or (self.repetition_penalty is not None and self.repetition_penalty != 1)
+        )
 
 
 # How a chat answer may call the request's tools: text or calls (auto), only calls (required), or

@@ -47,6 +47,7 @@ def chat_completion_body(job_id: str, model: str, created: int, result: Generati
         "model": model,
         "choices": [_chat_choice(c) for c in result.choices],
         "usage": result.usage.model_dump(),
+        "service_tier": "default",  # as OpenAI answers: every request is served alike here
         "system_fingerprint": None,
     }
 

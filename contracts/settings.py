@@ -79,6 +79,10 @@ class Settings:
     batch_window_ms: float = 5.0
     # LADLE_PREFILL_CHUNK: most prompt tokens the CPU engine reads between two decode steps.
     prefill_chunk: int = 256
+    # LADLE_BATCH_INVARIANT: 1 (default) makes a request's answer the same alone or beside others on
+    # the CPU engine: where onnxruntime rounds a one-row step differently (AVX2 CPUs), a lone row
+    # decodes beside an idle slot (bench/RESULTS.md has the cost). 0 lets a lone row run alone.
+    batch_invariant: bool = True
     # LADLE_PREFIX_CACHE_TOKENS: prompt positions per model whose key/values the CPU engine keeps
     # for prompts that start the same way (0: no prefix cache).
     prefix_cache_tokens: int = 512
@@ -215,6 +219,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "batch_window_ms": ("LADLE_BATCH_WINDOW_MS", float),
     "prefill_chunk": ("LADLE_PREFILL_CHUNK", int),
     "prefix_cache_tokens": ("LADLE_PREFIX_CACHE_TOKENS", int),
+    "batch_invariant": ("LADLE_BATCH_INVARIANT", _flag),
     "worker_concurrency": ("LADLE_WORKER_CONCURRENCY", int),
     "embedding_batch": ("LADLE_EMBEDDING_BATCH", int),
     "embedding_window_ms": ("LADLE_EMBEDDING_WINDOW_MS", float),

@@ -152,12 +152,26 @@ def test_smollm2_knows_the_capital_of_france(chat):
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
-def test_smollm2_batched_answers_equal_single_answers(chat, api_url):
-    questions = ["Name three colors.", "What is 2 + 2?", "What is the capital of France?"]
-    request = {"model": SMOLLM2, "max_tokens": 24, "temperature": 0}
-    single = [chat({**request, "messages": user(q)}).json()["choices"][0]["message"]["content"] for q in questions]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        together = list(pool.map(lambda q: chat({**request, "messages": user(q)}), questions))
+EIGHT_QUESTIONS = [
+    "Name three colors.",
+    "What is 2 + 2?",
+    "What is the capital of France?",
+    "Write one sentence about the sea.",
+    "Why is the sky blue?",
+    "Give me a word that rhymes with cat.",
+    "List four animals that live in cold places, then say which is the largest of them.",
+    "What do bees make?",
+]
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.8, "seed": 11}], ids=["greedy", "seeded"])
+def test_smollm2_batched_answers_equal_single_answers(chat, api_url, sampling):
+    request = {"model": SMOLLM2, "max_tokens": 24, **sampling}
+    single = [
+        chat({**request, "messages": user(q)}).json()["choices"][0]["message"]["content"] for q in EIGHT_QUESTIONS
+    ]
+    with ThreadPoolExecutor(max_workers=len(EIGHT_QUESTIONS)) as pool:
+        together = list(pool.map(lambda q: chat({**request, "messages": user(q)}), EIGHT_QUESTIONS))
     assert [r.json()["choices"][0]["message"]["content"] for r in together] == single
     jobs = [requests.get(f"{api_url}/v1/jobs/{r.headers['X-Request-Id']}", timeout=10).json() for r in together]
     assert max(job["batch_size"] for job in jobs) > 1  # they really were decoded together

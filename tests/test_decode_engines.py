@@ -22,7 +22,7 @@ from contracts.settings import Settings
 from tests.helpers import SMOLLM2, TINY, user
 from tests.tool_schemas import BOUNDED, PICK
 from worker.engines.decode_engine import DecodeEngine
-from worker.engines.generation_engine import StaticBatchEngine
+from worker.engines.generation_engine import StaticBatchEngine, smallest_invariant_batch
 from worker.engines.generation_request import GenerationRequest
 from worker.engines.token_grammar import GrammarTokenizer
 from worker.models.model_registry import ModelRegistry, provider_config
@@ -48,10 +48,19 @@ def static_engine(model_dir, continuous, batch_window_s: float = 0) -> StaticBat
     folder = model_dir / continuous.name
     model = og.Model(provider_config(str(folder), "cpu", intra_op_threads=1))
     eos_ids, pad_id = continuous.engine.eos_ids, continuous.engine.pad_id
-    vocab_size = json.loads((folder / "genai_config.json").read_text())["model"]["vocab_size"]
+    genai = json.loads((folder / "genai_config.json").read_text())
+    vocab_size = genai["model"]["vocab_size"]
     grammar_tokens = partial(GrammarTokenizer, folder / "tokenizer.json", eos_ids, vocab_size, 4)
     return StaticBatchEngine(
-        model, og.Tokenizer(model), eos_ids, pad_id, 4, batch_window_s, "t", grammar_tokenizer=grammar_tokens
+        model,
+        og.Tokenizer(model),
+        eos_ids,
+        pad_id,
+        4,
+        batch_window_s,
+        "t",
+        grammar_tokenizer=grammar_tokens,
+        min_rows=smallest_invariant_batch(model, eos_ids | {pad_id}, genai),  # as the registry loads it on a CPU
     )
 
 
@@ -149,3 +158,27 @@ def test_a_job_submitted_again_to_the_static_batch_joins_the_running_one(model_d
     finally:
         engine.stop()
         registry.close()
+
+
+KNOBS = {
+    "greedy with penalties": SamplingParams(
+        temperature=0, frequency_penalty=1.0, presence_penalty=0.5, repetition_penalty=1.3, logit_bias={13: 3.0}
+    ),
+    "seeded with min_p": SamplingParams(temperature=0.9, seed=5, min_p=0.05, top_k=40, frequency_penalty=0.4),
+}
+
+
+@pytest.mark.parametrize("knobs", KNOBS)
+def test_static_batch_samples_and_penalises_as_the_continuous_engine(continuous, static_batch, knobs):
+    """The Generator only picks greedily: Ladle's own sampler steers each row, so sampling options,
+    seeds, penalties and biases give the continuous engine's text."""
+
+    def request(job_id: str) -> GenerationRequest:
+        job = GenerationJob(
+            job_id=job_id, model=continuous.name, messages=user("Say apple five times."), max_tokens=20
+        ).model_copy(update={"sampling": KNOBS[knobs]})
+        return continuous.prepare(job, emit=lambda event: None)
+
+    ours = run(continuous.engine, request("continuous")).choices[0]
+    theirs = run(static_batch, request("static")).choices[0]
+    assert (theirs.text, theirs.finish_reason) == (ours.text, ours.finish_reason)

@@ -193,7 +193,13 @@ def test_static_batch_engine_refuses_logprobs_clearly(model_dir):
     model = og.Model(provider_config(str(model_dir / TINY), "cpu", intra_op_threads=1))
     engine = StaticBatchEngine(model, og.Tokenizer(model), loaded.engine.eos_ids, 0, 1, 0, "t")
     static = LoadedModel(
-        TINY, loaded.tokenizer, loaded.chat_template, loaded.context_length, engine, loaded.model_context
+        TINY,
+        loaded.tokenizer,
+        loaded.chat_template,
+        loaded.context_length,
+        engine,
+        loaded.model_context,
+        loaded.vocab_size,
     )
     try:
         job = GenerationJob(job_id="j", model=TINY, messages=user("hi"), logprobs=0)

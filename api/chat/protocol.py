@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from api.chat.structured import StructuredOutputFields, ToolCallMessage
+from api.chat.structured import FunctionCall, StructuredOutputFields, ToolCallMessage
 from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
 
@@ -20,20 +20,46 @@ class TextPart(StrictModel):
 
 
 class ChatMessage(StrictModel):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: list[ToolCallMessage] | None = None
+    function_call: FunctionCall | None = None  # OpenAI's deprecated form of one tool call
     refusal: str | None = None  # sent back by clients that echo an answer's message; not shown to the model
 
     @model_validator(mode="after")
     def _tool_fields_by_role(self) -> ChatMessage:
-        if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages may carry tool_calls")
+        if (self.tool_calls or self.function_call) and self.role != "assistant":
+            raise ValueError("only assistant messages may carry tool_calls or function_call")
+        if self.tool_calls and self.function_call:
+            raise ValueError("a message carries tool_calls or function_call, not both")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.role == "function" and not self.name:
+            raise ValueError("a function message needs the name of the function whose result it holds")
         return self
+
+
+def job_messages(messages: list[ChatMessage]) -> list[dict]:
+    """The messages as the worker takes them, with the deprecated function calls and results as the
+    tool calls and tool results they stand for (so the model sees them in its own format).
+
+    A legacy call gets the ID `call_<its message's index>`, and a function message answers the
+    latest such call before it (or, with none, gets an ID of its own): stable across turns.
+    """
+    converted, call_id = [], None
+    for index, message in enumerate(messages):
+        fields = message.model_dump(exclude_none=True, exclude={"function_call"})
+        if message.function_call is not None:
+            call_id = f"call_{index}"
+            call = {"id": call_id, "type": "function", "function": message.function_call.model_dump()}
+            fields["tool_calls"] = [call]
+        elif message.role == "function":
+            fields["role"] = "tool"
+            fields["tool_call_id"] = call_id or f"call_{index}"
+        converted.append(fields)
+    return converted
 
 
 class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
@@ -75,7 +101,7 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
         return GenerationJob(
             job_id=job_id,
             model=self.model,
-            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            messages=job_messages(self.messages),
             n=self.n,
             max_tokens=self.output_limit,
             stop=self.stop if self.free_text else [],

@@ -34,8 +34,12 @@ def serve_chat(chat: ChatCompletionRequest):
     if feed is None:
         return accepted(ctx.store, job_id)
     timeout_s = ctx.settings.sync_timeout_s
+    legacy = chat.legacy_functions
     if chat.stream:
         return stream_job(
-            feed, timeout_s, lambda events: chunk_frames(events, job_id, chat.model, chat.n, chat.include_usage)
+            feed,
+            timeout_s,
+            lambda events: chunk_frames(events, job_id, chat.model, chat.n, chat.include_usage, legacy),
         )
-    return jsonify(completion_body(job_id, chat.model, int(time.time()), wait_for_result(feed, timeout_s)))
+    result = wait_for_result(feed, timeout_s)
+    return jsonify(completion_body(job_id, chat.model, int(time.time()), result, legacy))

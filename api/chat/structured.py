@@ -1,4 +1,5 @@
-"""Structured output fields (OpenAI's): `response_format`, `tools`, `tool_choice`, `parallel_tool_calls`.
+"""Structured output fields (OpenAI's): `response_format`, `tools`, `tool_choice`, `parallel_tool_calls`,
+and the deprecated `functions` and `function_call` (run as tools and tool_choice, one call at most).
 
 Each is checked when the request is read: a schema the engine cannot enforce with `strict: true`
 is a 400 naming the keyword (with `strict` false or absent, such keywords are ignored), and the
@@ -102,34 +103,79 @@ class StructuredOutputFields(StrictModel):
     tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # OpenAI's deprecated spellings of tools and tool_choice, still sent by older LangChain and
+    # scripts; such a request is answered in their shape too (`function_call`, api/chat/render.py).
+    functions: list[FunctionDefinition] | None = Field(None, max_length=MAX_TOOLS)
+    function_call: Literal["none", "auto"] | FunctionName | None = None
 
     @model_validator(mode="after")
     def _choice_among_tools(self) -> StructuredOutputFields:
-        names = [t.function.name for t in self.tools or []]
+        self._check_legacy_fields()
+        tools_param = "functions" if self.legacy_functions else "tools"
+        choice_param = "function_call" if self.legacy_functions else "tool_choice"
+        names = [f.name for f in self._functions]
         if len(set(names)) < len(names):
-            raise bad_request("Function names in tools must be unique.", "tools", "invalid_value")
+            raise bad_request(f"Function names in {tools_param} must be unique.", tools_param, "invalid_value")
         if not self.tools and self.tool_choice not in (None, "none"):
             raise bad_request("tool_choice is only allowed when tools are specified.", "tool_choice", "invalid_value")
-        if not self.tools and self.parallel_tool_calls is not None:
+        choice = self._choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
             raise bad_request(
-                "parallel_tool_calls is only allowed when tools are specified.", "parallel_tool_calls", "invalid_value"
-            )
-        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
-            raise bad_request(
-                f"tool_choice names the function '{self.tool_choice.function.name}', which is not in tools.",
-                "tool_choice",
+                f"{choice_param} names the function '{choice.function.name}', which is not in {tools_param}.",
+                choice_param,
                 "invalid_value",
             )
         return self
 
+    def _check_legacy_fields(self) -> None:
+        """The deprecated fields are alternatives to the current ones, never mixed with them."""
+        if self.functions is not None and self.tools is not None:
+            raise bad_request(
+                "functions and tools cannot both be specified; functions is deprecated in favor of tools.",
+                "functions",
+                "invalid_value",
+            )
+        if self.function_call is not None and self.tool_choice is not None:
+            raise bad_request(
+                "function_call and tool_choice cannot both be specified; "
+                "function_call is deprecated in favor of tool_choice.",
+                "function_call",
+                "invalid_value",
+            )
+        if self.function_call is not None and not self.functions:
+            raise bad_request(
+                "function_call is only allowed when functions are specified.", "function_call", "invalid_value"
+            )
+
+    @property
+    def legacy_functions(self) -> bool:
+        """True when functions come in the deprecated `functions` field: the answer then carries
+        at most one call, as `function_call` (OpenAI's legacy shape)."""
+        return self.functions is not None
+
+    @property
+    def _functions(self) -> list[FunctionDefinition]:
+        """The functions offered, whichever field they came in."""
+        if self.functions is not None:
+            return self.functions
+        return [t.function for t in self.tools or []]
+
+    @property
+    def _choice(self) -> Literal["none", "auto", "required"] | NamedToolChoice | None:
+        """tool_choice, or function_call as the tool_choice it stands for."""
+        if isinstance(self.function_call, FunctionName):
+            return NamedToolChoice(type="function", function=self.function_call)
+        return self.function_call or self.tool_choice
+
     @property
     def tool_mode(self) -> Literal["auto", "required", "named"] | None:
         """How the answer may call tools; None when it may not (no tools, or tool_choice none)."""
-        if not self.tools or self.tool_choice == "none":
+        choice = self._choice
+        if not self._functions or choice == "none":
             return None
-        if isinstance(self.tool_choice, NamedToolChoice):
+        if isinstance(choice, NamedToolChoice):
             return "named"
-        return self.tool_choice or "auto"
+        return choice or "auto"
 
     @property
     def free_text(self) -> bool:
@@ -144,11 +190,13 @@ class StructuredOutputFields(StrictModel):
         answer = self.response_format.answer if self.response_format else None
         if mode is None:
             return {"grammar": answer_grammar(*answer) if answer else None}
-        named = self.tool_choice.function.name if mode == "named" else None
-        tools = [t.model_dump(exclude_none=True) for t in self.tools]
-        parallel = self.parallel_tool_calls is not False
+        named = self._choice.function.name if mode == "named" else None
+        tools = [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in self._functions]
+        # OpenAI's legacy answer holds one function_call, never several.
+        parallel = self.parallel_tool_calls is not False and not self.legacy_functions
         try:
             grammar = tools_grammar(tools, mode, parallel, named, answer)
         except ValueError as error:
-            raise bad_request(f"Invalid value for 'tools': {error}", "tools", "invalid_value") from error
+            param = "functions" if self.legacy_functions else "tools"
+            raise bad_request(f"Invalid value for '{param}': {error}", param, "invalid_value") from error
         return {"grammar": grammar, "tools": tools, "tool_calls": mode}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.chat.protocol import ChatMessage
+from api.chat.protocol import ChatMessage, job_messages
 from contracts.events import TokenCountResult
 from contracts.job_store import JobRecord
 from contracts.jobs import TokenCountJob
@@ -19,8 +19,7 @@ class TokenCountRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
 
     def to_job(self, job_id: str) -> TokenCountJob:
-        messages = [m.model_dump(exclude_none=True) for m in self.messages]
-        return TokenCountJob(job_id=job_id, model=self.model, messages=messages)
+        return TokenCountJob(job_id=job_id, model=self.model, messages=job_messages(self.messages))
 
 
 def count_body(result: TokenCountResult) -> dict:

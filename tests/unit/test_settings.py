@@ -24,6 +24,7 @@ NON_DEFAULT = Settings(
     batch_window_ms=1.5,
     prefill_chunk=64,
     prefix_cache_tokens=0,
+    batch_invariant=False,
     embedding_batch=4,
     embedding_window_ms=0.5,
     embedding_runners=3,

@@ -16,6 +16,11 @@ A row with a grammar (structured output, tool calls) samples only among the toke
 allows next (worker/engines/token_grammar.py); its logprobs stay those of the raw logits, and its
 neighbours in the batch are untouched.
 
+A row's answer does not depend on what runs beside it: its prompt is read in the same runs
+whatever the crowd (PREFILL_BLOCK), its sampler has its own seed, and a decode step computes each
+row's logits alike at any width of at least `min_width` rows (2 where onnxruntime has a kernel of
+its own for a single row; a lone row then decodes beside an idle slot).
+
 A job submitted again while it runs (its message delivered again: the broker's lease ran out,
 or the message was requeued) joins the running request rather than decoding twice: it ends with
 that request's outcome, so its delivery stays unacknowledged until the job is really done.
@@ -119,8 +124,11 @@ class ContinuousBatchEngine:
         name: str,
         prefixes: PrefixCache | None = None,
         grammar_tokenizer: Callable[[], GrammarTokenizer] | None = None,
+        min_width: int = 1,
     ) -> None:
         self.decoder = decoder
+        # Fewest rows a decode step runs (padded with idle slots): see OnnxDecoder.smallest_invariant_width.
+        self.min_width = min(min_width, decoder.cache.slots)
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.pad_id = pad_id
@@ -151,7 +159,7 @@ class ContinuousBatchEngine:
         rows = [
             _RowState(
                 Row(request, index, self.tokenizer.create_stream(), self.eos_ids),
-                RowSampler(request.sampling, self.search_defaults, index),
+                RowSampler(request.sampling, self.search_defaults, index, request.prompts[index // request.n]),
                 next(self._order),
                 grammar=self._grammar_tokens_for_rows().row(request.grammar) if request.grammar else None,
             )
@@ -362,7 +370,10 @@ class ContinuousBatchEngine:
         generating = [i for i, s in enumerate(self.slots) if s is not None and not s.prefilling]
         if not generating:
             return
-        width = generating[-1] + 1
+        # Slots up to the last generating row, and at least `min_width` of them, so a row alone takes
+        # the same kernels as in a crowd (idle and prefilling slots in the width are written where
+        # they are overwritten later).
+        width = max(generating[-1] + 1, self.min_width)
         tokens = np.full(width, self.pad_id, dtype=np.int64)
         lengths = np.zeros(width, dtype=np.int64)
         for index in range(width):
@@ -376,7 +387,7 @@ class ContinuousBatchEngine:
             logits = logits.copy()
             for index in constrained:
                 logits[index] = self._allowed(index, self.slots[index], logits[index])
-        greedy = [i for i in generating if self.slots[i].sampler.greedy]
+        greedy = [i for i in generating if self.slots[i].sampler.plain]
         picks = dict(zip(greedy, np.argmax(logits[greedy], axis=1).tolist(), strict=True)) if greedy else {}
         for index in generating:
             state = self.slots[index]
@@ -391,6 +402,7 @@ class ContinuousBatchEngine:
         """Hand the row its next token (and its logprobs, from the step's `logits`, if the row asks);
         a row that finished leaves its slot."""
         k = state.row.request.logprobs
+        state.sampler.observe(token)
         closes = False
         if state.grammar is not None and token not in self.eos_ids:
             state.grammar.advance(token)

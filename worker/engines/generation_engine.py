@@ -5,13 +5,18 @@ One thread per model gathers waiting requests whose search options agree into a 
 Rows finish on their own (eos, stop string, max_tokens, cancellation); the batch ends when all
 have finished.
 
-Structured output and tool calls: a row with a grammar is constrained by Ladle itself, with the
-same llguidance grammars and matchers as the continuous engine (worker/engines/token_grammar.py).
-Each step, while a constrained row is still generating, the step's logits are read back
-(`get_logits`), every constrained row's forbidden tokens are set to -inf, and they are written
-back (`set_logits`) before the Generator samples; free rows' logits go back unchanged, so their
-output does not depend on their neighbours. A row whose grammar is complete ends at once (the
+The Generator itself only ever picks greedily. A row that samples, or has penalties or logit biases,
+or a grammar (structured output, tool calls), is steered by Ladle, with the same RowSampler and
+llguidance matchers as the continuous engine (worker/engines/sampling.py, token_grammar.py): each
+step while such a row is generating, the step's logits are read back (`get_logits`), a constrained
+row's forbidden tokens are set to -inf, a sampling row's pick (its own seed, its own penalties)
+becomes the only token left, and they are written back (`set_logits`) before the Generator's
+greedy choice; plain greedy rows' logits go back unchanged. So any requests share a batch, and no
+row's output depends on its neighbours. A row whose grammar is complete ends at once (the
 Generator keeps decoding it; its tokens are ignored).
+
+On the CPU, where onnxruntime rounds a one-row step differently from wider ones (AVX2), a lone
+row is decoded beside an idle one (`min_rows`), so it answers as it would in a crowd.
 
 onnxruntime-genai's own guidance (`GeneratorParams.set_guidance`) is not used: in 0.18 it takes
 one grammar for the whole batch in its own format (not the llguidance grammars the API builds and
@@ -36,7 +41,7 @@ import numpy as np
 import onnxruntime_genai as og
 
 from worker.engines.generation_request import GenerationRequest, Row, complete
-from worker.engines.sampling import allow_only
+from worker.engines.sampling import RowSampler, allow_only
 from worker.engines.token_grammar import GrammarTokenizer, RowGrammar
 from worker.errors import JobRejected, model_unloaded
 from worker.runtime.drain import HandedBack
@@ -61,8 +66,12 @@ class StaticBatchEngine:
         batch_window_s: float,
         name: str,
         grammar_tokenizer: Callable[[], GrammarTokenizer] | None = None,
+        search_defaults: dict | None = None,
+        min_rows: int = 1,
     ) -> None:
         self.model = model
+        self.search_defaults = search_defaults or {}
+        self.min_rows = min_rows
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.pad_id = pad_id
@@ -160,7 +169,7 @@ class StaticBatchEngine:
             head = self._pending.popleft()
             batch, rows = [head], head.rows
             for request in list(self._pending):
-                if request.batch_key() == head.batch_key() and rows + request.rows <= self.max_batch_rows:
+                if rows + request.rows <= self.max_batch_rows:
                     self._pending.remove(request)
                     batch.append(request)
                     rows += request.rows
@@ -176,19 +185,29 @@ class StaticBatchEngine:
 
     def _decode(self, batch: list[GenerationRequest]) -> None:
         rows = [Row(r, i, self.tokenizer.create_stream(), self.eos_ids) for r in batch for i in range(r.rows)]
+        samplers = [RowSampler(row.request.sampling, self.search_defaults, row.index, row.prompt) for row in rows]
         grammars = self._row_grammars(rows)
-        generator = og.Generator(self.model, self._params(batch, rows))
-        generator.append_tokens(self._input_ids(rows))
+        width = max(len(rows), self.min_rows)  # idle rows beside a lone one
+        generator = og.Generator(self.model, self._params(batch, rows, width))
+        generator.append_tokens(self._input_ids(rows, width))
         while not self._all_done(batch, rows):
-            if any(g is not None and not row.finish_reason for row, g in zip(rows, grammars, strict=True)):
-                self._constrain(generator, rows, grammars)
+            steered = [
+                i
+                for i, row in enumerate(rows)
+                if not row.finish_reason and (grammars[i] is not None or not samplers[i].plain)
+            ]
+            if steered:
+                self._steer(generator, steered, grammars, samplers)
             generator.generate_next_token()
+            tokens = generator.get_next_tokens().tolist()[: len(rows)]
             with coalesced_events():  # all rows' tokens of the step in one Redis write
-                for row, grammar, token in zip(rows, grammars, generator.get_next_tokens().tolist(), strict=True):
+                for row, grammar, sampler, token in zip(rows, grammars, samplers, tokens, strict=True):
                     closes = False
-                    if grammar is not None and not row.finish_reason and token not in self.eos_ids:
-                        grammar.advance(token)
-                        closes = grammar.complete  # nothing may follow: end now rather than sample end-of-text
+                    if not row.finish_reason:
+                        sampler.observe(token)
+                        if grammar is not None and token not in self.eos_ids:
+                            grammar.advance(token)
+                            closes = grammar.complete  # nothing may follow: end now rather than sample end-of-text
                     row.accept(token, closes=closes)
                 if generator.is_done():
                     for row in rows:
@@ -204,40 +223,43 @@ class StaticBatchEngine:
         tokens.reserve(len(rows))
         return [tokens.row(row.request.grammar) if row.request.grammar else None for row in rows]
 
-    def _constrain(self, generator: og.Generator, rows: list[Row], grammars: list[RowGrammar | None]) -> None:
-        """Set what each generating constrained row's grammar forbids next to -inf in the step's logits."""
+    def _steer(
+        self,
+        generator: og.Generator,
+        steered: list[int],
+        grammars: list[RowGrammar | None],
+        samplers: list[RowSampler],
+    ) -> None:
+        """Leave in the step's logits only what each steered row may take: its grammar's tokens, or
+        the one token its sampler picked (the Generator's greedy choice then takes it)."""
         logits = generator.get_logits()  # (rows, 1, vocab), a copy on the host
-        for index, (row, grammar) in enumerate(zip(rows, grammars, strict=True)):
-            if grammar is not None and not row.finish_reason:
-                logits[index, -1] = allow_only(logits[index, -1], grammar.allowed(index))
+        for index in steered:
+            grammar, row_logits = grammars[index], logits[index, -1]
+            allowed = row_logits if grammar is None else allow_only(row_logits, grammar.allowed(index))
+            if samplers[index].plain:
+                logits[index, -1] = allowed
+            else:
+                token = samplers[index].pick(allowed.astype(np.float32))
+                logits[index, -1] = -np.inf
+                logits[index, -1, token] = 0
         generator.set_logits(logits)
 
-    def _params(self, batch: list[GenerationRequest], rows: list[Row]) -> og.GeneratorParams:
+    def _params(self, batch: list[GenerationRequest], rows: list[Row], width: int) -> og.GeneratorParams:
         longest_prompt = max(len(row.prompt) for row in rows)
-        options: dict = {"batch_size": len(rows), "max_length": longest_prompt + max(r.max_tokens for r in batch)}
-        sampling = batch[0].sampling
-        if sampling.temperature == 0:
-            options["do_sample"] = False
-        elif sampling.temperature is not None or sampling.top_p is not None or sampling.top_k is not None:
-            options["do_sample"] = True
-        for name in ("temperature", "top_p", "top_k"):
-            value = getattr(sampling, name)
-            if value is not None and not (name == "temperature" and value == 0):
-                options[name] = value
-        if sampling.seed is not None:
-            # onnxruntime-genai takes a 32-bit seed; wider ones wrap (int32 seeds pass unchanged).
-            options["random_seed"] = (sampling.seed + 2**31) % 2**32 - 2**31
+        max_length = longest_prompt + max(r.max_tokens for r in batch)
         params = og.GeneratorParams(self.model)
-        params.set_search_options(**options)
+        params.set_search_options(batch_size=width, max_length=max_length, do_sample=False)
         return params
 
-    def _input_ids(self, rows: list[Row]) -> np.ndarray:
-        """Prompts of all rows, right-padded with the pad token (as `encode_batch` does)."""
-        width = max(len(row.prompt) for row in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
+    def _input_ids(self, rows: list[Row], width: int) -> np.ndarray:
+        """Prompts of all rows, right-padded with the pad token (as `encode_batch` does), then idle
+        rows up to `width`: copies of the first prompt (windowed attention refuses a shorter row)."""
+        longest = max(len(row.prompt) for row in rows)
+        ids = np.full((width, longest), self.pad_id, dtype=np.int32)
         for i, row in enumerate(rows):
             ids[i, : len(row.prompt)] = row.prompt
-        return ids if len(rows) > 1 else ids[0]
+        ids[len(rows) :, : len(rows[0].prompt)] = rows[0].prompt
+        return ids if width > 1 else ids[0]
 
     @staticmethod
     def _all_done(batch: list[GenerationRequest], rows: list[Row]) -> bool:
@@ -254,3 +276,25 @@ def _follow(running: GenerationRequest, joined: GenerationRequest) -> None:
             running.cancelled.set()
     joined.result, joined.error = running.result, running.error
     joined.finished.set()
+
+
+def smallest_invariant_batch(model: og.Model, special_ids: frozenset[int], genai: dict) -> int:
+    """The fewest rows a Generator must run for a row's logits to be those it gets in any wider
+    batch: 2 where one row takes other kernels (onnxruntime's MatMulNBits on AVX2 CPUs), else 1.
+    Found by running one decode step of a short probe prompt (no pad or end-of-text token, which
+    the Generator masks) alone and beside a copy of itself; `genai` is the model's genai_config."""
+    probe = [token for token in range(3, 200, 7) if token not in special_ids][:5]
+    window = genai["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
+    # A windowed cache must hold its whole window.
+    max_length = min(int(genai["model"]["context_length"]), max(16, int(window) + 8))
+
+    def decode_step_logits(batch_size: int) -> np.ndarray:
+        params = og.GeneratorParams(model)
+        params.set_search_options(batch_size=batch_size, max_length=max_length, do_sample=False)
+        generator = og.Generator(model, params)
+        prompt = np.array([probe] * batch_size, dtype=np.int32)
+        generator.append_tokens(prompt if batch_size > 1 else prompt[0])
+        generator.generate_next_token()
+        return np.array(generator.get_logits()[0, -1], dtype=np.float32)
+
+    return 1 if np.array_equal(decode_step_logits(1), decode_step_logits(2)) else 2

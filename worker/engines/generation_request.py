@@ -54,14 +54,6 @@ class GenerationRequest:
     def rows(self) -> int:
         return len(self.prompts) * self.n
 
-    def batch_key(self) -> tuple:
-        """Requests with equal keys may share one decode loop (one set of search options).
-
-        A seeded request decodes alone, so the same seed always gives the same text.
-        """
-        s = self.sampling
-        return (s.temperature, s.top_p, s.top_k, self.job_id if s.seed is not None else None)
-
     def fail(self, error: BaseException) -> None:
         self.error = error
         self.finished.set()

@@ -22,6 +22,7 @@ from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
 from worker.engines.token_grammar import GrammarTokenizer
 from worker.errors import (
+    JobRejected,
     logprobs_unsupported,
     model_memory_in_use,
     model_not_found,
@@ -51,9 +52,17 @@ class LoadedModel:
     context_length: int  # what the memory plan's key/value cache holds for one sequence
     engine: DecodeEngine
     model_context: int  # the model's own context length
+    vocab_size: int
 
     def prepare(self, job: GenerationJob, emit) -> GenerationRequest:
         """Tokenize the job's prompts and fit them to the context; raises JobRejected."""
+        outside = sorted(t for t in job.sampling.logit_bias or {} if t >= self.vocab_size)
+        if outside:
+            raise JobRejected.invalid(
+                "logit_bias",
+                f"logit_bias names token id {outside[0]}, outside the vocabulary of '{self.name}' "
+                f"(ids 0 to {self.vocab_size - 1}).",
+            )
         if job.logprobs is not None and not self.engine.supports_logprobs:
             raise logprobs_unsupported(self.name)
         texts = prompt_texts(self.tokenizer, self.chat_template, job)
@@ -349,6 +358,7 @@ class ModelRegistry:
             else:
                 tokenizer = ChatTokenizer(folder)
                 size = plan.prefix_tokens
+                min_width = decoder.smallest_invariant_width() if self.settings.batch_invariant else 1
                 engine = ContinuousBatchEngine(
                     decoder,
                     tokenizer,
@@ -361,16 +371,19 @@ class ModelRegistry:
                     partial(
                         GrammarTokenizer, folder / "tokenizer.json", eos_ids, decoder.vocab_size, decoder.cache.slots
                     ),
+                    min_width,
                 )
         if engine is None:
             # onnxruntime-genai's Generator (the CUDA provider, or a graph the CPU loop cannot
             # drive), in static batches.
             import onnxruntime_genai as og
 
-            from worker.engines.generation_engine import StaticBatchEngine
+            from worker.engines.generation_engine import StaticBatchEngine, smallest_invariant_batch
 
             model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
             tokenizer = og.Tokenizer(model)
+            invariant = self.device == "cpu" and self.settings.batch_invariant
+            min_rows = smallest_invariant_batch(model, eos_ids | {pad_id}, config) if invariant else 1
             engine = StaticBatchEngine(
                 model,
                 tokenizer,
@@ -388,6 +401,8 @@ class ModelRegistry:
                 )
                 if (folder / "tokenizer.json").is_file()
                 else None,
+                search_defaults=config.get("search", {}),
+                min_rows=min_rows,
             )
         self._plans[name] = plan
         log.info(
@@ -395,4 +410,12 @@ class ModelRegistry:
             extra={"model": name, "seconds": round(time.perf_counter() - started, 3), "memory_plan": plan.describe()},
         )
         context = int(genai["context_length"])
-        return LoadedModel(name, tokenizer, chat_template(folder), min(context, plan.kv_tokens), engine, context)
+        return LoadedModel(
+            name,
+            tokenizer,
+            chat_template(folder),
+            min(context, plan.kv_tokens),
+            engine,
+            context,
+            int(genai["vocab_size"]),
+        )

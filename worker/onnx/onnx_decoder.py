@@ -125,6 +125,29 @@ class OnnxDecoder:
         self._bindings: dict[str, tuple[tuple, ort.IOBinding]] = {}
         self._last_only = np.asarray([-1], dtype=np.int64)  # FIRST_POSITION of decode steps
 
+    def smallest_invariant_width(self) -> int:
+        """The fewest rows a decode step must have for each row's logits to be the same whatever the
+        step's width: 2 where one row takes other kernels than two (onnxruntime's MatMulNBits on
+        AVX2 runs a one-row kernel of its own, which rounds differently), else 1.
+
+        Found by running it: a short probe prompt in slots 0 and 1, decoded at widths 1, 2 and 3.
+        Widths of two rows and more agree to the bit wherever Ladle has run (every row's arithmetic
+        is its own); should they not, a warning says so, as answers then depend on the crowd.
+        """
+        if self.cache.slots < 2:
+            return 1  # one row at a time: there is no crowd to differ from
+        probe = [(7 * i + 3) % self.vocab_size for i in range(1, 6)]
+        for row in range(min(3, self.cache.slots)):
+            self.prefill(row, probe, 0)
+        logits = {}
+        for width in range(1, min(3, self.cache.slots) + 1):
+            tokens = np.full(width, probe[0], dtype=np.int64)
+            logits[width] = self.decode(tokens, np.full(width, len(probe), dtype=np.int64))[0].copy()
+        self.reset_cache()
+        if 3 in logits and not np.array_equal(logits[2], logits[3]):
+            log.warning("decode steps of 2 and 3 rows round differently: answers may depend on the batch")
+        return 1 if np.array_equal(logits[1], logits[2]) else 2
+
     def reset_cache(self) -> None:
         """Shrink the cache back (when no row is in flight) and drop bindings of the old buffers."""
         self._bindings.clear()
