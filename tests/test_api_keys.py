@@ -17,7 +17,7 @@ from tests.helpers import ASYNC, MINILM, TINY, user
 from tests.stack import ApiServer, GunicornApi
 
 KEYS = ("key-alice", "key-bob")
-OPEN_PATHS = {"/health", "/ready"}
+OPEN_PATHS = {"/health", "/ready", "/.well-known/databricks-config"}  # probes and the SDK's metadata
 
 
 def auth(key: str) -> dict[str, str]:
@@ -60,6 +60,8 @@ def test_every_route_but_the_probes_needs_a_key(keyed_settings: Settings, base: 
             body = response.json()
             if path.startswith(("/serving-endpoints", "/api/2.0/serving-endpoints")):
                 assert body == {"error_code": "UNAUTHENTICATED", "message": body["message"]}
+            elif path.startswith("/v1/messages"):  # Anthropic's envelope
+                assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
             else:
                 assert body["error"]["code"] == "invalid_api_key"
     # An unknown route does not reveal itself to a caller without a key.

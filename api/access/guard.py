@@ -1,8 +1,9 @@
 """Every request but the probes must present a configured API key (when keys are configured).
 
-The key is read from `Authorization: Bearer <key>` (OpenAI, Databricks, Azure serverless) or
-`api-key: <key>` (Azure OpenAI and Foundry); the Azure SDK sends both. An authenticated request
-has `flask.g.api_key_id` set to its key's ID; without keys configured it is None.
+The key is read from `Authorization: Bearer <key>` (OpenAI, Databricks, Azure serverless),
+`api-key: <key>` (Azure OpenAI and Foundry; the Azure SDK sends both) or `x-api-key: <key>`
+(Anthropic's SDK and Claude Code). An authenticated request has `flask.g.api_key_id` set to its
+key's ID; without keys configured it is None.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from api.errors import ApiError
 log = logging.getLogger(__name__)
 
 # Routes anyone may call: liveness and readiness probes carry no credentials.
-OPEN_PATHS = frozenset({"/health", "/ready"})
+# databricks-sdk reads its host metadata before it sends any token.
+OPEN_PATHS = frozenset({"/health", "/ready", "/.well-known/databricks-config"})
 
 
 def presented_keys() -> list[str]:
@@ -25,8 +27,9 @@ def presented_keys() -> list[str]:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         keys.append(token.strip())
-    if request.headers.get("api-key", "").strip():
-        keys.append(request.headers["api-key"].strip())
+    for header in ("api-key", "x-api-key"):
+        if request.headers.get(header, "").strip():
+            keys.append(request.headers[header].strip())
     return keys
 
 
@@ -48,7 +51,8 @@ def install(app: Flask, keys: ApiKeys) -> None:
             message = (
                 "Incorrect API key provided."
                 if presented
-                else "No API key provided: send it as 'Authorization: Bearer <key>' or 'api-key: <key>'."
+                else "No API key provided: send it as 'Authorization: Bearer <key>', 'api-key: <key>' "
+                "or 'x-api-key: <key>'."
             )
             raise ApiError(
                 401,

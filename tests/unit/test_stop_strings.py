@@ -51,3 +51,11 @@ def test_flush_releases_what_was_held_when_the_sequence_ends():
 
 def test_empty_stop_strings_are_ignored():
     assert StopStringFilter([""]).feed("text") == "text"
+
+
+def test_the_stop_string_that_ended_the_text_is_named():
+    stops = StopStringFilter(["END", "stop here"])
+    assert stops.feed("some text, stop he") == "some text, "
+    assert stops.matched is None
+    assert stops.feed("re and END") == ""
+    assert stops.stopped and stops.matched == "stop here"  # the earliest in the text, not the first listed

@@ -10,15 +10,18 @@ class StopStringFilter:
         self.stops = [s for s in stops if s]
         self.held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> str:
         """Add text; returns the part that is safe to release now."""
         if self.stopped or not text:
             return ""
         self.held += text
-        cut = min((i for i in (self.held.find(s) for s in self.stops) if i >= 0), default=-1)
+        found = [(index, stop) for stop in self.stops if (index := self.held.find(stop)) >= 0]
+        cut = min(found)[0] if found else -1
         if cut >= 0:
             self.stopped = True
+            self.matched = min(found)[1]
             released, self.held = self.held[:cut], ""
             return released
         keep = self._longest_partial_stop()
