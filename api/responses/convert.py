@@ -1,0 +1,298 @@
+"""From the Responses API to the chat machinery and back: input items to chat messages, the request's
+tools, tool_choice and text.format to the chat request's, and a chat job's result to output items.
+
+Items are kept in the Responses API's own shape (dicts, each with its ID): that is what is stored,
+listed by `GET /v1/responses/{id}/input_items` and carried into the next turn by `previous_response_id`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from api.errors import bad_request
+from api.responses.protocol import (
+    AllowedToolsChoice,
+    ConversationInput,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    FunctionChoice,
+    FunctionTool,
+    HostedTool,
+    HostedToolChoice,
+    MessageItem,
+    ReasoningItem,
+    ResponseRequest,
+)
+from contracts.errors import ErrorInfo
+from contracts.events import Choice, GenerationResult, ToolCall, Usage
+
+# The ID prefix of each kind of item (OpenAI's).
+ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+# Error codes that mean the job was cancelled, not that it failed.
+CANCELLED_CODES = ("cancelled",)
+
+
+def input_items(given: str | list, job_id: str) -> list[dict]:
+    """The request's input as items in the Responses API's shape, each with an ID (its own, if sent)."""
+    if isinstance(given, str):
+        given = [MessageItem(role="user", content=given)]
+    return [_item(item, f"{ID_PREFIXES[item.type]}_{job_id}_{index}") for index, item in enumerate(given)]
+
+
+def _item(item: MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem, default_id: str) -> dict:
+    if isinstance(item, MessageItem):
+        kind = "output_text" if item.role == "assistant" else "input_text"
+        content = (
+            [{"type": kind, "text": item.content, **({"annotations": []} if kind == "output_text" else {})}]
+            if isinstance(item.content, str)
+            else [part.model_dump(exclude_none=True) for part in item.content]
+        )
+        return {
+            "id": item.id or default_id,
+            "type": "message",
+            "role": item.role,
+            "status": "completed",
+            "content": content,
+        }
+    if isinstance(item, FunctionCallItem):
+        fields = item.model_dump(include={"call_id", "name", "arguments"})
+        return {"id": item.id or default_id, "type": "function_call", "status": "completed", **fields}
+    if isinstance(item, FunctionCallOutputItem):
+        output = item.output if isinstance(item.output, str) else [part.model_dump() for part in item.output]
+        return {
+            "id": item.id or default_id,
+            "type": "function_call_output",
+            "call_id": item.call_id,
+            "output": output,
+            "status": "completed",
+        }
+    fields = item.model_dump(exclude_none=True)
+    return {**fields, "id": item.id or default_id, "summary": fields.get("summary", [])}
+
+
+def _text_of(parts: list[dict] | str) -> str:
+    """Plain text of content parts (refusals are not shown to the model, as chat's `refusal` is not)."""
+    if isinstance(parts, str):
+        return parts
+    return "".join(part.get("text", "") for part in parts)
+
+
+def chat_messages(instructions: str | None, items: list[dict]) -> list[dict]:
+    """The chat messages the items stand for: instructions first (a system message), an answer's text
+    and its function calls as one assistant message, each call's output as a tool message.
+    Reasoning items are left out."""
+    messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
+    for item in items:
+        if item["type"] == "message":
+            messages.append({"role": item["role"], "content": _text_of(item["content"])})
+        elif item["type"] == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            previous = messages[-1] if messages else None
+            if previous is not None and previous["role"] == "assistant":
+                previous.setdefault("tool_calls", []).append(call)  # an answer's text and calls: one turn
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif item["type"] == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _text_of(item["output"])})
+    return messages
+
+
+def _chat_tool_choice(request: ConversationInput) -> tuple[list, str | dict | None]:
+    """The function tools offered and chat's tool_choice for them; a 400 naming tool_choice when it
+    asks for what cannot be done."""
+    functions, choice = request.function_tools, request.tool_choice
+    names = {f.name for f in functions}
+    if isinstance(choice, HostedToolChoice):
+        raise bad_request(
+            f"tool_choice asks for a '{choice.type}' tool, which Ladle does not run; only function tools run here.",
+            "tool_choice",
+            "invalid_value",
+        )
+    if isinstance(choice, FunctionChoice):
+        if choice.name not in names:
+            raise bad_request(
+                f"tool_choice names the function '{choice.name}', which is not in tools.",
+                "tool_choice",
+                "invalid_value",
+            )
+        return functions, {"type": "function", "function": {"name": choice.name}}
+    if isinstance(choice, AllowedToolsChoice):
+        allowed = [t.get("name") for t in choice.tools if t.get("type") == "function"]
+        unknown = [name for name in allowed if name not in names]
+        if unknown:
+            raise bad_request(
+                f"tool_choice.tools names the function '{unknown[0]}', which is not in tools.",
+                "tool_choice.tools",
+                "invalid_value",
+            )
+        functions, choice = [f for f in functions if f.name in allowed], choice.mode
+    if not functions:
+        if choice == "required":
+            raise bad_request(
+                "tool_choice 'required' needs a function tool; Ladle runs no other kind of tool.",
+                "tool_choice",
+                "invalid_value",
+            )
+        return [], None
+    return functions, choice
+
+
+def chat_tools(functions: list[FunctionTool]) -> list[dict]:
+    """Function tools as chat's `tools` (and as a chat job shows them to the model)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                **f.model_dump(include={"name", "description", "parameters"}, exclude_none=True),
+                "strict": f.enforced,
+            },
+        }
+        for f in functions
+    ]
+
+
+def chat_body(request: ResponseRequest, model: str, messages: list[dict]) -> dict:
+    """The chat completion request the response runs as (api/chat/protocol.py validates it)."""
+    functions, choice = _chat_tool_choice(request)
+    body: dict = {"model": model, "messages": messages}
+    if request.max_output_tokens is not None:
+        body["max_completion_tokens"] = request.max_output_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if functions:
+        body["tools"] = chat_tools(functions)
+        if choice is not None:
+            body["tool_choice"] = choice
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+    text_format = request.text.format if request.text else None
+    if text_format is not None and text_format.type == "json_schema":
+        schema = text_format.model_dump(by_alias=True, exclude_none=True, exclude={"type"})
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    elif text_format is not None:
+        body["response_format"] = {"type": text_format.type}
+    return body
+
+
+def echoed_fields(request: ResponseRequest, model: str) -> dict:
+    """The request's parameters as the Response object repeats them (OpenAI's defaults where not sent)."""
+    text_format = request.text.format if request.text and request.text.format else None
+    reasoning = request.reasoning
+    tool_choice = request.tool_choice
+    return {
+        "background": bool(request.background),
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "max_tool_calls": None,
+        "model": model,
+        "parallel_tool_calls": request.parallel_tool_calls is not False,
+        "previous_response_id": request.previous_response_id,
+        "prompt_cache_key": request.prompt_cache_key,
+        "reasoning": {
+            "effort": reasoning.effort if reasoning else None,
+            "summary": (reasoning.summary or reasoning.generate_summary) if reasoning else None,
+        },
+        "safety_identifier": request.safety_identifier,
+        "service_tier": "default",  # every request is served alike here
+        "store": request.store is not False,
+        "temperature": request.temperature,
+        "text": {
+            "format": text_format.model_dump(by_alias=True, exclude_none=True) if text_format else {"type": "text"},
+            "verbosity": (request.text.verbosity if request.text else None) or "medium",
+        },
+        "tool_choice": tool_choice.model_dump() if isinstance(tool_choice, BaseModel) else tool_choice or "auto",
+        "tools": [_echoed_tool(tool) for tool in request.tools or []],
+        "top_logprobs": 0,
+        "top_p": request.top_p,
+        "truncation": request.truncation or "disabled",
+        "user": request.user,
+        "metadata": request.metadata or {},
+    }
+
+
+def _echoed_tool(tool: FunctionTool | HostedTool) -> dict:
+    if tool.type != "function":
+        return tool.model_dump()
+    return {
+        "type": "function",
+        "name": tool.name,
+        "description": tool.description,
+        "parameters": tool.parameters,
+        "strict": tool.enforced,
+    }
+
+
+def message_item(job_id: str, text: str, status: str = "completed") -> dict:
+    """The answer's text as an output message."""
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"id": f"msg_{job_id}", "type": "message", "status": status, "role": "assistant", "content": [part]}
+
+
+def call_item(job_id: str, index: int, call: ToolCall, status: str = "completed") -> dict:
+    """One of the answer's function calls as an output item."""
+    return {
+        "id": f"fc_{job_id}_{index}",
+        "type": "function_call",
+        "status": status,
+        "arguments": call.arguments,
+        "call_id": call.id,
+        "name": call.name,
+    }
+
+
+def usage_body(usage: Usage) -> dict:
+    """The chat usage in the Responses API's terms."""
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.prompt_tokens_details.cached_tokens},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},  # these models do not reason
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def output_of(job_id: str, choice: Choice) -> list[dict]:
+    """The answer's output items: its text (left out when it is only whitespace before calls), then its calls."""
+    calls = choice.tool_calls or []
+    cut = choice.finish_reason == "length" and not calls
+    items = (
+        [message_item(job_id, choice.text, "incomplete" if cut else "completed")]
+        if not calls or choice.text.strip()
+        else []
+    )
+    return items + [call_item(job_id, index, call) for index, call in enumerate(calls)]
+
+
+def outcome_of(job_id: str, result: GenerationResult) -> dict:
+    """How a response whose job finished ended: status, output, usage."""
+    choice = result.choices[0]
+    status = {"length": "incomplete", "cancelled": "cancelled"}.get(choice.finish_reason, "completed")
+    return {
+        "status": status,
+        "output": output_of(job_id, choice),
+        "usage": usage_body(result.usage),
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "completed_at": int(time.time()) if status == "completed" else None,
+    }
+
+
+def failed_outcome(error: ErrorInfo, output: list[dict] | None = None) -> dict:
+    """How a response whose job failed (or was cancelled) ended; `output`: what it had produced."""
+    cancelled = error.code in CANCELLED_CODES
+    return {
+        "status": "cancelled" if cancelled else "failed",
+        "output": output or [],
+        "usage": None,
+        "error": None if cancelled else {"code": error.code or error.type, "message": error.message},
+        "incomplete_details": None,
+        "completed_at": None,
+    }
