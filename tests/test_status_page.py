@@ -1,6 +1,9 @@
 """The status page in a real headless browser (Debian's chromium driven by Selenium): the live
-worker, a job reaching `succeeded` and its events, a download's progress bar moving, and the
-chat box streaming an answer. A failing test leaves a screenshot in its temporary directory."""
+worker, a job reaching `succeeded` with its timeline and events, a download's progress bar moving,
+the chat box streaming an answer (and offering chat models only), the embeddings box, a batch's
+counts, progress and lines, the charts of the last 15 minutes (drawn from history on opening, then
+updated by new work), the layout at 1280 px and the dark colour scheme. A failing test leaves a
+screenshot in its temporary directory; the layout tests leave theirs in /tmp for a person to look at."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import contextlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +23,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from api.fleet_view import HISTORY_S, RATE_WINDOW_S, SAMPLE_S, quantile
 from contracts.settings import Settings
 from tests.download_stack import DATA_FILE, REPO, VARIANT, DownloadStack, source
-from tests.helpers import TINY, user
+from tests.helpers import MINILM, TINY, user
 from tests.hub_server import HubServer
 from tests.metrics_scrape import scrape, value
 from tests.stack import WorkerProcess
@@ -120,6 +125,278 @@ def test_chat_box_streams_an_answer(api_url: str, browser, tmp_path):
             timeout=60,
         ).json()["choices"][0]["message"]["content"]
         assert whole and output.get_attribute("textContent") == whole
+
+
+def test_chat_box_offers_only_chat_models_and_the_embeddings_box_the_others(api_url: str, browser, tmp_path):
+    browser.get(f"{api_url}/")
+    with screenshot_on_failure(browser, tmp_path):
+        until(browser, lambda d: find(d, f'#embed-model option[value="{MINILM}"]'), what="the embedding models")
+        chat_models = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#chat-model option")]
+        assert TINY in chat_models and MINILM not in chat_models
+        embed_models = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#embed-model option")]
+        assert embed_models == [MINILM]
+        find(browser, "#embed-input").send_keys("the cat sat")
+        find(browser, "#embed-send").click()
+        output = find(browser, "#embed-output")
+        until(browser, lambda d: output.get_attribute("data-state") in ("done", "error"), what="the embedding")
+        assert output.get_attribute("data-state") == "done", output.text
+        vector = requests.post(
+            f"{api_url}/v1/embeddings", json={"model": MINILM, "input": "the cat sat"}, timeout=60
+        ).json()["data"][0]["embedding"]
+        assert int(output.get_attribute("data-dimensions")) == len(vector)
+
+
+def chat_once(api_url: str, text: str) -> requests.Response:
+    return requests.post(
+        f"{api_url}/v1/chat/completions", json={"model": TINY, "messages": user(text), "max_tokens": 8}, timeout=60
+    )
+
+
+def submit_batch(api_url: str, custom_ids: list[str]) -> str:
+    """Upload a small chat batch through the Files API and create it; its ID."""
+    lines = [
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": TINY, "messages": user(f"line {custom_id}"), "max_tokens": 4},
+        }
+        for custom_id in custom_ids
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    upload = requests.post(
+        f"{api_url}/v1/files", files={"file": ("in.jsonl", text.encode())}, data={"purpose": "batch"}, timeout=30
+    )
+    assert upload.status_code == 200, upload.text
+    batch = requests.post(
+        f"{api_url}/v1/batches",
+        json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        timeout=60,
+    )
+    assert batch.status_code == 200, batch.text
+    return batch.json()["id"]
+
+
+def test_batches_panel_shows_a_batch_its_counts_progress_and_lines(api_url: str, browser, tmp_path):
+    browser.get(f"{api_url}/")
+    with screenshot_on_failure(browser, tmp_path):
+        until(browser, lambda d: find(d, "tr.worker"), what="the page's first snapshot")
+        custom_ids = ["first", "second", "third"]
+        batch_id = submit_batch(api_url, custom_ids)
+        row = until(browser, lambda d: find(d, f'tr.batch[data-id="{batch_id}"]'), what="the batch's row")
+        done = f'tr.batch[data-id="{batch_id}"][data-status="completed"]'
+        row = until(browser, lambda d: find(d, done), what="the batch completing")
+        counts = row.find_element(By.CSS_SELECTOR, ".counts")
+        assert [counts.get_attribute(f"data-{name}") for name in ("completed", "failed", "total")] == ["3", "0", "3"]
+        assert float(row.find_element(By.CSS_SELECTOR, "progress").get_attribute("value")) == 100
+        row.click()
+        lines = 'tr.batch-line[data-source="output"]'
+        until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, lines)) == 3, what="the batch's output lines")
+        shown = browser.find_elements(By.CSS_SELECTOR, lines)
+        assert sorted(line.get_attribute("data-custom-id") for line in shown) == sorted(custom_ids)
+        assert all(line.find_elements(By.CSS_SELECTOR, "td")[1].text == "200" for line in shown)
+        # A line is its job: a click shows that job's timeline and events.
+        job_id = shown[0].get_attribute("data-job")
+        shown[0].click()
+        until(browser, lambda d: find(d, "#job-detail-id").text == job_id, what="the line's job")
+        until(browser, lambda d: find(d, '#job-events .job-event[data-type="done"]'), what="the line's job events")
+
+
+def chart_line(driver: webdriver.Chrome, chart: str, series: str) -> dict | None:
+    """A chart's drawn line of `series`: its points, latest and largest values (None if not drawn)."""
+    found = find(driver, f'#{chart} path[data-series="{series}"]')
+    if found is None or not int(found.get_attribute("data-points")):
+        return None
+    return {
+        "points": int(found.get_attribute("data-points")),
+        "last": float(found.get_attribute("data-last")),
+        "max": float(found.get_attribute("data-max")),
+    }
+
+
+def chart_attribute(driver: webdriver.Chrome, chart: str, name: str) -> float:
+    value = find(driver, f"#{chart} svg").get_attribute(f"data-{name}")
+    return float(value) if value else 0.0
+
+
+def test_charts_draw_and_update_after_new_work(api_url: str, browser, tmp_path):
+    browser.get(f"{api_url}/")
+    with screenshot_on_failure(browser, tmp_path):
+        # Two samples: the counters are on record from before the work, so its rate can be read.
+        until(browser, lambda d: chart_attribute(d, "chart-jobs", "samples") >= 2, what="the jobs chart drawn")
+        assert chart_attribute(browser, "chart-jobs", "points") > 0
+        assert chart_line(browser, "chart-queues", "ladle.device.cpu") is not None
+        before = chart_attribute(browser, "chart-jobs", "samples")
+        answers = [
+            requests.post(
+                f"{api_url}/v1/chat/completions",
+                json={"model": TINY, "messages": user(f"chart {i}"), "max_tokens": 16},
+                timeout=60,
+            ).json()
+            for i in range(3)
+        ]
+        done = time.time()
+        tokens = sum(answer["usage"]["completion_tokens"] for answer in answers)
+        # The tokens chart averages over 30 s: a sample taken after these jobs ended (and a worker
+        # heartbeat counted them) includes at least their tokens over that window.
+        until(
+            browser,
+            lambda d: (
+                chart_attribute(d, "chart-tokens", "last-time") > done + 1
+                and (line := chart_line(d, "chart-tokens", TINY)) is not None
+                and line["last"] >= tokens / 32
+            ),
+            timeout_s=25,
+            what="the tokens chart showing the new work",
+        )
+        assert chart_attribute(browser, "chart-jobs", "samples") > before
+        until(browser, lambda d: chart_line(d, "chart-ttft", f"{TINY} p95"), what="the TTFT percentiles")
+        assert chart_line(browser, "chart-ttft", f"{TINY} p50")["max"] > 0
+
+
+def history(api_url: str) -> list[dict]:
+    return requests.get(f"{api_url}/v1/fleet/history", timeout=10).json()["samples"]
+
+
+def test_fresh_page_shows_history_from_before_it_opened(api_url: str, browser, tmp_path):
+    # A rate needs the counters sampled before the work too (the sampler starts with the API's first request).
+    until(browser, lambda _: len(history(api_url)) >= 2, what="samples before the work")
+    assert chat_once(api_url, "before the page").status_code == 200
+
+    def recorded(_) -> bool:
+        samples = history(api_url)
+        return len(samples) >= 4 and samples[-1]["tokens_per_s"].get(TINY, 0) > 0
+
+    until(browser, recorded, what="history samples with the job's tokens")
+    opened = time.time()
+    browser.get(f"{api_url}/")
+    with screenshot_on_failure(browser, tmp_path):
+        # Live samples start at the newest one (at most one interval old); older ones come from history.
+        until(browser, lambda d: 0 < chart_attribute(d, "chart-tokens", "first") < opened - 5, what="older samples")
+        assert chart_attribute(browser, "chart-tokens", "samples") >= 4
+        line = chart_line(browser, "chart-tokens", TINY)
+        assert line is not None and line["max"] > 0
+
+
+def test_job_detail_shows_its_timeline(api_url: str, browser, tmp_path):
+    browser.get(f"{api_url}/")
+    with screenshot_on_failure(browser, tmp_path):
+        until(browser, lambda d: find(d, "tr.worker"), what="the page's first snapshot")
+        response = requests.post(
+            f"{api_url}/v1/chat/completions",
+            json={"model": TINY, "messages": user("a long one"), "max_tokens": 3000},
+            headers={"Prefer": "respond-async"},
+            timeout=30,
+        )
+        assert response.status_code == 202
+        job_id = response.json()["id"]
+        until(browser, lambda d: find(d, f'tr.job[data-id="{job_id}"]'), what="the job's row").click()
+
+        def step(driver, name: str):
+            found = find(driver, f'#job-timeline li[data-step="{name}"][data-known="true"]')
+            return float(found.get_attribute("data-at")) if found else None
+
+        until(browser, lambda d: step(d, "first-token"), what="the first token on the timeline")
+        assert requests.delete(f"{api_url}/v1/jobs/{job_id}", timeout=30).status_code == 200
+        until(browser, lambda d: step(d, "finished"), what="the job's end on the timeline")
+        at = [step(browser, name) for name in ("queued", "started", "first-token", "finished")]
+        job = requests.get(f"{api_url}/v1/jobs/{job_id}", timeout=10).json()
+        assert at[0] == job["created_at"] and at[1] == job["started_at"] and at[3] == job["finished_at"]
+        # The first token is stamped by the browser's clock set to the server's: within a little of the record's.
+        assert at[0] <= at[1] <= at[2] + 0.5 and at[2] <= at[3] + 0.5
+        assert "cancelled" in find(browser, '#job-timeline li[data-step="finished"]').text
+        assert find(browser, "#job-timeline-bar rect.cancelled") is not None
+        until(browser, lambda d: find(d, '#job-events .job-event[data-type="error"]'), what="the cancelled event")
+
+
+def test_page_fits_1280_pixels_without_horizontal_scrolling(api_url: str, browser, tmp_path):
+    # A batch and a job to list, whatever ran before.
+    submit_batch(api_url, ["wide"])
+    assert chat_once(api_url, "wide").status_code == 200
+    browser.set_window_size(1280, 1000)
+    try:
+        browser.get(f"{api_url}/")
+        with screenshot_on_failure(browser, tmp_path):
+            until(browser, lambda d: find(d, "tr.job") and find(d, "tr.batch"), what="jobs and batches listed")
+            until(browser, lambda d: chart_attribute(d, "chart-jobs", "points") > 0, what="the charts drawn")
+            # With a batch's lines and a job's timeline open: the widest the page gets.
+            find(browser, "tr.batch").click()
+            until(browser, lambda d: find(d, "tr.batch-line"), what="the batch's lines")
+            find(browser, "tr.job").click()
+            until(
+                browser, lambda d: find(d, '#job-timeline li[data-step="queued"][data-known="true"]'), what="a timeline"
+            )
+            assert browser.execute_script("return innerWidth") == 1280
+            scroll, client = browser.execute_script(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert scroll <= client
+            browser.save_screenshot("/tmp/status-page-light-1280.png")
+            browser.execute_script("document.getElementById('jobs-section').scrollIntoView()")
+            browser.save_screenshot("/tmp/status-page-light-1280-details.png")
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def background_luminance(driver: webdriver.Chrome, css: str) -> float:
+    """Relative brightness (0 black .. 1 white) of an element's computed background colour."""
+    colour = driver.execute_script("return getComputedStyle(document.querySelector(arguments[0])).backgroundColor", css)
+    red, green, blue = (int(part) for part in colour[colour.index("(") + 1 : colour.index(")")].split(",")[:3])
+    return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
+
+
+def test_dark_scheme_follows_the_system_preference(api_url: str, browser, tmp_path):
+    assert chat_once(api_url, "dark").status_code == 200
+    scheme = "Emulation.setEmulatedMedia"
+    browser.execute_cdp_cmd(scheme, {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        browser.get(f"{api_url}/")
+        with screenshot_on_failure(browser, tmp_path):
+            until(browser, lambda d: find(d, "tr.job"), what="the jobs listed")
+            until(browser, lambda d: chart_attribute(d, "chart-tokens", "points") > 0, what="the charts drawn")
+            assert browser.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches")
+            assert background_luminance(browser, "body") < 0.15
+            assert background_luminance(browser, "#jobs-section") < 0.2
+            browser.save_screenshot("/tmp/status-page-dark.png")
+    finally:
+        browser.execute_cdp_cmd(scheme, {"features": []})
+    browser.get(f"{api_url}/")
+    assert background_luminance(browser, "body") > 0.85
+
+
+def test_history_route_returns_bounded_ordered_samples_and_refuses_bad_input(api_url: str, browser):
+    def enough(_) -> list[dict] | None:
+        samples = history(api_url)
+        return samples if len(samples) >= 3 else None
+
+    samples = until(browser, enough, timeout_s=30, what="three samples")
+    body = requests.get(f"{api_url}/v1/fleet/history", timeout=10).json()
+    assert body["interval_s"] == SAMPLE_S and body["window_s"] == HISTORY_S and body["rate_window_s"] == RATE_WINDOW_S
+    times = [s["time"] for s in body["samples"]]
+    assert times == sorted(times) and len(times) <= HISTORY_S / SAMPLE_S and times[0] > time.time() - HISTORY_S
+    assert {"ladle.device.cpu"} <= body["samples"][-1]["queues"].keys()
+    assert set(body["samples"][-1]["jobs"]) == {"queued", "running"}
+    since = samples[-2]["time"]
+    newer = requests.get(f"{api_url}/v1/fleet/history", params={"since": since}, timeout=10).json()["samples"]
+    assert newer and all(s["time"] > since for s in newer)
+    for bad in ("-1", "soon", "nan", "inf"):
+        response = requests.get(f"{api_url}/v1/fleet/history", params={"since": bad}, timeout=10)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "since", bad
+    # The snapshot names each model's kind and lists batches (what the chat box and batches panel show).
+    fleet = requests.get(f"{api_url}/v1/fleet", timeout=10).json()
+    assert {"id": TINY, "kind": "generation"} in fleet["models"] and {"id": MINILM, "kind": "embedding"} in fleet[
+        "models"
+    ]
+    assert isinstance(fleet["batches"], list)
+
+
+def test_quantiles_interpolate_within_a_bucket():
+    bounds = (0.1, 0.2, 0.4)
+    assert quantile(bounds, [0, 0, 0, 0], 0.5) is None
+    assert quantile(bounds, [0, 2, 2, 0], 0.5) == pytest.approx(0.2)
+    assert quantile(bounds, [0, 2, 2, 0], 0.75) == pytest.approx(0.3)
+    assert quantile(bounds, [4, 0, 0, 0], 0.5) == pytest.approx(0.05)
+    assert quantile(bounds, [0, 0, 0, 3], 0.95) == 0.4  # past the last bound: all that is known
 
 
 @pytest.fixture(scope="module")
