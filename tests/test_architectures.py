@@ -30,6 +30,7 @@ from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
 from tests.helpers import TINY, assert_error, user
 from tests.stack import WorkerProcess, start_fleet, stop_fleet
+from worker.engines.generation_engine import smallest_invariant_batch
 from worker.engines.generation_request import GenerationRequest
 from worker.models.chat_tokenizer import chat_template
 from worker.models.model_registry import ModelRegistry, provider_config
@@ -71,11 +72,15 @@ def generator_text(folder, loaded, tokens: list[int]) -> tuple[str, int]:
 
 
 def generator_tokens(folder, eos_ids, tokens: list[int]) -> list[int]:
+    """Greedy tokens of onnxruntime-genai's Generator, beside a copy of the prompt where one row alone
+    takes other kernels (as Ladle decodes a lone row there)."""
     model = og.Model(provider_config(str(folder), "cpu", intra_op_threads=1))
+    genai = json.loads((folder / "genai_config.json").read_text())
+    rows = smallest_invariant_batch(model, frozenset(eos_ids), genai)
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(tokens) + MAX_TOKENS, do_sample=False)
+    params.set_search_options(batch_size=rows, max_length=len(tokens) + MAX_TOKENS, do_sample=False)
     generator = og.Generator(model, params)
-    generator.append_tokens(np.asarray(tokens, dtype=np.int32))
+    generator.append_tokens(np.asarray([tokens] * rows if rows > 1 else tokens, dtype=np.int32))
     produced = []
     while not generator.is_done() and len(produced) < MAX_TOKENS:
         generator.generate_next_token()

@@ -79,12 +79,18 @@ def test_a_prompt_read_in_chunks_gives_the_same_answer(chat, one_worker):
 
 
 def onnxruntime_genai_greedy(folder, question: str, max_tokens: int) -> str:
-    """The reference: onnxruntime-genai's own Generator, greedy, in this process."""
+    """The reference: onnxruntime-genai's own Generator, greedy, in this process; beside a copy of
+    the prompt where one row alone takes other kernels (as Ladle decodes a lone row there)."""
     import json
 
+    import numpy as np
     import onnxruntime_genai as og
 
+    from worker.engines.generation_engine import smallest_invariant_batch
+
     model = og.Model(str(folder))
+    genai = json.loads((folder / "genai_config.json").read_text())
+    rows = smallest_invariant_batch(model, frozenset({1, 2}), genai)
     tokenizer = og.Tokenizer(model)
     prompt = tokenizer.apply_chat_template(
         messages=json.dumps(user(question)),
@@ -93,9 +99,9 @@ def onnxruntime_genai_greedy(folder, question: str, max_tokens: int) -> str:
     )
     tokens = tokenizer.encode(prompt)
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(tokens) + max_tokens, do_sample=False)
+    params.set_search_options(batch_size=rows, max_length=len(tokens) + max_tokens, do_sample=False)
     generator = og.Generator(model, params)
-    generator.append_tokens(tokens)
+    generator.append_tokens(np.array([tokens] * rows, dtype=np.int32) if rows > 1 else tokens)
     produced = []
     while not generator.is_done() and len(produced) < max_tokens:
         generator.generate_next_token()
