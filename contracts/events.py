@@ -64,6 +64,11 @@ class Choice(BaseModel):
     logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
     prompt_logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
     tool_calls: list[ToolCall] | None = Field(None, exclude_if=_absent)  # complete ones only
+    # The stop string that ended the text (finish_reason "stop"), when one did.
+    stop_sequence: str | None = Field(None, exclude_if=_absent)
+    # Whether the answer began calling tools (all of a forced one does), even with a call max_tokens
+    # cut: its `text` is then only what came before the calls.
+    began_calls: bool = Field(False, exclude_if=lambda began: not began)
 
 
 class PromptTokensDetails(BaseModel):

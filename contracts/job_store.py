@@ -49,19 +49,26 @@ if ARGV[7] ~= '0' then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[6]) end
 """
 
+# What finishing a job answers when its writer's delivery is not the job's latest (_FINISH spells it too).
+STALE = "stale"
+
 # Finish jobs: for each, unless another writer finished it first (or it left the only-if
 # status), record the outcome and store its terminal event; then announce all of those in one
 # message. KEYS: each job's record and events Stream, in pairs. ARGV: events TTL, now, channel, then
 # eight per job: event JSON, status, outcome field, its document, event ID ('' = after any delivery:
 # the API finishing a job no worker runs), job ID, only-if status ('' = any), the events right
 # before it not stored yet ('' or JSON lines, each ending in a newline: they go into the terminal
-# event's Stream entry). Returns each job's event ID ('' where nothing was written).
+# event's Stream entry). Returns each job's event ID ('' where nothing was written, STALE where the
+# event's delivery is older than the job's latest: the job was delivered again, to another worker).
 _FINISH = """
 local announced, ids = {}, {}
 for j = 1, #KEYS / 2 do
   local record, events, a = KEYS[2 * j - 1], KEYS[2 * j], 3 + 8 * (j - 1)
   local id = ''
-  if (ARGV[a + 7] == '' or redis.call('HGET', record, 'status') == ARGV[a + 7])
+  local delivery = tonumber(string.match(ARGV[a + 5], '^(%d+)-') or '0')
+  if delivery > 0 and delivery < tonumber(redis.call('HGET', record, 'deliveries') or '0') then
+    id = 'stale'
+  elseif (ARGV[a + 7] == '' or redis.call('HGET', record, 'status') == ARGV[a + 7])
       and redis.call('HSETNX', record, 'finished_at', ARGV[2]) == 1 then
     id = ARGV[a + 5]
     if id == '' then id = (tonumber(redis.call('HGET', record, 'deliveries') or '0') + 1) .. '-0' end
@@ -365,7 +372,7 @@ class JobStore:
         """`finish` for several jobs in one command, their terminal events announced in one message.
 
         Returns each job's event ID, or None where nothing was written (via a pipeline: the
-        pipeline's result holds the IDs, '' for None).
+        pipeline's result holds the IDs, '' for None, STALE where the job was delivered again since).
         """
         args: list = [self.events_ttl_s, time.time(), keys.JOB_EVENTS_CHANNEL]
         job_keys = []
@@ -384,7 +391,7 @@ class JobStore:
             ]
             job_keys += [keys.job_key(ending.job_id), keys.job_events_key(ending.job_id)]
         written = _run_script(self._finish, job_keys, args, client)
-        return [_text(i) or None for i in written] if isinstance(written, list) else written
+        return [_written_id(i) for i in written] if isinstance(written, list) else written
 
     def replay(self, job_id: str, after: EventId | None) -> Replay:
         """Stored events (event ID, JSON) after `after` (exclusive), oldest first.
@@ -453,6 +460,12 @@ LISTED_FIELDS = (
 
 def _float(value: bytes | str | None) -> float | None:
     return float(value) if value else None
+
+
+def _written_id(value: bytes | str) -> str | None:
+    """A finished job's event ID as the finish script returns it; None where nothing was written."""
+    text = _text(value)
+    return text if text and text != STALE else None
 
 
 def _text(value: bytes | str) -> str:

@@ -103,21 +103,33 @@ class GenerationJob(BaseModel):
 
 
 class TokenCountJob(BaseModel):
-    """Count the tokens of the prompt a chat model would see for `messages`."""
+    """Count the tokens of the prompt a chat model would see for `messages` (and `tools`, OpenAI
+    function definitions, described in its system message as a chat job shows them)."""
 
     job_id: str
     model: str
     messages: list[dict]
+    tools: list[dict] | None = None
 
 
 class EmbeddingJob(BaseModel):
-    """Embed each input (with an optional instruction), truncated to `dimensions` if given."""
+    """Embed each input (with an optional instruction), truncated to `dimensions` if given.
+
+    The inputs are texts (`inputs`), or token ids of the model's own tokenizer (`token_inputs`,
+    embedded as they are, never decoded: `inputs` is then empty and `instruction` None).
+    """
 
     job_id: str
     model: str
     inputs: list[str]
+    token_inputs: list[list[int]] | None = None
     instruction: str | None = None
     dimensions: int | None = None
+
+    @property
+    def size(self) -> int:
+        """How many embeddings the job asks for."""
+        return len(self.inputs) + len(self.token_inputs or ())
 
 
 class LoadJob(BaseModel):

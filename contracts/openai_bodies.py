@@ -28,14 +28,17 @@ def chat_logprobs(entries: list[TokenLogprob] | None, no_content: bool = False) 
 
 
 def assistant_message(choice: Choice) -> dict:
-    """The assistant's message; with tool calls, content is null unless it wrote text besides."""
+    """The assistant's message; once it began calling tools, content is null unless text came before."""
+    # `tool_calls` holds complete calls only: one max_tokens cut (a forced call's, say) leaves none.
+    began = choice.began_calls or bool(choice.tool_calls)
+    content = None if began and not choice.text.strip() else choice.text
     if not choice.tool_calls:
-        return {"role": "assistant", "content": choice.text}
+        return {"role": "assistant", "content": content}
     calls = [
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in choice.tool_calls
     ]
-    return {"role": "assistant", "content": choice.text if choice.text.strip() else None, "tool_calls": calls}
+    return {"role": "assistant", "content": content, "tool_calls": calls}
 
 
 def chat_completion_body(job_id: str, model: str, created: int, result: GenerationResult) -> dict:

@@ -174,12 +174,12 @@ def test_malformed_api_version_is_400(base: str, version: str):
 
 def test_bad_input_is_a_4xx_in_azure_shape_without_retry_after(base: str):
     cases = [
-        ("/chat/completions", {"messages": user("hi")}),  # several models, none named
+        ("/chat/completions", {"model": MINILM, "messages": user("hi")}),  # an embedding model
         ("/chat/completions", {"model": TINY, "messages": []}),
         ("/chat/completions", {"model": "no-such-model", "messages": user("hi")}),
         ("/embeddings", {"model": MINILM, "input": ["a"], "encoding_format": "int8"}),
         ("/embeddings", {"model": TINY, "input": ["a"]}),
-        ("/models/info", None),
+        ("/models/info?model=no-such-model", None),
     ]
     for path, body in cases:
         response = requests.request("POST" if body else "GET", f"{base}{path}", json=body, headers=HEADERS, timeout=30)

@@ -35,6 +35,24 @@ def test_start_returns_the_delivery_with_the_records_kind_model_and_times(tmp_pa
         server.stop()
 
 
+def test_an_older_delivery_cannot_finish_a_job_delivered_again(tmp_path):
+    """A worker that froze while its job went to another finishes nothing: the newer delivery does."""
+    server = EmbeddedRedis(tmp_path, persist=False)
+    store = JobStore(redis.Redis.from_url(server.start()), ttl_s=600)
+    try:
+        store.create(["j"], JobKind.TOKEN_COUNT, "smol")
+        store.start(["j"], "frozen", max_deliveries=3)
+        store.start(["j"], "other", max_deliveries=3)  # delivered again: delivery 2 owns it
+        late = DoneEvent(result=TokenCountResult(token_count=1))
+        owner = DoneEvent(result=TokenCountResult(token_count=2))
+        assert store.finish("j", late, JobStatus.SUCCEEDED, event_id="1-4") is None
+        assert store.get("j").status == JobStatus.RUNNING
+        assert store.finish("j", owner, JobStatus.SUCCEEDED, event_id="2-2") == "2-2"
+        assert store.get("j").result == {"token_count": 2}
+    finally:
+        server.stop()
+
+
 def test_a_job_ends_with_its_metrics_and_no_read_of_its_record(tmp_path):
     server = EmbeddedRedis(tmp_path, persist=False)
     url = server.start()
@@ -50,8 +68,9 @@ def test_a_job_ends_with_its_metrics_and_no_read_of_its_record(tmp_path):
         job = TokenCountJob(job_id="j1", model="smol", messages=[]).model_dump()
         runner.run(job, TokenCountJob, lambda _: (done, JobStatus.SUCCEEDED))
         spent = commands_since(client, before)
-        assert spent.get("hmget") == 1  # the start script's own read; none after the work
-        assert "hgetall" not in spent and "hget" not in spent
+        assert spent.get("hmget") == 1  # the start script's own read; none after the work but
+        assert spent.get("hget") == 1  # the finish script's, that this delivery is still the job's latest
+        assert "hgetall" not in spent
         assert store.get("j1").status == JobStatus.SUCCEEDED
         metrics.flush()
         figures = fleet_metrics.read(client)

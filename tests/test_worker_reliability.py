@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -29,6 +30,38 @@ def test_a_killed_workers_job_is_delivered_again_and_completes(fleet):
     assert fleet.deliveries(job_id) == 2
     frames = sse_events(requests.get(f"{fleet.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=30))
     assert [f["data"]["worker"] for f in frames if f["event"] == "started"] == [first, job["worker"]]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_a_frozen_worker_whose_job_went_elsewhere_warns_once_and_writes_nothing(fleet):
+    """Frozen past the visibility timeout, a worker's job is delivered to the other one; thawed, it
+    goes on generating, Redis refuses its writes (older Stream IDs, an older delivery's end), and it
+    says so once, as a warning naming the job, instead of an error per write."""
+    job_id = fleet.submit()
+    first = wait_for_first_token(fleet.api_url, job_id)
+    frozen = fleet.worker_named(first)
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: fleet.deliveries(job_id) == 2, "the job's second delivery")
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    warning = f"job {job_id} was delivered again to another worker"
+    wait_until(lambda: warning in frozen.log_path.read_text(), "the thawed worker's warning")
+    job = wait_for(fleet.api_url, job_id, {"succeeded", "failed"}, timeout_s=60)
+    assert job["status"] == "succeeded" and job["worker"] != first  # the newer delivery's answer
+    log = frozen.log_path.read_text()
+    assert log.count(warning) == 1
+    assert "WARNING" in log.split(warning)[0].splitlines()[-1]
+    assert " ERROR " not in log, log
+    frames = sse_events(requests.get(f"{fleet.api_url}/v1/jobs/{job_id}/events", stream=True, timeout=30))
+    assert [f["data"]["worker"] for f in frames if f["event"] == "started"] == [first, job["worker"]]
+    assert [f["event"] for f in frames].count("done") == 1
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(fleet):

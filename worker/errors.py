@@ -54,3 +54,14 @@ def logprobs_unsupported(name: str) -> JobRejected:
 
 def model_unloaded(name: str) -> JobRejected:
     return JobRejected(errors.model_unloaded(name))
+
+
+def tokens_outside_vocabulary(name: str, vocab_size: int, token: int, index: int) -> JobRejected:
+    """Token ids an embedding model's tokenizer does not have: most likely another tokenizer's."""
+    message = (
+        f"Token id {token} (in input {index}) is outside the vocabulary of the model '{name}' (ids 0 to "
+        f"{vocab_size - 1}): token ids are read as this model's own tokenizer's, and these look like another "
+        "tokenizer's (e.g. OpenAI's tiktoken). Send the text instead; LangChain's OpenAIEmbeddings sends text "
+        "with check_embedding_ctx_length=False."
+    )
+    return JobRejected.invalid("input", message)

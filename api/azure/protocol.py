@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from api.errors import ApiError, bad_request
 from api.services import services
+from contracts.model_directory import EMBEDDING
 
 API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?")
 EXTRA_PARAMETERS = ("error", "drop", "pass-through")
@@ -35,6 +36,8 @@ EMBEDDING_FIELDS = frozenset({"input", "dimensions", "encoding_format", "input_t
 # Specified fields Ladle accepts and ignores: `input_type` (text, query, document) does not change
 # what a symmetric embedding model computes.
 IGNORED_FIELDS = frozenset({"input_type"})
+# The embedding model a request that names none gets when LADLE_DEFAULT_MODEL is not one (`make run` builds it).
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 def check_api_version() -> None:
@@ -49,21 +52,32 @@ def check_api_version() -> None:
         )
 
 
-def requested_model(body: dict | None = None) -> str:
-    """The model a request names: body `model`, else `azureml-model-deployment`, `?model=`, LADLE_DEFAULT_MODEL,
-    else the only model in the directory."""
+def requested_model(body: dict | None = None, kind: str | None = None) -> str:
+    """The model a request names: body `model`, else `azureml-model-deployment`, `?model=`, else the default
+    model (of `kind`, when the route serves one kind; see `default_model`)."""
     name = (body or {}).get("model") or request.headers.get("azureml-model-deployment") or request.args.get("model")
-    if name:
-        return name
+    return name or default_model(kind)
+
+
+def default_model(kind: str | None = None) -> str:
+    """LADLE_DEFAULT_MODEL when the model directory holds it (of `kind`); for embeddings all-MiniLM-L6-v2
+    next; then the only model (of `kind`) there is; else a 400 `model_required`."""
     ctx = services()
-    if ctx.settings.default_model:
-        return ctx.settings.default_model
+    configured = ctx.settings.default_model
+    found = ctx.models.usable_kind(ctx.resolve_model(configured)) if configured else None
+    if found is not None and kind in (None, found):
+        return configured
     names = ctx.models.names()
+    if kind is not None:
+        names = [name for name in names if ctx.models.usable_kind(name) == kind]
+    if kind == EMBEDDING and DEFAULT_EMBEDDING_MODEL in names:
+        return DEFAULT_EMBEDDING_MODEL
     if len(names) == 1:
         return names[0]
+    missing = f" ('{configured}' is not in the model directory)" if configured and found is None else ""
     raise bad_request(
-        "Name a model: the body's 'model', the 'azureml-model-deployment' header, "
-        "or LADLE_DEFAULT_MODEL on the server.",
+        f"Name a model: the body's 'model', the 'azureml-model-deployment' header, "
+        f"or LADLE_DEFAULT_MODEL on the server{missing}.",
         "model",
         "model_required",
     )

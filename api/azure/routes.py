@@ -54,7 +54,7 @@ def model_info():
 def chat_completions():
     """A chat completion (Azure's request rules), answered whole or streamed."""
     body = apply_extra_parameters(json_body(), CHAT_FIELDS, ChatCompletionRequest)
-    body["model"] = requested_model(body)
+    body["model"] = requested_model(body, GENERATION)
     return serve_chat(ChatCompletionRequest.model_validate(body))
 
 
@@ -63,7 +63,7 @@ def chat_completions():
 def embeddings():
     """Embeddings of one or more texts (Azure's request rules); the result carries an `id`."""
     body = apply_extra_parameters(json_body(), EMBEDDING_FIELDS, EmbeddingRequest)
-    body["model"] = requested_model(body)
+    body["model"] = requested_model(body, EMBEDDING)
     response = make_response(serve_embeddings(EmbeddingRequest.model_validate(body)))
     if response.status_code == 200:
         response.set_data(json.dumps({"id": g.request_id, **response.get_json()}))

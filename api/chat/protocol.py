@@ -12,6 +12,8 @@ from contracts.jobs import GenerationJob
 
 # Most alternatives per token `top_logprobs` may ask for (OpenAI's limit).
 MAX_TOP_LOGPROBS = 20
+# OpenAI's content part types of other modalities than text (images, audio, files).
+NON_TEXT_PARTS = ("image_url", "input_audio", "file")
 
 
 class TextPart(StrictModel):
@@ -27,6 +29,19 @@ class ChatMessage(StrictModel):
     tool_calls: list[ToolCallMessage] | None = None
     function_call: FunctionCall | None = None  # OpenAI's deprecated form of one tool call
     refusal: str | None = None  # sent back by clients that echo an answer's message; not shown to the model
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, content: object) -> object:
+        """A part of another modality is refused by name (the union's own error would say "a valid string")."""
+        for index, part in enumerate(content if isinstance(content, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in NON_TEXT_PARTS:
+                raise ValueError(
+                    f"part {index} is of type '{kind}', but the models Ladle serves take text only: "
+                    "send the content as a string or as parts of type 'text'"
+                )
+        return content
 
     @model_validator(mode="after")
     def _tool_fields_by_role(self) -> ChatMessage:

@@ -41,5 +41,5 @@ def serve_chat(chat: ChatCompletionRequest):
             timeout_s,
             lambda events: chunk_frames(events, job_id, chat.model, chat.n, chat.include_usage, legacy),
         )
-    result = wait_for_result(feed, timeout_s)
+    result = wait_for_result(feed, timeout_s, cancel_on_disconnect=True)
     return jsonify(completion_body(job_id, chat.model, int(time.time()), result, legacy))

@@ -43,6 +43,6 @@ def serve_completion(request: CompletionRequest):
                 events, job_id, request.model, prompts, n, request.echo, request.include_usage, request.logprobs
             ),
         )
-    result = wait_for_result(feed, timeout_s)
+    result = wait_for_result(feed, timeout_s, cancel_on_disconnect=True)
     echoed = prompts if request.echo else None
     return jsonify(completion_body(job_id, request.model, int(time.time()), result, echoed, n))

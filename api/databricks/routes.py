@@ -6,6 +6,7 @@ with base_url=<host>/serving-endpoints, `model` = the endpoint name). An endpoin
 from __future__ import annotations
 
 from flask import Blueprint, make_response
+from pydantic import BaseModel
 
 from api.chat.protocol import ChatCompletionRequest
 from api.chat.routes import serve_chat
@@ -116,3 +117,24 @@ def list_endpoints():
 def get_endpoint(name: str):
     """One model as a serving endpoint (`serving_endpoints.get(name)`)."""
     return _endpoint(_endpoint_model(name))
+
+
+class HostMetadata(BaseModel):
+    """databricks-sdk's HostMetadata (`databricks.sdk.oauth`): what `Config` reads from the host."""
+
+    oidc_endpoint: str
+    account_id: str | None
+    workspace_id: str | None
+    cloud: str | None
+    token_federation_default_oidc_audiences: list[str] | None
+
+
+@bp.get("/.well-known/databricks-config")
+@documented(response=HostMetadata, error=DatabricksErrorBody)
+def host_metadata():
+    """The host's discovery document, which databricks-sdk fetches for every new client: no OIDC (the API
+    key is the token), no account, workspace or cloud; an SDK reads nothing from it but that it answers."""
+    empty = HostMetadata(
+        oidc_endpoint="", account_id=None, workspace_id=None, cloud=None, token_federation_default_oidc_audiences=None
+    )
+    return empty.model_dump()

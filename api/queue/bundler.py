@@ -42,7 +42,7 @@ class EmbeddingBundler:
         key = (job.model, device, owner)
         with self._changed:
             bundle = self._open.get(key)
-            if bundle is not None and bundle.inputs + len(job.inputs) > self.max_inputs:
+            if bundle is not None and bundle.inputs + job.size > self.max_inputs:
                 self._close(key)  # no room: that bundle goes now, this job opens the next
                 bundle = None
             leading = bundle is None
@@ -51,7 +51,7 @@ class EmbeddingBundler:
             position = len(bundle.payloads)
             bundle.payloads.append(job.model_dump())
             bundle.follow.append(follow)
-            bundle.inputs += len(job.inputs)
+            bundle.inputs += job.size
             if bundle.inputs >= self.max_inputs:
                 self._close(key)
             if leading:

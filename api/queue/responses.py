@@ -6,12 +6,17 @@ A finished job's result is shown in the shape its endpoint returns; each endpoin
 
 from __future__ import annotations
 
+import logging
 import re
+import select
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import g, jsonify, url_for
+import redis
+from flask import g, jsonify, request, url_for
 from pydantic import BaseModel
 
 from api.errors import ApiError
@@ -32,6 +37,10 @@ ResultRenderer = Callable[[JobRecord, Any], dict]
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 _renderers: dict[str, tuple[type[BaseModel], ResultRenderer]] = {}
+# How often a waiting request's watcher looks whether its client is still connected (and whether
+# the wait is over): a client that went away has its job cancelled within about this long.
+DISCONNECT_POLL_S = 0.25
+log = logging.getLogger(__name__)
 
 
 def register_renderer(kind: JobKind, shape: type[BaseModel], render: ResultRenderer) -> None:
@@ -53,8 +62,12 @@ def timeout_error(job_id: str, seconds: float) -> ApiError:
     )
 
 
-def wait_for_result(feed: JobEventFeed, timeout_s: float) -> GenerationResult:
-    """Block (up to `timeout_s`) until the job's terminal event; its error becomes an ApiError. Closes the feed."""
+def wait_for_result(feed: JobEventFeed, timeout_s: float, cancel_on_disconnect: bool = False) -> GenerationResult:
+    """Block (up to `timeout_s`) until the job's terminal event; its error becomes an ApiError. Closes the feed.
+
+    With `cancel_on_disconnect`, a client that goes away meanwhile cancels the job, as a stream's does.
+    """
+    watcher = DisconnectWatcher.start(feed.store, feed.job_id) if cancel_on_disconnect else None
     try:
         for _, event in feed.events(deadline=time.monotonic() + timeout_s):
             if isinstance(event, DoneEvent):
@@ -64,8 +77,72 @@ def wait_for_result(feed: JobEventFeed, timeout_s: float) -> GenerationResult:
     except JobTimeout:
         raise timeout_error(feed.job_id, timeout_s) from None
     finally:
+        if watcher is not None:
+            watcher.stop()
         feed.close()
     raise AssertionError("event feed ended without a terminal event")
+
+
+def client_socket(environ: dict) -> socket.socket | None:
+    """The request's client connection: gunicorn's (gevent workers) or werkzeug's (its dev server)."""
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def client_closed(sock: socket.socket, timeout_s: float) -> bool | None:
+    """Whether the client closed its side within `timeout_s` (True), is still there (False), or sent
+    more bytes, a pipelined request, so that its end can no longer be told apart (None)."""
+    poller = select.poll()  # not select(): a gevent worker's descriptors go past FD_SETSIZE
+    poller.register(sock.fileno(), select.POLLIN)
+    if not poller.poll(timeout_s * 1000):
+        return False
+    try:
+        peeked = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:  # reset by the peer
+        return True
+    return None if peeked else True
+
+
+class DisconnectWatcher:
+    """Watches a synchronous request's connection while it waits, and cancels its job if the client
+    goes away: nobody would read the answer. A thread (a greenlet under gevent) per waiting request."""
+
+    def __init__(self, store: JobStore, job_id: str, sock: socket.socket) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.sock = sock
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="disconnect-watcher", daemon=True)
+
+    @classmethod
+    def start(cls, store: JobStore, job_id: str) -> DisconnectWatcher | None:
+        sock = client_socket(request.environ)
+        if sock is None:
+            return None
+        watcher = cls(store, job_id, sock)
+        watcher._thread.start()
+        return watcher
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            try:
+                closed = client_closed(self.sock, DISCONNECT_POLL_S)
+            except (OSError, ValueError):  # the server closed the socket: the request is over
+                return
+            if closed is None:
+                return
+            if closed and not self._done.is_set():
+                log.info("client went away; cancelling its job", extra={"job_id": self.job_id})
+                try:
+                    self.store.request_cancel(self.job_id)
+                except redis.RedisError:
+                    log.warning("cancelling a job whose client went away failed", extra={"job_id": self.job_id})
+                return
 
 
 def stream_job(feed: JobEventFeed, timeout_s: float, frames: Callable[[EventStream], Iterator[str]]):

@@ -50,6 +50,13 @@ def test_text_that_only_looks_like_a_call_start_is_content():
     assert parse("x < y", 1)[0] == "x < y"
 
 
+def test_a_forced_answer_cut_inside_its_opening_tag_has_no_content():
+    """tool_choice required or named: the answer is calls only, so a tag max_tokens cut is not text."""
+    parser = ToolCallParser(forced=True)
+    assert parser.feed("<tool_") == ("", [])
+    assert parser.finish() == "" and parser.calls == []
+
+
 def test_a_call_cut_short_is_not_a_call():
     content, deltas, calls = parse(WEATHER[:-20], 2)
     assert content == "" and calls == [] and deltas[0].name == "get_weather"

@@ -11,6 +11,14 @@ between them. On 2 cores with MiniLM, one call over both cores kept them ~1.45 b
 waits at each operator for its slower thread, and the API, Redis and the tokenizer take the
 cores in between); two single-threaded runners left 2-5% of the machine idle instead of 6-9%.
 One runner over all the cores (LADLE_EMBEDDING_RUNNERS=1) answers a lone text soonest.
+
+An input is a text or token ids of the model's own tokenizer (OpenAI's token-array input). Ids are
+embedded as given, never decoded and re-encoded, inside the special tokens the tokenizer's
+post-processor puts around a text's ids ([CLS] ... [SEP] for BERT models): so the ids the tokenizer
+gives a text without its special tokens (`add_special_tokens=False`, as tiktoken-style clients send)
+embed exactly as the text does. Ids that already start and end with those tokens are taken as they
+are (a tokenizer called with its defaults). Ids are truncated as a text's are, to max_input_tokens
+special tokens included; every row is padded to the batch's longest with the pad token, masked.
 """
 
 from __future__ import annotations
@@ -51,6 +59,21 @@ def runner_shape(runners: int, intra_op_threads: int, cores: int | None = None) 
 SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
 
 
+# A text input, or the token ids of one input.
+EmbeddingInput = str | list[int]
+
+
+def special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after a text's own ids."""
+    probe = "a"  # any text with tokens of its own: where they sit in the full encoding splits the rest
+    bare = tokenizer.encode(probe, add_special_tokens=False).ids
+    full = tokenizer.encode(probe).ids
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    return [], []
+
+
 def encoder_session(model_path: Path, intra_op_threads: int) -> ort.InferenceSession:
     """An onnxruntime CPU session for an encoder, as the engine runs it."""
     options = ort.SessionOptions()
@@ -80,10 +103,14 @@ class EmbeddingEngine:
         self.call_limit = max(1, -(-max_batch // self.runners))
         self.session = encoder_session(folder / config["model_file"], threads)
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.max_input_tokens = int(config["max_input_tokens"])
+        self.pad_id = int(config.get("pad_token_id", 0))
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(int(config["max_input_tokens"]))
-        self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
-        self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
+        self.tokenizer.enable_truncation(self.max_input_tokens)
+        self.tokenizer.no_padding()  # rows are padded in `_encode`, texts and token ids alike
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self._prefix, self._suffix = special_tokens(self.tokenizer)
+        self._queue: queue.Queue[tuple[list[EmbeddingInput], Future] | None] = queue.Queue()
         self._busy = 0  # runners inside a batch
         self._busy_lock = threading.Lock()
         self._stopped = False
@@ -103,16 +130,16 @@ class EmbeddingEngine:
             },
         )
 
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-        """Unit vectors for `texts`, how many tokens each had, and how many texts shared the call
-        (the largest, when the texts were split over several calls)."""
+    def embed(self, inputs: list[EmbeddingInput]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Unit vectors for `inputs` (texts or token ids), how many tokens each had, and how many
+        inputs shared the call (the largest, when the inputs were split over several calls)."""
         if self._stopped:
             raise model_unloaded(self.name)
         limit = self.call_limit
         calls = []
-        for start in range(0, max(len(texts), 1), limit):
+        for start in range(0, max(len(inputs), 1), limit):
             done: Future = Future()
-            self._queue.put((texts[start : start + limit], done))
+            self._queue.put((inputs[start : start + limit], done))
             calls.append(done)
         results = [done.result() for done in calls]
         if len(results) == 1:
@@ -162,7 +189,7 @@ class EmbeddingEngine:
                 with self._busy_lock:
                     self._busy -= 1
 
-    def _run_batch(self, batch: list[tuple[list[str], Future]]) -> None:
+    def _run_batch(self, batch: list[tuple[list[EmbeddingInput], Future]]) -> None:
         texts = [text for texts, _ in batch for text in texts]
         try:
             vectors, token_counts = self._encode(texts)
@@ -177,10 +204,29 @@ class EmbeddingEngine:
             done.set_result((vectors[start:end], token_counts[start:end], len(texts)))
             start = end
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def token_row(self, ids: list[int]) -> list[int]:
+        """Token ids as the model reads them: inside the special tokens, truncated as a text is."""
+        prefix, suffix = self._prefix, self._suffix
+        wrapped = (prefix or suffix) and len(ids) >= len(prefix) + len(suffix)
+        if wrapped and ids[: len(prefix)] == prefix and ids[len(ids) - len(suffix) :] == suffix:
+            ids = ids[len(prefix) : len(ids) - len(suffix)]
+        room = max(0, self.max_input_tokens - len(prefix) - len(suffix))
+        return [*prefix, *ids[:room], *suffix]
+
+    def _rows(self, inputs: list[EmbeddingInput]) -> list[list[int]]:
+        """Each input's ids, unpadded: texts through the tokenizer (one call for all), ids wrapped."""
+        texts = [text for text in inputs if isinstance(text, str)]
+        encoded = iter(self.tokenizer.encode_batch(texts) if texts else [])
+        return [next(encoded).ids if isinstance(item, str) else self.token_row(item) for item in inputs]
+
+    def _encode(self, inputs: list[EmbeddingInput]) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._rows(inputs)
+        width = max((len(row) for row in rows), default=0)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
         weights = mask[..., None].astype(np.float32)

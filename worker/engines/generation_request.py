@@ -73,7 +73,7 @@ class Row:
         # in an auto answer whose alternative to calls is JSON: the API sends no stop strings then).
         free_text = request.grammar is None or request.tool_calls == "auto"
         self.stops = StopStringFilter(request.stop if free_text else [])
-        self.tools = ToolCallParser() if request.tool_calls else None
+        self.tools = ToolCallParser(forced=request.tool_calls != "auto") if request.tool_calls else None
         self.text: list[str] = []
         self.generated = 0
         self.finish_reason: str | None = None
@@ -156,6 +156,8 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
                 logprobs=r.logprobs if r.aligner is not None else None,
                 prompt_logprobs=r.prompt_logprobs,
                 tool_calls=r.tools.calls if r.tools is not None else None,
+                began_calls=r.tools is not None and (r.tools.in_call or r.tools.forced),
+                stop_sequence=r.stops.matched if r.finish_reason == "stop" else None,
             )
             for r in rows
         ],

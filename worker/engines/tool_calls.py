@@ -25,9 +25,14 @@ def call_id() -> str:
 
 
 class ToolCallParser:
-    """Feed text in; get content text back and the tool-call deltas it completed."""
+    """Feed text in; get content text back and the tool-call deltas it completed.
 
-    def __init__(self) -> None:
+    `forced`: the answer is calls only (tool_choice required or a named function), so no text of it
+    is content, not even the start of a tag that max_tokens cut before it was whole.
+    """
+
+    def __init__(self, forced: bool = False) -> None:
+        self.forced = forced
         self.calls: list[ToolCall] = []  # complete ones
         self._state = "text"
         self._buffer = ""
@@ -61,20 +66,20 @@ class ToolCallParser:
     def finish(self) -> str:
         """The output ended: held-back text that never became a call is content."""
         held, self._buffer = self._buffer, ""
-        return held if self._state == "text" and not self.in_call else ""
+        return held if self._state == "text" and not self.in_call and not self.forced else ""
 
     def _text(self) -> str:
         start = self._buffer.find(OPEN)
         if start >= 0:
             content, self._buffer = self._buffer[:start], self._buffer[start + len(OPEN) :]
             self._state = "head"
-            return "" if self.calls else content
+            return "" if self.calls or self.forced else content
         keep = next(
             (n for n in range(min(len(OPEN) - 1, len(self._buffer)), 0, -1) if OPEN.startswith(self._buffer[-n:])), 0
         )
         content, self._buffer = self._buffer[: len(self._buffer) - keep], self._buffer[len(self._buffer) - keep :]
         # Between calls only separators can come (the grammar allows nothing else): not content.
-        return "" if self.calls else content
+        return "" if self.calls or self.forced else content
 
     def _head(self, deltas: list[ToolCallDelta]) -> None:
         match = _HEAD.match(self._buffer)

@@ -20,10 +20,10 @@ class TokenCounter:
         self._loaded: dict[str, ChatTokenizer] = {}
         self._lock = threading.Lock()
 
-    def count(self, model: str, messages: list[dict]) -> int:
+    def count(self, model: str, messages: list[dict], tools: list[dict] | None = None) -> int:
         chat = self._get(model)
         try:
-            text = chat.render(plain_messages(messages))
+            text = chat.render(plain_messages(messages, tools))
         except TemplateError as refused:
             raise template_refused(refused) from None
         return len(chat.encode(text))

@@ -7,6 +7,11 @@ clients resuming with Last-Event-ID read, gets a job's events in chunks: its fir
 once, then at most every CHUNK_AGE_S or CHUNK_EVENTS events, and its last ones in one entry with
 its terminal event. A terminal event is queued like any other, so it always follows the job's
 last token; `finish` returns once it is stored.
+
+A job delivered again elsewhere (this worker froze past the visibility timeout, say) belongs to its
+newer delivery: Redis refuses this worker's later writes for it (a Stream entry older than the
+newer delivery's, a terminal event of an older delivery). The first refusal is logged once, as a
+warning, and the job's remaining events and its end are dropped here.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from dataclasses import dataclass, field
 
 from contracts import keys
 from contracts.events import DoneEvent, DownloadProgress, ErrorEvent, JobEvent, ProgressEvent
-from contracts.job_store import Ending, JobStore
+from contracts.job_store import STALE, Ending, JobStore
 from contracts.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
 # Most queued groups one write takes (one pipeline).
 _MAX_PIPELINE = 512
+# Redis's refusal of a Stream entry whose ID is not after the last one: another delivery's are.
+_OLDER_ENTRY = "equal or smaller than the target stream top item"
 # A job's events wait at most this long (or until there are this many) before they are stored:
 # a client resuming a running job waits at most that long for the events it missed.
 CHUNK_AGE_S = 1.0
@@ -82,6 +89,7 @@ class EventPublisher:
         self.store = store
         self._queue: queue.Queue[list[_Outgoing] | None] = queue.Queue()
         self._jobs: dict[str, _JobLog] = {}  # only the writer thread touches it
+        self._superseded: set[str] = set()  # jobs delivered again elsewhere, until they end here
         self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
         self._thread.start()
 
@@ -150,7 +158,12 @@ class EventPublisher:
         now = time.monotonic()
         for item in batch:
             if item.delivery is not None:
+                self._superseded.discard(item.job_id)
                 self._jobs[item.job_id] = _JobLog(item.delivery)
+                continue
+            if item.job_id in self._superseded:  # a newer delivery owns it: Redis would refuse these too
+                if item.status is not None:
+                    self._superseded.discard(item.job_id)  # it ended here: nothing more will come
                 continue
             job = self._jobs.get(item.job_id)
             if item.status is not None:
@@ -169,6 +182,7 @@ class EventPublisher:
             if item.record:
                 pipe.hset(keys.job_key(item.job_id), mapping=item.record)
         ending = {item.job_id for item, _ in terminals}
+        stream_writes: dict[int, str] = {}  # pipeline position of each Stream write -> its job
         for job_id, job in self._jobs.items():
             # A job's first write (its started event) is stored at once: a rerun after this
             # worker dies then shows where the first attempt began. An ending job's last events
@@ -180,6 +194,7 @@ class EventPublisher:
             )
             if due:
                 last_id = f"{job.delivery}-{job.sequence}"
+                stream_writes[len(pipe.command_stack)] = job_id
                 self.store.append_events(pipe, job_id, last_id, job.unstored, first=not job.stored_any)
                 job.unstored, job.stored_any = [], True
         if announced:
@@ -188,14 +203,40 @@ class EventPublisher:
         for item, event_id in terminals:
             job = self._jobs.pop(item.job_id, None)
             endings.append(Ending(item.job_id, item.event, item.status, event_id, job.unstored if job else []))
+        finishing = len(pipe.command_stack) if endings else None
         if endings:  # one script for all, their terminal events announced together
             self.store.finish_many(endings, client=pipe)
         try:
-            for reply in pipe.execute(raise_on_error=False):
-                if isinstance(reply, Exception):
-                    log.error("writing an event failed", extra={"error": str(reply)})
+            replies = pipe.execute(raise_on_error=False)
+            for position, reply in enumerate(replies):
+                job_id = stream_writes.get(position)
+                if job_id is not None and isinstance(reply, Exception) and _OLDER_ENTRY in str(reply):
+                    self._supersede(job_id)
+                elif isinstance(reply, Exception):
+                    log.error("writing an event failed", extra={"error": str(reply), "job_id": job_id})
+            if finishing is not None and isinstance(replies[finishing], list):
+                for ending, written in zip(endings, replies[finishing], strict=True):
+                    if written in (STALE, STALE.encode()):
+                        self._supersede(ending.job_id, int(ending.event_id.partition("-")[0]))
+                        self._superseded.discard(ending.job_id)  # it ended here
         except Exception:
             log.exception("writing events failed", extra={"events": len(batch)})
         finally:
             for item in batch:
                 item.written.set()
+
+    def _supersede(self, job_id: str, delivery: int | None = None) -> None:
+        """The job was delivered again, to another worker: warn once, and write nothing more of it."""
+        job = self._jobs.pop(job_id, None)
+        if job_id in self._superseded:
+            return
+        self._superseded.add(job_id)
+        delivery = job.delivery if job is not None else delivery
+        log.warning(
+            "job %s was delivered again to another worker while this one ran it as delivery %s: a newer "
+            "delivery owns the job and its events, so Redis refuses this worker's writes for it; the rest "
+            "of them are dropped",
+            job_id,
+            delivery,
+            extra={"job_id": job_id, "delivery": delivery},
+        )
