@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast bench lint
+.PHONY: install run test test-fast bench lint docs
 
 $(BIN)/.ladle-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest
+
+# The documentation site (docs/, mkdocs.yml) into site/; the route reference is built from the app.
+docs: install
+	PYTHONPATH=. $(BIN)/mkdocs build --strict
 
 # Pure code (tests/unit) and API validation on a private Redis (tests/api); no models are built.
 test-fast: install

@@ -9,6 +9,7 @@ from flask import Flask, g
 from api import metrics, openapi, status_page
 from api.access import guard, rate_limits
 from api.access.keys import ApiKeys
+from api.anthropic import routes as anthropic_routes
 from api.azure import routes as azure_routes
 from api.batches import routes as batch_routes
 from api.chat import render as chat_render
@@ -29,6 +30,7 @@ from api.jobs import routes as jobs_routes
 from api.models import routes as models_routes
 from api.queue.responses import register_renderer
 from api.request_logging import RequestIdFilter, log_request, tag_request
+from api.responses import routes as response_routes
 from api.services import Services
 from api.token_count import protocol as token_count_protocol
 from api.token_count import routes as token_count_routes
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     blueprints = (
         chat_routes.bp,
+        response_routes.bp,
         completion_routes.bp,
         embedding_routes.bp,
         token_count_routes.bp,
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         status_page.bp,
         azure_routes.bp,
         databricks_routes.bp,
+        anthropic_routes.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -136,8 +136,12 @@ class Settings:
     # Redis), in the notation "100/minute", "10 per 2 seconds"; "" or "off": no limit.
     rate_limit: str = "100/minute"
     # LADLE_DEFAULT_MODEL: the model a request that names none (Azure AI Model Inference clients
-    # may leave out `model`) is served by.
-    default_model: str = ""
+    # may leave out `model`) is served by: the chat model `make run` builds; when it is not in the
+    # model directory, the only model there is.
+    default_model: str = "smollm2-135m-instruct"
+    # LADLE_RESPONSES_TTL: seconds a stored response of the Responses API (its input and output items)
+    # is kept for GET and previous_response_id (OpenAI keeps them 30 days).
+    responses_ttl_s: int = 30 * 86400
     # LADLE_FILES_DIR: the file store (uploaded batch inputs, batch outputs); defaults to
     # <data dir>/files. Point every API host and worker at one shared volume.
     files_dir: Path | None = None
@@ -239,6 +243,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "api_keys_file": ("LADLE_API_KEYS_FILE", Path),
     "rate_limit": ("LADLE_RATE_LIMIT", str),
     "default_model": ("LADLE_DEFAULT_MODEL", str),
+    "responses_ttl_s": ("LADLE_RESPONSES_TTL", int),
     "files_dir": ("LADLE_FILES_DIR", Path),
     "max_file_bytes": ("LADLE_MAX_FILE_BYTES", int),
     "batch_share": ("LADLE_BATCH_SHARE", float),

@@ -32,6 +32,10 @@ VALID_BODIES = {
     },
     # No such file: a real one would run a batch for every attack.
     "/v1/batches": {"input_file_id": "file-none", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+    "/v1/messages": {"model": TINY, "messages": user("hi"), "max_tokens": 2},
+    "/v1/messages/count_tokens": {"model": TINY, "messages": user("hi")},
+    "/v1/responses": {"model": TINY, "input": "hi", "max_output_tokens": 2},
+    "/v1/responses/input_tokens": {"model": TINY, "input": "hi"},
 }
 
 # JSON texts (not Python values: 1e400 and lone surrogates cannot be written by json.dumps).
@@ -105,13 +109,16 @@ def send(api_url: str, method: str, target: str, body: bytes | None = None, head
 
 
 def assert_rejected(status: int, headers: dict, body: bytes, allowed: set[int] = CLIENT_ERRORS) -> dict:
-    """A 4xx in OpenAI's error envelope (Databricks' on its routes); returns the error."""
+    """A 4xx in OpenAI's error envelope (Databricks' and Anthropic's on their routes); returns the error."""
     assert status in allowed, (status, body[:500])
     assert headers.get("Content-Type", "").startswith("application/json"), headers
     document = json.loads(body)
     if "error_code" in document:  # Databricks' shape (/serving-endpoints): no type, no param
         assert set(document) == {"error_code", "message"}
         error = {"message": document["message"], "type": None, "param": None, "code": document["error_code"]}
+    elif document.get("type") == "error":  # Anthropic's shape (/v1/messages): no param, no code
+        assert set(document["error"]) == {"type", "message"}
+        error = {**document["error"], "param": None, "code": None}
     else:
         error = document["error"]
         assert set(error) == {"message", "type", "param", "code"}
@@ -178,6 +185,14 @@ def test_every_json_route_has_a_valid_body_to_attack():
 
 
 @pytest.fixture(scope="module")
+def response_id(api_url) -> str:
+    """A real stored response (OpenAI's Responses API)."""
+    response = requests.post(f"{api_url}/v1/responses", json=VALID_BODIES["/v1/responses"], timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+@pytest.fixture(scope="module")
 def job_id(api_url) -> str:
     """A real finished job (an embedding, submitted async)."""
     response = requests.post(
@@ -214,7 +229,7 @@ def test_hostile_body_field(api_url, path, field):
         assert status < 500, (name, status, raw[:500])
         assert_not_a_server_error(status, headers, raw)
         if status == 400 and path != "/openai/download":
-            error = json.loads(raw)["error"]
+            error = assert_rejected(status, headers, raw, {400})
             assert error["param"] is None or error["param"].split(".")[0] == field.split(".")[0], (name, error)
 
 
@@ -292,8 +307,8 @@ def test_hostile_path_parameter(api_url, method, path, value):
 
 @pytest.mark.parametrize(("method", "path", "parameter"), QUERY_PARAMS)
 @pytest.mark.parametrize("value", HOSTILE_QUERY_VALUES)
-def test_hostile_query_parameter(api_url, job_id, method, path, parameter, value):
-    target = path.replace("{name}", TINY).replace("{job_id}", job_id)
+def test_hostile_query_parameter(api_url, job_id, response_id, method, path, parameter, value):
+    target = path.replace("{name}", TINY).replace("{job_id}", job_id).replace("{response_id}", response_id)
     status, headers, raw = send(api_url, method, f"{target}?{parameter}={HOSTILE_QUERY_VALUES[value]}")
     if status < 300:  # e.g. `force=` empty: the default
         return

@@ -64,7 +64,7 @@ def bounded(case):
     """The case with a short output limit when it asks for generation (valid limits only: an invalid
     one stays, to be rejected)."""
     body = case.body
-    if isinstance(body, dict) and case.path in ("/v1/chat/completions", "/v1/completions"):
+    if isinstance(body, dict) and case.path in ("/v1/chat/completions", "/v1/completions", "/v1/messages"):
         limits = [body.get(name) for name in OUTPUT_LIMITS]
         if all(limit is None or (type(limit) is int and limit > MAX_OUTPUT_TOKENS) for limit in limits):
             for name, limit in zip(OUTPUT_LIMITS, limits, strict=True):
@@ -88,6 +88,9 @@ def error_envelope(ctx, response, case):
     """Every 4xx and 5xx is OpenAI's error envelope (Databricks' `{error_code, message}` on its routes)."""
     if response.status_code >= 400 and "/serving-endpoints" in case.path:
         assert set(json.loads(response.text)) == {"error_code", "message"}
+    elif response.status_code >= 400 and case.path.startswith("/v1/messages"):
+        body = json.loads(response.text)  # Anthropic's envelope
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}
     elif response.status_code >= 400:
         assert_error(_Response(response), response.status_code)
 

@@ -25,6 +25,7 @@ NON_DEFAULT = Settings(
     prefill_chunk=64,
     prefix_cache_tokens=0,
     batch_invariant=False,
+    responses_ttl_s=60,
     embedding_batch=4,
     embedding_window_ms=0.5,
     embedding_runners=3,
