@@ -90,6 +90,8 @@ class GenerationResult(BaseModel):
     usage: Usage
     # Sequences decoded together in the batch this job ran in (all jobs in it, this one included).
     batch_size: int = 1
+    # When the job's first token was decoded (Unix time, the worker's clock), for its timeline.
+    first_token_at: float | None = Field(None, exclude_if=_absent)
 
 
 class TokenCountResult(BaseModel):

@@ -309,6 +309,18 @@ def test_job_detail_shows_its_timeline(api_url: str, browser, tmp_path):
         until(browser, lambda d: find(d, '#job-events .job-event[data-type="error"]'), what="the cancelled event")
 
 
+def test_a_finished_jobs_timeline_has_its_recorded_first_token(chat, api_url: str, browser, tmp_path):
+    answered = chat({"model": TINY, "messages": user("hi"), "max_tokens": 4})
+    job = requests.get(f"{api_url}/v1/jobs/{answered.headers['X-Request-Id']}", timeout=10).json()
+    assert job["started_at"] <= job["first_token_at"] <= job["finished_at"]
+    browser.get(f"{api_url}/")
+    with screenshot_on_failure(browser, tmp_path):
+        until(browser, lambda d: find(d, f'tr.job[data-id="{job["id"]}"]'), what="the job's row").click()
+        known = '#job-timeline li[data-step="first-token"][data-known="true"]'
+        shown = until(browser, lambda d: (e := find(d, known)) and float(e.get_attribute("data-at")), what="it")
+        assert shown == job["first_token_at"]
+
+
 def test_page_fits_1280_pixels_without_horizontal_scrolling(api_url: str, browser, tmp_path):
     # A batch and a job to list, whatever ran before.
     submit_batch(api_url, ["wide"])

@@ -196,6 +196,7 @@ def job_body(record: JobRecord) -> dict:
         result = render(record, shape(**result))
     error = {k: v for k, v in record.error.items() if k != "status"} if record.error else None
     batch_size = record.result.get("batch_size") if record.result else None
+    first_token_at = record.result.get("first_token_at") if record.result else None
     return {
         "id": record.job_id,
         "object": "job",
@@ -205,6 +206,8 @@ def job_body(record: JobRecord) -> dict:
         "created_at": record.created_at,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
+        # When a generation's first token was decoded (the worker's clock; null for other jobs).
+        "first_token_at": first_token_at,
         "worker": record.worker,
         "result": result,
         "error": error,

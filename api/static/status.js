@@ -183,6 +183,7 @@ function renderJobs(jobs) {
   const listed = jobsById.get(selectedJob);
   if (jobDetail && jobDetail.id === selectedJob && listed) {
     Object.assign(jobDetail, { status: listed.status, started_at: listed.started_at, finished_at: listed.finished_at });
+    if (listed.first_token_at) Object.assign(jobDetail, { first_token_at: listed.first_token_at, first_token_note: "" });
     renderTimeline();
   }
 }
@@ -250,15 +251,15 @@ async function showJob(jobId) {
     output.append(el("div", { class: "error" }, `job ${jobId} is not on record`));
     return;
   }
-  // The job record keeps no first-token time: the page notes when it sees the first delta of a job
-  // it follows before it finishes (a finished job's events are replayed all at once). Exact for a
-  // job still queued when opened; for a running one its first delta may be a replay, so later.
+  // A finished generation's record says when its first token came (first_token_at); for a job
+  // still running the page notes when it sees the first delta (exact for a job still queued when
+  // opened; for a running one its first delta may be a replay, so later).
   const queued = record.status === "queued";
   const live = !TERMINAL_JOB.has(record.status);
   jobDetail = {
     ...record,
-    first_token_at: null,
-    first_token_note: live ? "waiting" : "not recorded once a job has finished",
+    first_token_at: record.first_token_at || null,
+    first_token_note: record.first_token_at ? "" : live ? "waiting" : "none",
   };
   renderTimeline();
   readSse(`/v1/jobs/${encodeURIComponent(jobId)}/events`, (frame) => {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ class GenerationRequest:
     truncated: list[bool] = field(default_factory=list)
     result: GenerationResult | None = None
     error: BaseException | None = None
+    first_token_at: float | None = None  # when any of its rows took its first token
 
     @property
     def rows(self) -> int:
@@ -89,6 +91,8 @@ class Row:
         if self.finish_reason:
             return
         self.generated += 1
+        if self.request.first_token_at is None:
+            self.request.first_token_at = time.time()
         if token in self.eos_ids:
             self.finish("stop")
             return
@@ -168,5 +172,6 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
             prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
         ),
         batch_size=batch_size,
+        first_token_at=request.first_token_at,
     )
     request.finished.set()
