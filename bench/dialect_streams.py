@@ -52,7 +52,7 @@ def carries_text(dialect: str, data: dict) -> bool:
 
 
 def output_tokens(dialect: str, data: dict) -> int | None:
-    if dialect == "responses" and data.get("type") == "response.completed":
+    if dialect == "responses" and data.get("type") in ("response.completed", "response.incomplete"):
         return data["response"]["usage"]["output_tokens"]
     if dialect == "messages" and data.get("type") == "message_delta":
         return data["usage"]["output_tokens"]

@@ -3,9 +3,11 @@ workers, a second API process (gunicorn, gevent, two processes) on the same Redi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -293,9 +295,19 @@ def test_open_streams_gauge_counts_an_open_sse_response(gunicorn_api):
 
     before = open_streams()
     with requests.get(f"{url}/v1/fleet/events", stream=True, timeout=30) as stream:
-        first = next(stream.iter_lines(decode_unicode=True))
-        assert first.startswith("event: snapshot")
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines).startswith("event: snapshot")
+
+        # Read on as a page does (a client that stops reading would leave the server blocked on writes).
+        def read_on() -> None:
+            with contextlib.suppress(requests.RequestException, AttributeError):  # closed when the test ends
+                for _line in lines:
+                    pass
+
+        reader = threading.Thread(target=read_on, daemon=True)
+        reader.start()
         deadline = time.monotonic() + 5
         while open_streams() < before + 1 and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert reader.is_alive(), "the server ended the stream"
         assert open_streams() >= before + 1
