@@ -320,6 +320,8 @@ class ResponseRequest(ConversationInput):
     safety_identifier: str | None = None
     user: str | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    # Codex CLI's description of itself (installation, session): accepted, not used.
+    client_metadata: dict | None = None
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> ResponseRequest:
