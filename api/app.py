@@ -9,6 +9,7 @@ from flask import Flask, g
 from api import metrics, openapi, status_page
 from api.access import guard, rate_limits
 from api.access.keys import ApiKeys
+from api.anthropic import batches as anthropic_batches
 from api.anthropic import routes as anthropic_routes
 from api.azure import routes as azure_routes
 from api.batches import routes as batch_routes
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         azure_routes.bp,
         databricks_routes.bp,
         anthropic_routes.bp,
+        anthropic_batches.bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -110,6 +110,9 @@ class BatchRecord:
     cancel_requested: bool = False
     # Seconds after the batch's creation its output and error files expire (None: never).
     output_expires_s: int | None = None
+    # The API the batch was made through and is shown by: None for OpenAI's, "anthropic" for a
+    # Message Batch (api/anthropic/batches.py); its lines run alike.
+    dialect: str | None = None
 
     @classmethod
     def from_hash(cls, fields: dict) -> BatchRecord:
@@ -136,6 +139,7 @@ class BatchRecord:
             outcome=v.get("outcome") or None,
             cancel_requested=bool(v.get("cancel_requested")),
             output_expires_s=int(v["output_expires_s"]) if v.get("output_expires_s") else None,
+            dialect=v.get("dialect") or None,
         )
 
     def visible_to(self, owner: str | None) -> bool:
@@ -221,6 +225,7 @@ class BatchStore:
             "expires_at": record.timestamps["expires_at"],
             "total": 0,
             "output_expires_s": record.output_expires_s or "",
+            "dialect": record.dialect or "",
         }
         pipe = self.client.pipeline()
         pipe.hset(keys.batch_key(record.id), mapping=fields)
@@ -232,6 +237,14 @@ class BatchStore:
     def get(self, batch_id: str) -> BatchRecord | None:
         fields = self.client.hgetall(keys.batch_key(batch_id))
         return BatchRecord.from_hash(fields) if fields else None
+
+    def delete(self, batch_id: str) -> None:
+        """Forget an ended batch: its record, line list and place in the indexes (its files are the caller's)."""
+        pipe = self.client.pipeline()
+        pipe.delete(keys.batch_key(batch_id), keys.batch_jobs_key(batch_id), keys.batch_lease_key(batch_id))
+        pipe.zrem(keys.BATCHES_INDEX, batch_id)
+        pipe.zrem(keys.ACTIVE_BATCHES, batch_id)
+        pipe.execute()
 
     def get_many(self, batch_ids: list[str]) -> list[BatchRecord | None]:
         pipe = self.client.pipeline(transaction=False)

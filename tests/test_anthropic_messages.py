@@ -310,7 +310,7 @@ def test_errors_are_anthropics(client: anthropic.Anthropic, base: str):
     with pytest.raises(anthropic.BadRequestError, match="wrong_model_type|not a generation model"):
         client.messages.count_tokens(model=MINILM, messages=CAPITAL)
     # Any path under /v1/messages answers in Anthropic's shape, routed or not.
-    missing = requests.post(f"{base}/v1/messages/batches", json={}, headers={"x-api-key": KEY}, timeout=30)
+    missing = requests.post(f"{base}/v1/messages/no-such-route", json={}, headers={"x-api-key": KEY}, timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
 
 

@@ -70,6 +70,12 @@ def bounded(case):
             for name, limit in zip(OUTPUT_LIMITS, limits, strict=True):
                 if limit is not None or name == "max_tokens":
                     body[name] = MAX_OUTPUT_TOKENS
+    if isinstance(body, dict) and case.path == "/v1/messages/batches" and isinstance(body.get("requests"), list):
+        for request in body["requests"]:  # each a Messages request
+            params = request.get("params") if isinstance(request, dict) else None
+            limit = params.get("max_tokens") if isinstance(params, dict) else None
+            if type(limit) is int and limit > MAX_OUTPUT_TOKENS:
+                params["max_tokens"] = MAX_OUTPUT_TOKENS
     return case
 
 

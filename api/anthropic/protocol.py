@@ -112,7 +112,9 @@ ContentBlock = Annotated[
 class Message(Lenient):
     """A turn of the conversation: a string, or content blocks."""
 
-    role: Literal["user", "assistant"]
+    # Claude Code also sends system turns within the conversation (reminders): their text joins the
+    # system prompt, which chat templates take only first.
+    role: Literal["user", "assistant", "system"]
     content: text_or(ContentBlock)
 
 
@@ -282,6 +284,10 @@ class MessagesRequest(MessagesInput):
 
     def to_chat(self) -> ChatCompletionRequest:
         """The chat request Ladle runs for this one."""
+        return ChatCompletionRequest.model_validate(self.chat_body())
+
+    def chat_body(self) -> dict:
+        """The body of that chat request (a Message Batch's lines are written as such bodies)."""
         last = len(self.messages) - 1
         if self.messages[last].role == "assistant":
             raise bad_request(
@@ -301,21 +307,31 @@ class MessagesRequest(MessagesInput):
             fields["top_k"] = self.top_k
         if self.metadata is not None and self.metadata.user_id is not None:
             fields["user"] = self.metadata.user_id
-        return ChatCompletionRequest.model_validate(fields)
+        return fields
 
 
 def chat_messages(system: str | list[TextBlock] | None, messages: list[Message]) -> list[dict]:
     """The conversation as chat messages (see the module's docstring)."""
     converted: list[dict] = []
     system_text = system if isinstance(system, str) else BLOCK_SEPARATOR.join(b.text for b in system or [])
-    if system_text:
-        converted.append({"role": "system", "content": system_text})
+    turns = [system_text, *(_text_of(m.content) for m in messages if m.role == "system")]
+    if any(turns):
+        converted.append({"role": "system", "content": BLOCK_SEPARATOR.join(t for t in turns if t)})
     for index, message in enumerate(messages):
+        if message.role == "system":
+            continue
         blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) else message.content
         turn = _assistant_turn(index, blocks) if message.role == "assistant" else _user_turn(index, blocks)
         for chat_message in turn:
             _append(converted, chat_message)
     return converted
+
+
+def _text_of(content: str | list) -> str:
+    """A system turn's text (its text blocks; nothing else is shown from it)."""
+    if isinstance(content, str):
+        return content
+    return BLOCK_SEPARATOR.join(b.text for b in content if isinstance(b, TextBlock))
 
 
 def _append(messages: list[dict], message: dict) -> None:

@@ -52,7 +52,7 @@ class TokenCount(BaseModel):
 
 
 @bp.after_request
-def _request_id(response):
+def request_id_header(response):
     """Anthropic's `request-id` header (the job's ID, as X-Request-Id)."""
     response.headers.setdefault("request-id", g.get("request_id", ""))
     return response

@@ -11,24 +11,17 @@ from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.owner import current_owner
+from api.batches.opening import open_batch
 from api.batches.stores import install, stores
-from api.batches.validation import validate_input
 from api.errors import ApiError, bad_request
 from api.files.routes import visible_file
 from api.openapi import documented
 from api.sampling_protocol import StrictModel
-from api.services import json_body, query_args, services
+from api.services import json_body, query_args
 from api.sse import KEEPALIVE_FRAME, sse_frame, sse_response
 from contracts import keys
-from contracts.batches import (
-    BATCH_ENDPOINTS,
-    MAX_BATCH_INPUT_BYTES,
-    BatchRecord,
-    BatchStatus,
-    new_batch_id,
-)
+from contracts.batches import MAX_BATCH_INPUT_BYTES, BatchRecord, BatchStatus
 from contracts.pages import ID_PATTERN, page
-from contracts.queues import DEFAULT_DEVICE
 
 log = logging.getLogger(__name__)
 
@@ -79,31 +72,14 @@ def create_batch():
         raise bad_request(
             f"A batch's input file is at most {MAX_BATCH_INPUT_BYTES} bytes.", "input_file_id", "file_too_large"
         )
-    ctx, batch_stores = services(), stores()
-    now = int(time.time())
-    batch_id = new_batch_id()
-    g.request_id = batch_id
-    record = BatchRecord(
-        id=batch_id,
-        status=BatchStatus.VALIDATING,
-        endpoint=body.endpoint,
-        input_file_id=source.id,
-        completion_window=body.completion_window,
-        metadata=body.metadata,
-        owner=current_owner(),
-        device=DEFAULT_DEVICE,
-        timestamps={"created_at": now, "expires_at": now + int(ctx.settings.batch_completion_window_s)},
-        output_expires_s=body.output_expires_after.seconds if body.output_expires_after else None,
+    output_expires_s = body.output_expires_after.seconds if body.output_expires_after else None
+    batch_id, found = open_batch(
+        source, body.endpoint, body.completion_window, metadata=body.metadata, output_expires_s=output_expires_s
     )
-    batch_stores.batches.create(record)
-    files = batch_stores.files
-    target = files.batch_dir(batch_id) / "input.jsonl"
-    found = validate_input(ctx, batch_id, body.endpoint, BATCH_ENDPOINTS[body.endpoint], files.path(source.id), target)
+    batch_stores = stores()
     if found.error_count:
         log.info("batch failed validation", extra={"batch_id": batch_id, "errors": found.error_count})
         batch_stores.batches.move(batch_id, BatchStatus.FAILED, (BatchStatus.VALIDATING,), errors=found.errors)
-    elif not batch_stores.batches.start(batch_id, found.lines, found.model):  # cancelled while validating
-        batch_stores.batches.move(batch_id, BatchStatus.CANCELLED, (BatchStatus.CANCELLING,))
     return jsonify(batch_stores.batches.get(batch_id).to_object())
 
 

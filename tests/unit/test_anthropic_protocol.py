@@ -300,3 +300,18 @@ def test_stream_of_text_opens_one_text_block():
     assert texts == ["Hel", "lo"]
     assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert events[-2][1]["usage"]["output_tokens"] == 7
+
+
+def test_system_turns_within_the_conversation_join_the_system_prompt():
+    chat = request(
+        system="Be brief.",
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "Reminder: be kind."}]},
+            {"role": "user", "content": "again"},
+        ],
+    ).to_chat()
+    assert [(m.role, m.content) for m in chat.messages] == [
+        ("system", "Be brief.\n\nReminder: be kind."),
+        ("user", "hi\n\nagain"),
+    ]
