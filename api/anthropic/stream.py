@@ -15,8 +15,7 @@ from collections.abc import Callable, Generator, Iterator
 
 from api.anthropic.render import StreamItem
 from api.queue.events import JobEventFeed, JobTimeout
-from api.queue.responses import error_from_info, timeout_error
-from api.sse import sse_response
+from api.queue.responses import cancelling_stream, error_from_info, timeout_error
 from contracts.events import ErrorEvent
 
 # The longest a stream stays silent, and the longest a request waits for its job before the stream opens.
@@ -56,15 +55,4 @@ def stream_message(
     except BaseException:
         feed.close()
         raise
-    store = feed.store
-
-    def guarded() -> Iterator[str]:
-        ended = False
-        try:
-            ended = yield from frames(itertools.chain([first], items))
-        finally:
-            feed.close()
-            if not ended:  # the client left (or the stream timed out): nobody would read the rest
-                store.request_cancel(feed.job_id)
-
-    return sse_response(guarded())
+    return cancelling_stream(feed, frames(itertools.chain([first], items)))

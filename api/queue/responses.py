@@ -12,7 +12,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import redis
@@ -162,16 +162,21 @@ def stream_job(feed: JobEventFeed, timeout_s: float, frames: Callable[[EventStre
     except BaseException:
         feed.close()
         raise
+    return cancelling_stream(feed, frames(events))
+
+
+def cancelling_stream(feed: JobEventFeed, frames: Generator[str, None, object]):
+    """An SSE response of `frames`; a client that goes away before they end (or frames that return
+    False: the stream timed out) cancels the job, since nobody would read the rest."""
     store = feed.store
 
     def guarded() -> Iterator[str]:
-        finished = False
+        ended = False
         try:
-            yield from frames(events)
-            finished = True
+            ended = (yield from frames) is not False
         finally:
             feed.close()
-            if not finished:
+            if not ended:
                 store.request_cancel(feed.job_id)
 
     return sse_response(guarded())
