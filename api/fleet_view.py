@@ -98,7 +98,7 @@ def recent_batches(batches: BatchStore, viewer: str | None, limit: int = RECENT_
 
 def model_kinds(models: ModelDirectory) -> list[dict]:
     """The usable models and their kind (generation or embedding): the chat box offers only the first."""
-    return [{"id": name, "kind": models.usable_kind(name)} for name in models.names()]
+    return [{"id": name, "kind": kind} for name, kind in models.kinds().items()]
 
 
 def snapshot(

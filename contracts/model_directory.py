@@ -66,9 +66,14 @@ class ModelDirectory:
         return None
 
     def names(self) -> list[str]:
+        return list(self.kinds())
+
+    def kinds(self) -> dict[str, str]:
+        """Every usable model's kind, by name in sorted order (one look at each folder)."""
         if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if self.exists(p.name))
+            return {}
+        found = ((p.name, self.usable_kind(p.name)) for p in sorted(self.root.iterdir()))
+        return {name: kind for name, kind in found if kind is not None}
 
     def genai_config(self, name: str) -> dict:
         return self._read_config(self.path(name) / CONFIG_FILE)

@@ -67,9 +67,7 @@ def default_model(kind: str | None = None) -> str:
     found = ctx.models.usable_kind(ctx.resolve_model(configured)) if configured else None
     if found is not None and kind in (None, found):
         return configured
-    names = ctx.models.names()
-    if kind is not None:
-        names = [name for name in names if ctx.models.usable_kind(name) == kind]
+    names = [name for name, found_kind in ctx.models.kinds().items() if kind in (None, found_kind)]
     if kind == EMBEDDING and DEFAULT_EMBEDDING_MODEL in names:
         return DEFAULT_EMBEDDING_MODEL
     if len(names) == 1:

@@ -53,7 +53,7 @@ def list_models():
 
 def _anthropic_page(models: ModelDirectory, page: AnthropicPage) -> dict:
     """The chat models (the Messages API serves no others) after `after_id` and/or before `before_id`."""
-    names = [n for n in models.names() if models.usable_kind(n) == GENERATION]
+    names = [name for name, kind in models.kinds().items() if kind == GENERATION]
     if page.after_id is not None:
         names = names[names.index(page.after_id) + 1 :] if page.after_id in names else []
     if page.before_id is not None:
