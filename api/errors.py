@@ -106,7 +106,8 @@ def validation_error(error: pydantic.ValidationError) -> ApiError:
 
 
 def _is_union_tag(part: object) -> bool:
-    return isinstance(part, str) and (part.startswith(("list[", "dict[")) or part in {"str", "int", "float"})
+    """A union member in an error's location (`#<type>`: api/chat/structured.py's tagged unions)."""
+    return isinstance(part, str) and (part.startswith(("list[", "dict[", "#")) or part in {"str", "int", "float"})
 
 
 # The error shapes of the other dialects the API speaks (Azure AI Model Inference, Databricks): a

@@ -38,11 +38,13 @@ FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 
 class ToolCall(BaseModel):
-    """A complete call of one of the request's functions; `arguments` is its JSON text."""
+    """A complete call of one of the request's tools: of a function (`arguments` is its JSON text), or
+    of a custom tool (`type` custom: `arguments` is its input, text as the model wrote it)."""
 
     id: str
     name: str
     arguments: str
+    type: Literal["function", "custom"] = "function"
 
 
 class ToolCallDelta(BaseModel):
@@ -53,6 +55,8 @@ class ToolCallDelta(BaseModel):
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    # On a custom tool's parts (its first and its input's fragments); None on a function's fragments.
+    type: Literal["function", "custom"] | None = None
 
 
 class Choice(BaseModel):
@@ -69,6 +73,9 @@ class Choice(BaseModel):
     # Whether the answer began calling tools (all of a forced one does), even with a call max_tokens
     # cut: its `text` is then only what came before the calls.
     began_calls: bool = Field(False, exclude_if=lambda began: not began)
+    # The call max_tokens cut while it was being written: what of it came (the Responses API shows it
+    # as an incomplete item; chat's `tool_calls` holds complete calls only).
+    cut_call: ToolCall | None = Field(None, exclude_if=_absent)
 
 
 class PromptTokensDetails(BaseModel):

@@ -35,7 +35,9 @@ def assistant_message(choice: Choice) -> dict:
     if not choice.tool_calls:
         return {"role": "assistant", "content": content}
     calls = [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        {"id": c.id, "type": "custom", "custom": {"name": c.name, "input": c.arguments}}
+        if c.type == "custom"
+        else {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in choice.tool_calls
     ]
     return {"role": "assistant", "content": content, "tool_calls": calls}

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from api.chat.structured import FunctionCall, StructuredOutputFields, ToolCallMessage
+from api.chat.structured import CallMessage, FunctionCall, StructuredOutputFields
 from api.sampling_protocol import SEED_MAX, SEED_MIN, SamplingFields, StrictModel
 from contracts.jobs import GenerationJob
 
@@ -26,7 +26,7 @@ class ChatMessage(StrictModel):
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[ToolCallMessage] | None = None
+    tool_calls: list[CallMessage] | None = None
     function_call: FunctionCall | None = None  # OpenAI's deprecated form of one tool call
     refusal: str | None = None  # sent back by clients that echo an answer's message; not shown to the model
 

@@ -22,7 +22,12 @@ from contracts.openai_bodies import chat_logprobs as logprobs_body
 
 
 def tool_call_delta(delta: ToolCallDelta) -> dict:
-    """OpenAI's stream shape: the first part has id, type and name (arguments ""), then fragments."""
+    """OpenAI's stream shape: the first part has id, type and name (arguments ""), then fragments;
+    a custom tool's call has `custom` (name, then fragments of its `input`) where a function's has `function`."""
+    if delta.type == "custom":
+        custom = {"input": delta.arguments} if delta.id is None else {"name": delta.name, "input": delta.arguments}
+        head = {} if delta.id is None else {"id": delta.id, "type": "custom"}
+        return {"index": delta.index, **head, "custom": custom}
     if delta.id is None:
         return {"index": delta.index, "function": {"arguments": delta.arguments}}
     function = {"name": delta.name, "arguments": delta.arguments}

@@ -1,5 +1,6 @@
-"""Structured output fields (OpenAI's): `response_format`, `tools`, `tool_choice`, `parallel_tool_calls`,
-and the deprecated `functions` and `function_call` (run as tools and tool_choice, one call at most).
+"""Structured output fields (OpenAI's): `response_format`, `tools` (functions, and custom tools whose
+input is text: free, or in a lark or regex grammar), `tool_choice`, `parallel_tool_calls`, and the
+deprecated `functions` and `function_call` (run as tools and tool_choice, one call at most).
 
 Each is checked when the request is read: a schema the engine cannot enforce with `strict: true`
 is a 400 naming the keyword (with `strict` false or absent, such keywords are ignored), and the
@@ -8,17 +9,21 @@ grammar the worker will run is built here (api/chat/grammars.py).
 
 from __future__ import annotations
 
-from typing import Literal
+import operator
+from functools import reduce
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
-from api.chat.grammars import answer_grammar, tools_grammar
+from api.chat.grammars import answer_grammar, custom_input_grammar, tool_name, tools_grammar
 from api.errors import bad_request
 from api.sampling_protocol import StrictModel
 
 # OpenAI's limits: function and schema names, and tools per request.
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 MAX_TOOLS = 128
+# The longest custom tool grammar accepted (Codex CLI's apply_patch grammar is under 1 KB).
+MAX_GRAMMAR = 100_000
 ANY_OBJECT = {"type": "object"}
 
 
@@ -71,9 +76,64 @@ class FunctionDefinition(StrictModel):
         return self
 
 
+def by_type(*members: type[StrictModel]) -> Any:
+    """A union of `members` told apart by their `type` field, each tagged `#<type>` (so an error's
+    location names the parameter, not the member: api/errors.py leaves such tags out)."""
+    kinds = {m.model_fields["type"].annotation.__args__[0]: m for m in members}
+
+    def tag(value: Any) -> str | None:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return f"#{kind}" if kind in kinds else None
+
+    message = f"type must be one of {', '.join(kinds)}"
+    tagged = tuple(Annotated[m, Tag(f"#{k}")] for k, m in kinds.items())
+    return Annotated[
+        reduce(operator.or_, tagged), Discriminator(tag, custom_error_type="invalid_type", custom_error_message=message)
+    ]
+
+
 class Tool(StrictModel):
     type: Literal["function"]
     function: FunctionDefinition
+
+
+class TextInput(StrictModel):
+    """A custom tool's input is free text."""
+
+    type: Literal["text"]
+
+
+class GrammarDefinition(StrictModel):
+    definition: str = Field(min_length=1, max_length=MAX_GRAMMAR)
+    syntax: Literal["lark", "regex"]
+
+
+class GrammarInput(StrictModel):
+    """A custom tool's input follows a grammar (llguidance reads lark and regex)."""
+
+    type: Literal["grammar"]
+    grammar: GrammarDefinition
+
+
+class CustomToolDefinition(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    format: by_type(TextInput, GrammarInput) | None = None
+
+    @model_validator(mode="after")
+    def _readable_grammar(self) -> CustomToolDefinition:
+        custom_input_grammar(self.format.model_dump() if self.format else None)
+        return self
+
+
+class CustomTool(StrictModel):
+    """A tool whose input is text, not JSON arguments (OpenAI's custom tools)."""
+
+    type: Literal["custom"]
+    custom: CustomToolDefinition
+
+
+ToolParam = by_type(Tool, CustomTool)
 
 
 class FunctionName(StrictModel):
@@ -85,9 +145,19 @@ class NamedToolChoice(StrictModel):
     function: FunctionName
 
 
+class NamedCustomChoice(StrictModel):
+    type: Literal["custom"]
+    custom: FunctionName
+
+
 class FunctionCall(StrictModel):
     name: str
     arguments: str
+
+
+class CustomCall(StrictModel):
+    name: str
+    input: str
 
 
 class ToolCallMessage(StrictModel):
@@ -98,10 +168,21 @@ class ToolCallMessage(StrictModel):
     function: FunctionCall
 
 
+class CustomCallMessage(StrictModel):
+    """A custom tool's call in an assistant message sent back in a later turn."""
+
+    id: str
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+CallMessage = by_type(ToolCallMessage, CustomCallMessage)
+
+
 class StructuredOutputFields(StrictModel):
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ToolParam] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | by_type(NamedToolChoice, NamedCustomChoice) | None = None
     parallel_tool_calls: bool | None = None
     # OpenAI's deprecated spellings of tools and tool_choice, still sent by older LangChain and
     # scripts; such a request is answered in their shape too (`function_call`, api/chat/render.py).
@@ -113,18 +194,20 @@ class StructuredOutputFields(StrictModel):
         self._check_legacy_fields()
         tools_param = "functions" if self.legacy_functions else "tools"
         choice_param = "function_call" if self.legacy_functions else "tool_choice"
-        names = [f.name for f in self._functions]
+        names = [tool_name(t) for t in self._tools]
         if len(set(names)) < len(names):
-            raise bad_request(f"Function names in {tools_param} must be unique.", tools_param, "invalid_value")
+            raise bad_request(f"Tool names in {tools_param} must be unique.", tools_param, "invalid_value")
         if not self.tools and self.tool_choice not in (None, "none"):
             raise bad_request("tool_choice is only allowed when tools are specified.", "tool_choice", "invalid_value")
         choice = self._choice
-        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
-            raise bad_request(
-                f"{choice_param} names the function '{choice.function.name}', which is not in {tools_param}.",
-                choice_param,
-                "invalid_value",
-            )
+        if isinstance(choice, NamedToolChoice | NamedCustomChoice):
+            kind = "function" if choice.type == "function" else "custom tool"
+            if not any(t["type"] == choice.type and tool_name(t) == self._named for t in self._tools):
+                raise bad_request(
+                    f"{choice_param} names the {kind} '{self._named}', which is not in {tools_param}.",
+                    choice_param,
+                    "invalid_value",
+                )
         return self
 
     def _check_legacy_fields(self) -> None:
@@ -154,14 +237,22 @@ class StructuredOutputFields(StrictModel):
         return self.functions is not None
 
     @property
-    def _functions(self) -> list[FunctionDefinition]:
-        """The functions offered, whichever field they came in."""
+    def _tools(self) -> list[dict]:
+        """The tools offered in chat's shape, whichever field they came in."""
         if self.functions is not None:
-            return self.functions
-        return [t.function for t in self.tools or []]
+            return [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in self.functions]
+        return [t.model_dump(exclude_none=True) for t in self.tools or []]
 
     @property
-    def _choice(self) -> Literal["none", "auto", "required"] | NamedToolChoice | None:
+    def _named(self) -> str | None:
+        """The tool the choice names, if it names one."""
+        choice = self._choice
+        if isinstance(choice, NamedToolChoice):
+            return choice.function.name
+        return choice.custom.name if isinstance(choice, NamedCustomChoice) else None
+
+    @property
+    def _choice(self) -> Literal["none", "auto", "required"] | NamedToolChoice | NamedCustomChoice | None:
         """tool_choice, or function_call as the tool_choice it stands for."""
         if isinstance(self.function_call, FunctionName):
             return NamedToolChoice(type="function", function=self.function_call)
@@ -171,9 +262,9 @@ class StructuredOutputFields(StrictModel):
     def tool_mode(self) -> Literal["auto", "required", "named"] | None:
         """How the answer may call tools; None when it may not (no tools, or tool_choice none)."""
         choice = self._choice
-        if not self._functions or choice == "none":
+        if not self._tools or choice == "none":
             return None
-        if isinstance(choice, NamedToolChoice):
+        if isinstance(choice, NamedToolChoice | NamedCustomChoice):
             return "named"
         return choice or "auto"
 
@@ -190,12 +281,11 @@ class StructuredOutputFields(StrictModel):
         answer = self.response_format.answer if self.response_format else None
         if mode is None:
             return {"grammar": answer_grammar(*answer) if answer else None}
-        named = self._choice.function.name if mode == "named" else None
-        tools = [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in self._functions]
+        tools = self._tools
         # OpenAI's legacy answer holds one function_call, never several.
         parallel = self.parallel_tool_calls is not False and not self.legacy_functions
         try:
-            grammar = tools_grammar(tools, mode, parallel, named, answer)
+            grammar = tools_grammar(tools, mode, parallel, self._named, answer)
         except ValueError as error:
             param = "functions" if self.legacy_functions else "tools"
             raise bad_request(f"Invalid value for '{param}': {error}", param, "invalid_value") from error

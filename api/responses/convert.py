@@ -15,21 +15,34 @@ from api.errors import bad_request
 from api.responses.protocol import (
     AllowedToolsChoice,
     ConversationInput,
+    CustomChoice,
+    CustomTool,
+    CustomToolCallItem,
+    CustomToolCallOutputItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionChoice,
     FunctionTool,
     HostedTool,
     HostedToolChoice,
+    InputItem,
     MessageItem,
-    ReasoningItem,
     ResponseRequest,
 )
 from contracts.errors import ErrorInfo
 from contracts.events import Choice, GenerationResult, ToolCall, Usage
 
 # The ID prefix of each kind of item (OpenAI's).
-ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+ID_PREFIXES = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
+    "reasoning": "rs",
+}
+# The output items that are calls, of a function or of a custom tool.
+CALL_ITEMS = ("function_call", "custom_tool_call")
 # Error codes that mean the job was cancelled, not that it failed.
 CANCELLED_CODES = ("cancelled",)
 
@@ -41,7 +54,7 @@ def input_items(given: str | list, job_id: str) -> list[dict]:
     return [_item(item, f"{ID_PREFIXES[item.type]}_{job_id}_{index}") for index, item in enumerate(given)]
 
 
-def _item(item: MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem, default_id: str) -> dict:
+def _item(item: InputItem, default_id: str) -> dict:
     if isinstance(item, MessageItem):
         kind = "output_text" if item.role == "assistant" else "input_text"
         content = (
@@ -59,15 +72,13 @@ def _item(item: MessageItem | FunctionCallItem | FunctionCallOutputItem | Reason
     if isinstance(item, FunctionCallItem):
         fields = item.model_dump(include={"call_id", "name", "arguments"})
         return {"id": item.id or default_id, "type": "function_call", "status": "completed", **fields}
-    if isinstance(item, FunctionCallOutputItem):
+    if isinstance(item, CustomToolCallItem):
+        fields = item.model_dump(include={"call_id", "name", "input"})
+        return {"id": item.id or default_id, "type": "custom_tool_call", "status": "completed", **fields}
+    if isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
         output = item.output if isinstance(item.output, str) else [part.model_dump() for part in item.output]
-        return {
-            "id": item.id or default_id,
-            "type": "function_call_output",
-            "call_id": item.call_id,
-            "output": output,
-            "status": "completed",
-        }
+        status = {"status": "completed"} if item.type == "function_call_output" else {}
+        return {"id": item.id or default_id, "type": item.type, "call_id": item.call_id, "output": output, **status}
     fields = item.model_dump(exclude_none=True)
     return {**fields, "id": item.id or default_id, "summary": fields.get("summary", [])}
 
@@ -87,79 +98,79 @@ def chat_messages(instructions: str | None, items: list[dict]) -> list[dict]:
     for item in items:
         if item["type"] == "message":
             messages.append({"role": item["role"], "content": _text_of(item["content"])})
-        elif item["type"] == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
+        elif item["type"] in CALL_ITEMS:
+            kind, payload = (
+                ("function", {"name": item["name"], "arguments": item["arguments"]})
+                if item["type"] == "function_call"
+                else ("custom", {"name": item["name"], "input": item["input"]})
+            )
+            call = {"id": item["call_id"], "type": kind, kind: payload}
             previous = messages[-1] if messages else None
             if previous is not None and previous["role"] == "assistant":
                 previous.setdefault("tool_calls", []).append(call)  # an answer's text and calls: one turn
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif item["type"] == "function_call_output":
+        elif item["type"] in ("function_call_output", "custom_tool_call_output"):
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _text_of(item["output"])})
     return messages
 
 
 def _chat_tool_choice(request: ConversationInput) -> tuple[list, str | dict | None]:
-    """The function tools offered and chat's tool_choice for them; a 400 naming tool_choice when it
-    asks for what cannot be done."""
-    functions, choice = request.function_tools, request.tool_choice
-    names = {f.name for f in functions}
+    """The tools offered (functions and custom tools) and chat's tool_choice for them; a 400 naming
+    tool_choice when it asks for what cannot be done."""
+    offered, choice = request.offered_tools, request.tool_choice
     if isinstance(choice, HostedToolChoice):
         raise bad_request(
-            f"tool_choice asks for a '{choice.type}' tool, which Ladle does not run; only function tools run here.",
+            f"tool_choice asks for a '{choice.type}' tool, which Ladle does not run; only function and custom "
+            "tools run here.",
             "tool_choice",
             "invalid_value",
         )
-    if isinstance(choice, FunctionChoice):
-        if choice.name not in names:
+    if isinstance(choice, FunctionChoice | CustomChoice):
+        kind = "function" if choice.type == "function" else "custom tool"
+        if not any(t.type == choice.type and t.name == choice.name for t in offered):
             raise bad_request(
-                f"tool_choice names the function '{choice.name}', which is not in tools.",
-                "tool_choice",
-                "invalid_value",
+                f"tool_choice names the {kind} '{choice.name}', which is not in tools.", "tool_choice", "invalid_value"
             )
-        return functions, {"type": "function", "function": {"name": choice.name}}
+        return offered, {"type": choice.type, choice.type: {"name": choice.name}}
     if isinstance(choice, AllowedToolsChoice):
-        allowed = [t.get("name") for t in choice.tools if t.get("type") == "function"]
-        unknown = [name for name in allowed if name not in names]
+        allowed = [(t.get("type"), t.get("name")) for t in choice.tools if t.get("type") in ("function", "custom")]
+        known = {(t.type, t.name) for t in offered}
+        unknown = [name for kind, name in allowed if (kind, name) not in known]
         if unknown:
             raise bad_request(
-                f"tool_choice.tools names the function '{unknown[0]}', which is not in tools.",
+                f"tool_choice.tools names the tool '{unknown[0]}', which is not in tools.",
                 "tool_choice.tools",
                 "invalid_value",
             )
-        functions, choice = [f for f in functions if f.name in allowed], choice.mode
-    if not functions:
+        offered, choice = [t for t in offered if (t.type, t.name) in allowed], choice.mode
+    if not offered:
         if choice == "required":
             raise bad_request(
-                "tool_choice 'required' needs a function tool; Ladle runs no other kind of tool.",
+                "tool_choice 'required' needs a function or custom tool; Ladle runs no other kind of tool.",
                 "tool_choice",
                 "invalid_value",
             )
         return [], None
-    return functions, choice
+    return offered, choice
 
 
-def chat_tools(functions: list[FunctionTool]) -> list[dict]:
-    """Function tools as chat's `tools` (and as a chat job shows them to the model)."""
-    return [
-        {
-            "type": "function",
-            "function": {
-                **f.model_dump(include={"name", "description", "parameters"}, exclude_none=True),
-                "strict": f.enforced,
-            },
-        }
-        for f in functions
-    ]
+def chat_tools(offered: list[FunctionTool | CustomTool]) -> list[dict]:
+    """Function and custom tools as chat's `tools` (and as a chat job shows them to the model)."""
+    return [_chat_tool(tool) for tool in offered]
+
+
+def _chat_tool(tool: FunctionTool | CustomTool) -> dict:
+    if isinstance(tool, CustomTool):
+        custom = {"name": tool.name, "description": tool.description, "format": tool.chat_format}
+        return {"type": "custom", "custom": {k: v for k, v in custom.items() if v is not None}}
+    function = tool.model_dump(include={"name", "description", "parameters"}, exclude_none=True)
+    return {"type": "function", "function": {**function, "strict": tool.enforced}}
 
 
 def chat_body(request: ResponseRequest, model: str, messages: list[dict]) -> dict:
     """The chat completion request the response runs as (api/chat/protocol.py validates it)."""
-    functions, choice = _chat_tool_choice(request)
+    offered, choice = _chat_tool_choice(request)
     body: dict = {"model": model, "messages": messages}
     if request.max_output_tokens is not None:
         body["max_completion_tokens"] = request.max_output_tokens
@@ -167,8 +178,8 @@ def chat_body(request: ResponseRequest, model: str, messages: list[dict]) -> dic
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
-    if functions:
-        body["tools"] = chat_tools(functions)
+    if offered:
+        body["tools"] = chat_tools(offered)
         if choice is not None:
             body["tool_choice"] = choice
         if request.parallel_tool_calls is not None:
@@ -218,7 +229,9 @@ def echoed_fields(request: ResponseRequest, model: str) -> dict:
     }
 
 
-def _echoed_tool(tool: FunctionTool | HostedTool) -> dict:
+def _echoed_tool(tool: FunctionTool | CustomTool | HostedTool) -> dict:
+    if isinstance(tool, CustomTool):
+        return tool.model_dump(exclude_none=True) | {"description": tool.description}
     if tool.type != "function":
         return tool.model_dump()
     return {
@@ -237,7 +250,16 @@ def message_item(job_id: str, text: str, status: str = "completed") -> dict:
 
 
 def call_item(job_id: str, index: int, call: ToolCall, status: str = "completed") -> dict:
-    """One of the answer's function calls as an output item."""
+    """One of the answer's calls (of a function or a custom tool) as an output item."""
+    if call.type == "custom":
+        return {
+            "id": f"ctc_{job_id}_{index}",
+            "type": "custom_tool_call",
+            "status": status,
+            "call_id": call.id,
+            "input": call.arguments,
+            "name": call.name,
+        }
     return {
         "id": f"fc_{job_id}_{index}",
         "type": "function_call",
@@ -260,15 +282,20 @@ def usage_body(usage: Usage) -> dict:
 
 
 def output_of(job_id: str, choice: Choice) -> list[dict]:
-    """The answer's output items: its text (left out when it is only whitespace before calls), then its calls."""
+    """The answer's output items: its text (left out when it is only whitespace before calls), then its
+    calls, and a call max_output_tokens cut, as far as it came (incomplete)."""
     calls = choice.tool_calls or []
-    cut = choice.finish_reason == "length" and not calls
+    cut = choice.finish_reason == "length" and not calls and choice.cut_call is None
+    began = calls or choice.cut_call is not None
     items = (
         [message_item(job_id, choice.text, "incomplete" if cut else "completed")]
-        if not calls or choice.text.strip()
+        if not began or choice.text.strip()
         else []
     )
-    return items + [call_item(job_id, index, call) for index, call in enumerate(calls)]
+    items += [call_item(job_id, index, call) for index, call in enumerate(calls)]
+    if choice.cut_call is not None:
+        items.append(call_item(job_id, len(calls), choice.cut_call, "incomplete"))
+    return items
 
 
 def outcome_of(job_id: str, result: GenerationResult) -> dict:

@@ -1,9 +1,11 @@
 """The Responses API request (`POST /v1/responses`, `POST /v1/responses/input_tokens`) as pydantic models.
 
 Unknown fields are 400s naming them. Input items are `message` (a `type` may be left out, as
-OpenAI's "easy" messages do), `function_call`, `function_call_output` and `reasoning` (accepted,
-never shown to the model). Tools are function tools, or tool types OpenAI hosts (web_search,
-file_search, mcp, ...) that Ladle does not run: those are accepted and left out of the prompt.
+OpenAI's "easy" messages do), `function_call`, `function_call_output`, `custom_tool_call`,
+`custom_tool_call_output` and `reasoning` (accepted, never shown to the model). Tools are function
+tools, custom tools (their input is text: free, or in a lark or regex grammar the decoding follows),
+or tool types OpenAI hosts (web_search, file_search, mcp, ...) that Ladle does not run: those are
+accepted and left out of the prompt.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from api.chat.grammars import answer_grammar
-from api.chat.structured import MAX_TOOLS, NAME_PATTERN
+from api.chat.grammars import answer_grammar, custom_input_grammar
+from api.chat.structured import MAX_GRAMMAR, MAX_TOOLS, NAME_PATTERN
 from api.errors import ApiError, bad_request
 from api.sampling_protocol import StrictModel
 
@@ -99,6 +101,27 @@ class FunctionCallOutputItem(StrictModel):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
+class CustomToolCallItem(StrictModel):
+    """A custom tool's call of an earlier answer."""
+
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1)
+    input: str
+    id: str | None = Field(None, pattern=ITEM_ID_PATTERN)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+    namespace: str | None = None
+
+
+class CustomToolCallOutputItem(StrictModel):
+    """What the client's custom tool returned for the call `call_id`."""
+
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1, max_length=128)
+    output: str | list[InputText]
+    id: str | None = Field(None, pattern=ITEM_ID_PATTERN)
+
+
 class ReasoningItem(BaseModel):
     """An earlier answer's reasoning: accepted as sent (these models do not reason), never shown to the model."""
 
@@ -108,7 +131,14 @@ class ReasoningItem(BaseModel):
     id: str | None = Field(None, pattern=ITEM_ID_PATTERN)
 
 
-ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
+ITEM_TYPES = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "reasoning",
+)
 
 
 def _item_type(value: Any) -> str | None:
@@ -124,12 +154,14 @@ InputItem = Annotated[
     Annotated[MessageItem, Tag("#message")]
     | Annotated[FunctionCallItem, Tag("#function_call")]
     | Annotated[FunctionCallOutputItem, Tag("#function_call_output")]
+    | Annotated[CustomToolCallItem, Tag("#custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, Tag("#custom_tool_call_output")]
     | Annotated[ReasoningItem, Tag("#reasoning")],
     Discriminator(
         _item_type,
         custom_error_type="invalid_item",
-        custom_error_message="an input item is a message (with a role), function_call, function_call_output "
-        "or reasoning",
+        custom_error_message="an input item is a message (with a role), function_call, function_call_output, "
+        "custom_tool_call, custom_tool_call_output or reasoning",
     ),
 ]
 
@@ -156,6 +188,48 @@ class FunctionTool(StrictModel):
         return self.strict is not False
 
 
+class TextInputFormat(StrictModel):
+    """A custom tool's input is free text."""
+
+    type: Literal["text"]
+
+
+class GrammarInputFormat(StrictModel):
+    """A custom tool's input follows a grammar: lark (llguidance's dialect) or a regex."""
+
+    type: Literal["grammar"]
+    syntax: Literal["lark", "regex"]
+    definition: str = Field(min_length=1, max_length=MAX_GRAMMAR)
+
+
+class CustomTool(StrictModel):
+    """A tool whose input is text, not JSON arguments (Codex CLI's apply_patch is one)."""
+
+    type: Literal["custom"]
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    format: (
+        Annotated[
+            Annotated[TextInputFormat, Tag("#text")] | Annotated[GrammarInputFormat, Tag("#grammar")],
+            _typed("text", "grammar"),
+        ]
+        | None
+    ) = None
+    defer_loading: bool | None = None  # accepted: every tool is shown to the model
+
+    @model_validator(mode="after")
+    def _readable_grammar(self) -> CustomTool:
+        custom_input_grammar(self.chat_format)
+        return self
+
+    @property
+    def chat_format(self) -> dict | None:
+        """The format in chat's shape (a grammar's fields under `grammar`)."""
+        if isinstance(self.format, GrammarInputFormat):
+            return {"type": "grammar", "grammar": {"definition": self.format.definition, "syntax": self.format.syntax}}
+        return self.format.model_dump() if self.format else None
+
+
 class HostedTool(BaseModel):
     """A tool OpenAI runs itself (web_search, file_search, code_interpreter, mcp, ...): accepted, not run."""
 
@@ -166,11 +240,14 @@ class HostedTool(BaseModel):
 
 def _tool_type(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "#function" if kind == "function" else "#hosted"
+    return f"#{kind}" if kind in ("function", "custom") else "#hosted"
 
 
 ToolParam = Annotated[
-    Annotated[FunctionTool, Tag("#function")] | Annotated[HostedTool, Tag("#hosted")], Discriminator(_tool_type)
+    Annotated[FunctionTool, Tag("#function")]
+    | Annotated[CustomTool, Tag("#custom")]
+    | Annotated[HostedTool, Tag("#hosted")],
+    Discriminator(_tool_type),
 ]
 
 
@@ -178,6 +255,13 @@ class FunctionChoice(StrictModel):
     """Call this function."""
 
     type: Literal["function"]
+    name: str
+
+
+class CustomChoice(StrictModel):
+    """Call this custom tool."""
+
+    type: Literal["custom"]
     name: str
 
 
@@ -199,13 +283,14 @@ class HostedToolChoice(BaseModel):
 
 def _choice_type(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return f"#{kind}" if kind in ("function", "allowed_tools") else "#hosted"
+    return f"#{kind}" if kind in ("function", "custom", "allowed_tools") else "#hosted"
 
 
 ToolChoiceParam = (
     Literal["none", "auto", "required"]
     | Annotated[
         Annotated[FunctionChoice, Tag("#function")]
+        | Annotated[CustomChoice, Tag("#custom")]
         | Annotated[AllowedToolsChoice, Tag("#allowed_tools")]
         | Annotated[HostedToolChoice, Tag("#hosted")],
         Discriminator(_choice_type),
@@ -287,15 +372,15 @@ class ConversationInput(StrictModel):
     def _something_to_answer(self) -> ConversationInput:
         if self.input is None and self.previous_response_id is None:
             raise bad_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
-        names = [t.name for t in self.function_tools]
+        names = [t.name for t in self.offered_tools]
         if len(set(names)) < len(names):
-            raise bad_request("Function names in tools must be unique.", "tools", "invalid_value")
+            raise bad_request("Tool names in tools must be unique.", "tools", "invalid_value")
         return self
 
     @property
-    def function_tools(self) -> list[FunctionTool]:
-        """The tools the model may call."""
-        return [t for t in self.tools or [] if isinstance(t, FunctionTool)]
+    def offered_tools(self) -> list[FunctionTool | CustomTool]:
+        """The tools the model may call (functions and custom tools)."""
+        return [t for t in self.tools or [] if isinstance(t, FunctionTool | CustomTool)]
 
     @property
     def left_out_tools(self) -> list[str]:

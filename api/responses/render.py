@@ -1,7 +1,8 @@
 """Responses as clients see them: the Response object, a page of input items, and the streamed events.
 
 The streamed events follow OpenAI's order (response.created, response.in_progress, then per output
-item: output_item.added, its content or arguments deltas, their done events, output_item.done; last
+item: output_item.added, its content, arguments or custom tool input deltas, their done events,
+output_item.done; last
 response.completed, response.incomplete or response.failed), each with the next `sequence_number`.
 The final event's response comes from `response_object`, as a non-streamed answer does, and its
 items from `convert.outcome_of`: what was streamed and what is stored are the same items.
@@ -21,6 +22,11 @@ from api.streaming import restarted_error
 from contracts.errors import ErrorInfo
 from contracts.events import DeltaEvent, DoneEvent, ErrorEvent, StartedEvent, ToolCall, ToolCallDelta
 
+# Per kind of call item: the field its fragments add to, and its events' type before .delta and .done.
+_CALL_FIELDS = {
+    "function_call": ("arguments", "response.function_call_arguments"),
+    "custom_tool_call": ("input", "response.custom_tool_call_input"),
+}
 # The terminal event of each final status.
 TERMINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incomplete"}
 
@@ -143,22 +149,22 @@ class _Output:
         self.message = None
 
     def call_delta(self, delta: ToolCallDelta) -> Iterator[str]:
-        """Frames for part of a call: its start (closing what came before) or a fragment of its arguments."""
+        """Frames for part of a call: its start (closing what came before) or a fragment of its
+        arguments (a custom tool's: of its input)."""
         if delta.id is not None:  # a call starts: the text before it, and any call before it, are complete
             if self.message is not None:
                 yield from self.close_message(message_item(self.job_id, self.text))
             if self.call is not None:
                 yield from self.close_call(self._finished_call())
-            call = ToolCall(id=delta.id, name=delta.name or "", arguments="")
+            call = ToolCall(id=delta.id, name=delta.name or "", arguments="", type=delta.type or "function")
             self.call = (self.index, call_item(self.job_id, delta.index, call, "in_progress"))
             self.index += 1
             yield self.events.frame("response.output_item.added", output_index=self.call[0], item=self.call[1])
         if delta.arguments and self.call is not None:
             index, item = self.call
-            item["arguments"] += delta.arguments
-            yield self.events.frame(
-                "response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=delta.arguments
-            )
+            field, kind = _CALL_FIELDS[item["type"]]
+            item[field] += delta.arguments
+            yield self.events.frame(f"{kind}.delta", item_id=item["id"], output_index=index, delta=delta.arguments)
 
     def _finished_call(self, status: str = "completed") -> dict:
         return {**self.call[1], "status": status}
@@ -166,13 +172,9 @@ class _Output:
     def close_call(self, item: dict) -> Iterator[str]:
         """Frames closing the open call as `item`."""
         index = self.call[0]
-        yield self.events.frame(
-            "response.function_call_arguments.done",
-            item_id=item["id"],
-            output_index=index,
-            arguments=item["arguments"],
-            name=item["name"],
-        )
+        field, kind = _CALL_FIELDS[item["type"]]
+        named = {"name": item["name"]} if item["type"] == "function_call" else {}
+        yield self.events.frame(f"{kind}.done", item_id=item["id"], output_index=index, **{field: item[field]}, **named)
         yield self.events.frame("response.output_item.done", output_index=index, item=item)
         self.done.append(item)
         self.call = None
@@ -183,7 +185,7 @@ class _Output:
         items never streamed at all (a replay after the job's events expired) are shown whole."""
         by_id = {item["id"]: item for item in final}
         message = by_id.get(f"msg_{self.job_id}")
-        called = self.call is not None or any(item["type"] == "function_call" for item in self.done)
+        called = self.call is not None or any(item["type"] in _CALL_FIELDS for item in self.done)
         if self.message is None and message is not None and not called and not self.done:
             self.held = message["content"][0]["text"]  # the text held back, or all of it in a replay
             yield from self._open_message()
@@ -194,14 +196,12 @@ class _Output:
             yield from self.close_call(by_id.get(self.call[1]["id"]) or self._finished_call("incomplete"))
         shown = {item["id"] for item in self.done}
         for item in final:
-            if item["type"] == "function_call" and item["id"] not in shown:
-                self.call, self.index = (self.index, {**item, "status": "in_progress", "arguments": ""}), self.index + 1
+            if item["type"] in _CALL_FIELDS and item["id"] not in shown:
+                field, kind = _CALL_FIELDS[item["type"]]
+                self.call, self.index = (self.index, {**item, "status": "in_progress", field: ""}), self.index + 1
                 yield self.events.frame("response.output_item.added", output_index=self.call[0], item=self.call[1])
                 yield self.events.frame(
-                    "response.function_call_arguments.delta",
-                    item_id=item["id"],
-                    output_index=self.call[0],
-                    delta=item["arguments"],
+                    f"{kind}.delta", item_id=item["id"], output_index=self.call[0], delta=item[field]
                 )
                 yield from self.close_call(item)
 
@@ -231,8 +231,7 @@ def _response_frames(
         elif isinstance(event, DoneEvent):
             outcome = outcome_of(job_id, event.result)
             yield from output.close(outcome["output"])
-            # The items streamed are the final ones; they differ only for a call cut short by
-            # max_output_tokens, which the job's result leaves out and the stream showed (incomplete).
+            # The items streamed are the final ones (a call max_output_tokens cut is in both, incomplete).
             outcome["output"] = output.done
             yield stream.frame(TERMINAL_EVENTS.get(outcome["status"], "response.failed"), response=finish(outcome))
             return

@@ -132,7 +132,7 @@ def fit_items(request: ConversationInput, model: str, items: list[dict], room: i
 
     def fits(start: int) -> bool:
         messages = chat_messages(request.instructions, items[start:])
-        return bool(messages) and count_tokens(model, messages, request.function_tools) <= room
+        return bool(messages) and count_tokens(model, messages, request.offered_tools) <= room
 
     if fits(0):
         return items

@@ -9,7 +9,7 @@ import pytest
 
 from contracts.events import TokenLogprob
 from contracts.jobs import SamplingParams
-from contracts.tool_markup import call_text
+from contracts.tool_markup import call_text, custom_call_text
 from worker.engines.generation_request import GenerationRequest, Row
 from worker.engines.sampling import allow_only
 from worker.engines.tool_calls import ToolCallParser
@@ -169,3 +169,41 @@ def test_a_token_that_ends_the_content_and_starts_a_call_keeps_its_entry():
     """As with a stop string, a token with any content text is a content token."""
     row, _ = run_row(["Sure", ", <", NOW[1:20], NOW[20:]], stop=[], tool_calls="auto", logprobs=0)
     assert "".join(row.text) == "Sure, " and [e.token for e in row.logprobs] == ["Sure", ", <"]
+
+
+@pytest.mark.parametrize("piece", [1, 4, 1000])
+def test_a_custom_tools_input_is_read_up_to_the_calls_end_in_any_pieces(piece: int):
+    """A custom tool's input (text, which may hold braces, tags and newlines) then a function's call."""
+    patch = "*** Begin Patch\n+{<tool_call>}\n\n*** End Patch\n"
+    content, deltas, calls = parse("Editing. " + custom_call_text("apply_patch", patch) + "\n" + NOW, piece)
+    assert content == "Editing. "
+    assert [(c.name, c.type, c.arguments) for c in calls] == [
+        ("apply_patch", "custom", patch),
+        ("now", "function", "{}"),
+    ]
+    first = [d for d in deltas if d.index == 0]
+    assert first[0].type == "custom" and first[0].name == "apply_patch"
+    assert all(d.type == "custom" for d in first) and "".join(d.arguments for d in first) == patch
+
+
+def test_a_custom_call_max_tokens_cut_is_its_input_so_far():
+    parser = ToolCallParser(forced=True)
+    parser.feed(custom_call_text("note", "half a thought")[:-5])
+    cut = parser.unfinished
+    assert cut is not None and cut.type == "custom" and cut.arguments == "half a thought"  # the tag held back
+    assert not parser.calls
+
+
+def test_past_custom_calls_are_shown_in_their_markup():
+    messages = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "custom", "custom": {"name": "shout", "input": "HELLO THERE"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
+    tools = [{"type": "custom", "custom": {"name": "shout"}}]
+    plain = plain_messages(messages, tools)
+    assert plain[1]["content"] == custom_call_text("shout", "HELLO THERE")
+    assert '"type":"custom"' in plain[0]["content"] and '{"name":<tool-name>}' in plain[0]["content"]

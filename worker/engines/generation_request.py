@@ -161,6 +161,7 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
                 prompt_logprobs=r.prompt_logprobs,
                 tool_calls=r.tools.calls if r.tools is not None else None,
                 began_calls=r.tools is not None and (r.tools.in_call or r.tools.forced),
+                cut_call=r.tools.unfinished if r.tools is not None and r.finish_reason == "length" else None,
                 stop_sequence=r.stops.matched if r.finish_reason == "stop" else None,
             )
             for r in rows

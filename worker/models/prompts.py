@@ -7,7 +7,7 @@ import json
 from jinja2 import TemplateError
 
 from contracts.jobs import GenerationJob
-from contracts.tool_markup import SEPARATOR, call_text
+from contracts.tool_markup import SEPARATOR, call_text, custom_call_text
 from worker.errors import JobRejected, context_exceeded
 
 # The system text that shows a model without a tool format of its own the functions it may call
@@ -19,6 +19,19 @@ TOOLS_PROMPT = (
     "<tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{{"name":<function-name>,"arguments":<args-json-object>}}\n</tool_call>'
 )
+# How a tool of type "custom" (its input is text) is called, added when one is offered.
+CUSTOM_TOOLS_PROMPT = (
+    '\nA tool of type "custom" takes text, not JSON: write its name, then its input as it is '
+    "(in its format, when it has one) on the lines after it:\n<tool_call>\n"
+    '{"name":<tool-name>}\n<input>\n</tool_call>'
+)
+
+
+def _call_text(call: dict) -> str:
+    """A past call (OpenAI's chat shape: a function's or a custom tool's) in the model's call markup."""
+    if call.get("type") == "custom":
+        return custom_call_text(call["custom"]["name"], call["custom"]["input"])
+    return call_text(call["function"]["name"], call["function"]["arguments"])
 
 
 def message_text(content: str | list[dict] | None) -> str:
@@ -33,12 +46,12 @@ def message_text(content: str | list[dict] | None) -> str:
 def plain_messages(messages: list[dict], tools: list[dict] | None = None) -> list[dict]:
     """Messages as {role, content} text, which every chat template takes: an assistant's tool calls
     are written in the model's call markup, a tool's result within <tool_response> tags, and the
-    `tools` (OpenAI function definitions) are described in the system message."""
+    `tools` (OpenAI's chat tools: functions and custom tools) are described in the system message."""
     plain = []
     for message in messages:
         text = message_text(message.get("content"))
         if message.get("tool_calls"):
-            calls = [call_text(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
+            calls = [_call_text(c) for c in message["tool_calls"]]
             text = SEPARATOR.join([text, *calls] if text else calls)
         if message["role"] == "tool":
             text = f"<tool_response>\n{text}\n</tool_response>"
@@ -47,6 +60,8 @@ def plain_messages(messages: list[dict], tools: list[dict] | None = None) -> lis
         described = TOOLS_PROMPT.format(
             tools="\n".join(json.dumps(t, ensure_ascii=False, separators=(",", ":")) for t in tools)
         )
+        if any(t.get("type") == "custom" for t in tools):
+            described += CUSTOM_TOOLS_PROMPT
         if plain and plain[0]["role"] in ("system", "developer"):
             plain[0] = {"role": plain[0]["role"], "content": plain[0]["content"] + "\n\n" + described}
         else:
