@@ -283,26 +283,6 @@ def weights_gets(hub: HubServer, repo_id: str) -> list:
     return [r for r in hub.file_requests(WEIGHTS) if r.path.startswith(f"/{repo_id}/")]
 
 
-def test_a_build_on_pull_reports_the_building_phase_and_the_builders_stages_before_success(stack, hub, user_catalog):
-    weights_repo(hub, "builds/qwen2-phases")
-    entry = user_entry("phased-build", "builds/qwen2-phases", build=BUILT_ON_PULL["build"])
-    user_catalog.write_text(json.dumps([entry]))
-    job = pull(stack, "phased-build", timeout_s=600)
-    assert job["status"] == "succeeded", job
-    with requests.get(f"{stack.url}/v1/jobs/{job['id']}/events", stream=True, timeout=60) as response:
-        events = [frame["data"] for frame in sse_events(response)]
-    assert events[-1]["type"] == "done"
-    progress = [e["progress"] for e in events if e["type"] == "progress"]
-    phases = [p["phase"] for p in progress]
-    building = phases.index("building")
-    assert set(phases[:building]) == {"downloading"} and set(phases[building:]) == {"building"}
-    assert all(p["bytes_done"] == p["bytes_total"] > 0 for p in progress[building:])  # the weights are in
-    stages = [p["stage"] for p in progress[building:]]
-    assert stages[0] == ""  # reported as the builder starts, before its first line
-    assert {"Reading embedding layer", "Reading layer 1", "Saving ONNX model", "Saving GenAI config"} <= set(stages)
-    assert stages.index("Reading layer 0") < stages.index("Reading layer 1") < stages.index("Saving ONNX model")
-
-
 def test_a_build_on_pulls_dropped_weights_download_resumes_where_it_stopped(stack, hub, user_catalog):
     weights_repo(hub, "builds/qwen2-dropped")
     entry = user_entry("dropped-build", "builds/qwen2-dropped", build=BUILT_ON_PULL["build"])
@@ -391,7 +371,9 @@ def test_ladle_models_pull_of_an_alias_downloads_its_cpu_variant_in_process_with
     assert (folder / genai["model"]["decoder"]["filename"]).exists()
 
 
-def test_ladle_models_pull_of_an_alias_built_on_pull_shows_the_builders_stages(stack, hub, user_catalog):
+def test_a_build_on_pull_shows_the_builders_stages_in_the_cli_and_the_jobs_events(stack, hub, user_catalog):
+    """`ladle models pull` through the service: its bar's label follows the builder, and the job's
+    progress events report the building phase and the builder's stages before success."""
     weights_repo(hub, "builds/qwen2-cli")
     entry = user_entry("cli-build", "builds/qwen2-cli", build=BUILT_ON_PULL["build"])
     user_catalog.write_text(json.dumps([entry]))
@@ -399,3 +381,16 @@ def test_ladle_models_pull_of_an_alias_built_on_pull_shows_the_builders_stages(s
     assert result.returncode == 0, result.stderr
     assert "building: Reading layer 0" in result.stderr  # the bar's label while the builder runs
     assert result.stdout.strip() == str(stack.settings.model_dir / "cli-build")
+    job_id = re.search(r"download job (\w+)", result.stderr).group(1)
+    with requests.get(f"{stack.url}/v1/jobs/{job_id}/events", stream=True, timeout=60) as response:
+        events = [frame["data"] for frame in sse_events(response)]
+    assert events[-1]["type"] == "done"
+    progress = [e["progress"] for e in events if e["type"] == "progress"]
+    phases = [p["phase"] for p in progress]
+    building = phases.index("building")
+    assert set(phases[:building]) == {"downloading"} and set(phases[building:]) == {"building"}
+    assert all(p["bytes_done"] == p["bytes_total"] > 0 for p in progress[building:])  # the weights are in
+    stages = [p["stage"] for p in progress[building:]]
+    assert stages[0] == ""  # reported as the builder starts, before its first line
+    assert {"Reading embedding layer", "Reading layer 1", "Saving ONNX model", "Saving GenAI config"} <= set(stages)
+    assert stages.index("Reading layer 0") < stages.index("Reading layer 1") < stages.index("Saving ONNX model")

@@ -63,6 +63,9 @@ class DrainFleet:
     def job(self, job_id: str) -> dict:
         return requests.get(f"{self.api.url}/v1/jobs/{job_id}", timeout=10).json()
 
+    def cancel(self, job_id: str) -> None:
+        assert requests.delete(f"{self.api.url}/v1/jobs/{job_id}", timeout=10).status_code == 200
+
     def deliveries(self, job_id: str) -> int:
         """Deliveries that count towards LADLE_MAX_DELIVERIES (a hand-back does not)."""
         record = self.client.hmget(keys.job_key(job_id), "deliveries", "handed_back")
@@ -158,9 +161,13 @@ def test_a_job_waiting_in_the_engine_goes_back_at_once(fleet_factory):
     assert waiting["worker"] == second.name
     assert fleet.started_on(waiting_id) == [first.name, second.name]
     assert fleet.deliveries(waiting_id) == 1
-    long_job = wait_for(fleet.api.url, long_id, {"succeeded", "failed"}, timeout_s=BOUND_S)
-    assert long_job["status"] == "succeeded", long_job
-    assert long_job["worker"] == first.name
+    # The long job is still the stopping worker's (a running job finishing within the drain time is
+    # test_a_long_drain_lets_the_running_job_finish_on_the_stopping_worker); cancelled, it lets it exit.
+    assert fleet.job(long_id)["worker"] == first.name
+    fleet.cancel(long_id)
+    long_job = wait_for(fleet.api.url, long_id, {"succeeded", "failed", "cancelled"}, timeout_s=BOUND_S)
+    assert long_job["status"] == "cancelled" and long_job["worker"] == first.name, long_job
+    assert fleet.started_on(long_id) == [first.name]
     assert wait_for_exit(first) == 0
 
 
@@ -187,7 +194,9 @@ def test_a_job_delivered_twice_goes_back_to_the_queue_once(fleet_factory):
     assert fleet.job(job_id)["status"] == "queued"
     assert fleet.deliveries(job_id) == 0  # both deliveries were handed back, neither counts
     second = fleet.add_worker()
-    job = wait_for(fleet.api.url, job_id, {"succeeded", "failed"}, timeout_s=BOUND_S)
-    assert job["status"] == "succeeded", job
-    assert job["worker"] == second.name
-    assert fleet.client.llen(queue) == 0
+    job = wait_for(fleet.api.url, job_id, {"running", "succeeded", "failed"}, timeout_s=BOUND_S)
+    assert job["status"] == "running" and job["worker"] == second.name, job
+    assert fleet.client.llen(queue) == 0 and fleet.deliveries(job_id) == 1  # taken once, by the second worker
+    fleet.cancel(job_id)  # its 8000 tokens need not be decoded to show that
+    # Started by both deliveries on the stopping worker, then once by the second worker.
+    assert fleet.started_on(job_id) == [stopping.name, stopping.name, second.name]
