@@ -8,7 +8,9 @@ checkpoint the builder reads, as `cpu-int4-awq-block-128-acc-level-4` folders ar
 with a `position_ids` input, a model file named only by genai_config.json; Phi-3 with LongRoPE and
 a sliding window, Llama with llama3 rope scaling, Qwen3 with q/k norms, Gemma, gpt-oss with
 attention sinks, experts, YaRN and a sliding window over a full cache (its stop tokens and harmony
-chat template checked too).
+chat template checked too); sliding windows over the builder's default windowed caches, read and
+decoded past the window: gpt-oss's, Gemma 2's and Gemma 3's (a sliding layer beside a full one),
+Mistral with every layer sliding, and Mistral whose window is in genai_config only.
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ from worker.models.prompts import plain_messages
 
 MAX_TOKENS = 40
 # A short prompt, one of a few blocks, and one past the tiny Phi-3's LongRoPE switch (64
-# positions) and sliding window (48): decoding beside it, the others cross both.
+# positions) and the 48-token sliding windows (a windowed cache holds 64 positions): decoding
+# beside it, the others cross them.
 PROMPT_LENGTHS = (7, 30, 80)
 
 
-# The windowed-cache and hybrid models run on onnxruntime-genai's Generator
-# (tests/test_generator_fallback.py).
-GENERATOR_SERVED = {"tiny-random-mistral-windowed", "tiny-random-gpt-oss", "tiny-random-lfm2-hybrid"}
+# The hybrid model runs on onnxruntime-genai's Generator (tests/test_generator_fallback.py).
+GENERATOR_SERVED = {"tiny-random-lfm2-hybrid"}
 DRIVEN = sorted(set(TINY_ARCHITECTURES) - GENERATOR_SERVED)
 GPT_OSS = "tiny-random-gpt-oss-full-cache"
 AWQ = "tiny-random-llama-awq-block-128"
@@ -77,8 +79,10 @@ def generator_tokens(folder, eos_ids, tokens: list[int]) -> list[int]:
     model = og.Model(provider_config(str(folder), "cpu", intra_op_threads=1))
     genai = json.loads((folder / "genai_config.json").read_text())
     rows = smallest_invariant_batch(model, frozenset(eos_ids), genai)
+    # A windowed cache holds at least its window (onnxruntime refuses a shorter one).
+    window = genai["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
     params = og.GeneratorParams(model)
-    params.set_search_options(batch_size=rows, max_length=len(tokens) + MAX_TOKENS, do_sample=False)
+    params.set_search_options(batch_size=rows, max_length=max(len(tokens) + MAX_TOKENS, window), do_sample=False)
     generator = og.Generator(model, params)
     generator.append_tokens(np.asarray([tokens] * rows if rows > 1 else tokens, dtype=np.int32))
     produced = []

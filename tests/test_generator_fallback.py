@@ -1,11 +1,11 @@
-"""A model whose graph the continuous engine cannot drive (a windowed key/value cache, as
-onnxruntime-genai's builder makes for sliding-window layers: Mistral's, gpt-oss's; a hybrid with
-per-layer convolution states: LFM2) loads on onnxruntime-genai's Generator instead, says why in
-one log line, and serves the APIs: chat (in the OpenAI, Foundry, Azure and Databricks dialects),
-completions, streaming, and structured output and tool calls (Ladle's llguidance masks applied to
-the Generator's logits) with the same answers and stream shapes as the continuous engine's.
-gpt-oss (attention sinks, experts, the harmony template) and LFM2 answer as onnxruntime-genai's
-Generator run directly."""
+"""A model whose graph the continuous engine cannot drive (a hybrid with per-layer convolution
+states: LFM2) loads on onnxruntime-genai's Generator instead, says why in one log line, and serves
+the APIs: chat (in the OpenAI, Foundry, Azure and Databricks dialects), completions, streaming,
+and structured output and tool calls (Ladle's llguidance masks applied to the Generator's logits)
+with the same answers and stream shapes as the continuous engine's. LFM2 answers as
+onnxruntime-genai's Generator run directly. Windowed key/value caches (the builder's default for
+sliding-window layers: gpt-oss's, Mistral's) no longer fall back: the continuous engine keeps them
+(tests/test_windowed_cache.py) and answers as the Generator does."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from worker.models.model_registry import provider_config
 
 WINDOWED = "tiny-random-mistral-windowed"
 GPT_OSS = "tiny-random-gpt-oss"
-HYBRID = "tiny-random-lfm2-hybrid"
+HYBRID = "tiny-random-lfm2-hybrid"  # the tiny model the Generator serves
 CONVERSATION = [
     {"role": "system", "content": "Answer in one word."},
     {"role": "user", "content": "What colour is the sky?"},
@@ -41,21 +41,16 @@ CONVERSATION = [
 
 
 @pytest.fixture(scope="module")
-def windowed(api_url) -> str:
-    build_model(WINDOWED, MODEL_CACHE)
-    return WINDOWED
-
-
-@pytest.fixture(scope="module")
-def gpt_oss(api_url) -> str:
-    build_model(GPT_OSS, MODEL_CACHE)
-    return GPT_OSS
-
-
-@pytest.fixture(scope="module")
 def hybrid(api_url) -> str:
     build_model(HYBRID, MODEL_CACHE)
     return HYBRID
+
+
+@pytest.fixture(scope="module")
+def windowed_caches(api_url) -> list[str]:
+    for name in (WINDOWED, GPT_OSS):
+        build_model(name, MODEL_CACHE)
+    return [WINDOWED, GPT_OSS]
 
 
 def fallback_lines(worker, model: str) -> list[str]:
@@ -73,9 +68,12 @@ def generator_answer(model: str, messages: list[dict], max_tokens: int, intra_op
         json.dumps(messages), template_str=chat_template(folder), add_generation_prompt=True
     )
     tokens = tokenizer.encode(prompt)
-    eos = json.loads((folder / "genai_config.json").read_text())["model"]["eos_token_id"]
+    genai = json.loads((folder / "genai_config.json").read_text())["model"]
+    eos = genai["eos_token_id"]
+    # A windowed cache holds at least its window (onnxruntime refuses a shorter one).
+    window = genai["decoder"].get("sliding_window", {}).get("window_size", 0)
     params = og.GeneratorParams(genai_model)
-    params.set_search_options(max_length=len(tokens) + max_tokens, do_sample=False)
+    params.set_search_options(max_length=max(len(tokens) + max_tokens, window), do_sample=False)
     generator = og.Generator(genai_model, params)
     generator.append_tokens(np.asarray(tokens, dtype=np.int32))
     stream, text, count = tokenizer.create_stream(), "", 0
@@ -88,15 +86,15 @@ def generator_answer(model: str, messages: list[dict], max_tokens: int, intra_op
     return text, count
 
 
-def test_chat_is_answered_by_the_generator_with_one_log_line_saying_why(windowed, api_url, worker):
-    body = {"model": windowed, "messages": user("hi"), "max_tokens": 6, "temperature": 0}
+def test_chat_is_answered_by_the_generator_with_one_log_line_saying_why(hybrid, api_url, worker):
+    body = {"model": hybrid, "messages": user("hi"), "max_tokens": 6, "temperature": 0}
     response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert isinstance(answer["choices"][0]["message"]["content"], str)
     assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["prompt_tokens"] > 0
-    lines = fallback_lines(worker, windowed)
-    assert len(lines) == 1 and "sliding_window" in lines[0]
+    lines = fallback_lines(worker, hybrid)
+    assert len(lines) == 1 and "hybrid" in lines[0] and "convolution" in lines[0]
 
 
 def assert_chat_is_the_generators_greedy_answer(model: str, api_url: str, settings) -> None:
@@ -110,13 +108,6 @@ def assert_chat_is_the_generators_greedy_answer(model: str, api_url: str, settin
     assert (answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]) == (text, count)
 
 
-def test_gpt_oss_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_oss, api_url, worker, settings):
-    assert_chat_is_the_generators_greedy_answer(gpt_oss, api_url, settings)
-    # Only its windowed cache sends gpt-oss to the Generator: sinks and experts are not named.
-    lines = fallback_lines(worker, gpt_oss)
-    assert len(lines) == 1 and "sliding_window" in lines[0]
-
-
 def test_a_hybrid_with_convolution_states_is_served_by_the_generator_as_it_answers_alone(
     hybrid, api_url, worker, settings
 ):
@@ -125,19 +116,17 @@ def test_a_hybrid_with_convolution_states_is_served_by_the_generator_as_it_answe
     assert len(lines) == 1 and "hybrid" in lines[0] and "convolution" in lines[0]
 
 
-def test_gpt_oss_streamed_chat_on_the_generator_is_onnxruntime_genais_greedy_answer(gpt_oss, api_url, settings):
-    body = {"model": gpt_oss, "messages": CONVERSATION, "max_tokens": 12, "temperature": 0, "stream": True}
-    response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120, stream=True)
-    assert response.status_code == 200
-    payloads = sse_data(response)
-    assert payloads[-1] == "[DONE]"
-    chunks = [json.loads(p) for p in payloads[:-1]]
-    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert streamed == generator_answer(gpt_oss, CONVERSATION, 12, settings.intra_op_threads)[0]
+def test_windowed_caches_stay_on_the_continuous_engine_with_the_generators_answers(
+    windowed_caches, api_url, worker, settings
+):
+    """gpt-oss (sinks, experts, the harmony template, a windowed layer beside a full one) and Mistral."""
+    for model in windowed_caches:
+        assert_chat_is_the_generators_greedy_answer(model, api_url, settings)
+        assert fallback_lines(worker, model) == []
 
 
-def test_completions_stream_from_the_generator(windowed, api_url):
-    body = {"model": windowed, "prompt": "Once", "max_tokens": 5, "stream": True, "temperature": 0}
+def test_completions_stream_from_the_generator(hybrid, api_url):
+    body = {"model": hybrid, "prompt": "Once", "max_tokens": 5, "stream": True, "temperature": 0}
     response = requests.post(f"{api_url}/v1/completions", json=body, timeout=120, stream=True)
     assert response.status_code == 200
     payloads = sse_data(response)
@@ -146,8 +135,8 @@ def test_completions_stream_from_the_generator(windowed, api_url):
     assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
 
 
-def test_greedy_answers_are_the_same_on_every_call(windowed, api_url):
-    body = {"model": windowed, "messages": user("Tell me a story."), "max_tokens": 8, "temperature": 0}
+def test_greedy_answers_are_the_same_on_every_call(hybrid, api_url):
+    body = {"model": hybrid, "messages": user("Tell me a story."), "max_tokens": 8, "temperature": 0}
     first, second = (requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120).json() for _ in range(2))
     assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
 
@@ -164,9 +153,9 @@ def schema_format(schema: dict, strict: bool = True) -> dict:
     return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": strict}}
 
 
-def test_json_schema_answers_from_the_generator_validate(windowed, sdk):
+def test_json_schema_answers_from_the_generator_validate(hybrid, sdk):
     completion = sdk.chat.completions.create(
-        model=windowed,
+        model=hybrid,
         messages=user("hi"),
         response_format=schema_format(BOUNDED),
         n=3,
@@ -180,9 +169,9 @@ def test_json_schema_answers_from_the_generator_validate(windowed, sdk):
         jsonschema.validate(json.loads(choice.message.content), BOUNDED)
 
 
-def test_json_object_answer_from_the_generator_parses(windowed, sdk):
+def test_json_object_answer_from_the_generator_parses(hybrid, sdk):
     completion = sdk.chat.completions.create(
-        model=windowed, messages=user("hi"), response_format={"type": "json_object"}, max_tokens=200, temperature=0
+        model=hybrid, messages=user("hi"), response_format={"type": "json_object"}, max_tokens=200, temperature=0
     )
     choice = completion.choices[0]
     # Any JSON object is allowed, so the random model may still be inside it at max_tokens.
@@ -194,13 +183,13 @@ def test_json_object_answer_from_the_generator_parses(windowed, sdk):
 
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("choice", ["required", "auto", {"type": "function", "function": {"name": "pick"}}])
-def test_every_tool_choice_gives_valid_calls_on_the_generator(windowed, sdk, choice, parallel: bool):
-    assert_tool_choice_answer(sdk, windowed, choice, parallel)
+def test_every_tool_choice_gives_valid_calls_on_the_generator(hybrid, sdk, choice, parallel: bool):
+    assert_tool_choice_answer(sdk, hybrid, choice, parallel)
 
 
-def test_tool_choice_none_on_the_generator_answers_in_text(windowed, sdk):
+def test_tool_choice_none_on_the_generator_answers_in_text(hybrid, sdk):
     completion = sdk.chat.completions.create(
-        model=windowed, messages=user("hi"), tools=[PICK], tool_choice="none", max_tokens=6, temperature=0
+        model=hybrid, messages=user("hi"), tools=[PICK], tool_choice="none", max_tokens=6, temperature=0
     )
     result = completion.choices[0]
     assert result.message.tool_calls is None and result.message.content
@@ -212,9 +201,9 @@ def stream_chunks(sdk: OpenAI, **request) -> list:
 
 
 @pytest.mark.parametrize("tool", [PICK, NOW])
-def test_streamed_calls_from_the_generator_join_to_the_answer(windowed, sdk, tool: dict):
+def test_streamed_calls_from_the_generator_join_to_the_answer(hybrid, sdk, tool: dict):
     request = {
-        "model": windowed,
+        "model": hybrid,
         "messages": user("hi"),
         "tools": [tool],
         "tool_choice": "required",
@@ -240,9 +229,9 @@ def test_streamed_calls_from_the_generator_join_to_the_answer(windowed, sdk, too
     assert_valid_calls(whole.message, [tool])
 
 
-def test_streamed_json_from_the_generator_joins_to_the_answer(windowed, sdk):
+def test_streamed_json_from_the_generator_joins_to_the_answer(hybrid, sdk):
     request = {
-        "model": windowed,
+        "model": hybrid,
         "messages": user("hi"),
         "response_format": schema_format(BOUNDED),
         "max_tokens": 120,
@@ -256,15 +245,15 @@ def test_streamed_json_from_the_generator_joins_to_the_answer(windowed, sdk):
     jsonschema.validate(json.loads(text), BOUNDED)
 
 
-def test_constrained_and_free_requests_share_the_generator(windowed, sdk):
+def test_constrained_and_free_requests_share_the_generator(hybrid, sdk):
     def free():
         return sdk.chat.completions.create(
-            model=windowed, messages=user("Tell me a story."), max_tokens=8, temperature=0
+            model=hybrid, messages=user("Tell me a story."), max_tokens=8, temperature=0
         ).choices[0]
 
     def constrained():
         return sdk.chat.completions.create(
-            model=windowed, messages=user("hi"), response_format=schema_format(BOUNDED), max_tokens=120, temperature=0
+            model=hybrid, messages=user("hi"), response_format=schema_format(BOUNDED), max_tokens=120, temperature=0
         ).choices[0]
 
     alone = free()
@@ -278,7 +267,7 @@ def test_constrained_and_free_requests_share_the_generator(windowed, sdk):
         assert (choice.message.content, choice.finish_reason) == (alone.message.content, alone.finish_reason)
 
 
-def test_max_tokens_inside_a_call_on_the_generator_is_length(windowed, sdk):
+def test_max_tokens_inside_a_call_on_the_generator_is_length(hybrid, sdk):
     weather = {
         "type": "function",
         "function": {
@@ -287,14 +276,14 @@ def test_max_tokens_inside_a_call_on_the_generator_is_length(windowed, sdk):
         },
     }
     called = sdk.chat.completions.create(
-        model=windowed, messages=user("hi"), tools=[weather], tool_choice="required", max_tokens=6, temperature=0
+        model=hybrid, messages=user("hi"), tools=[weather], tool_choice="required", max_tokens=6, temperature=0
     ).choices[0]
     assert called.finish_reason == "length" and called.message.tool_calls is None
 
 
-def test_strict_schema_with_an_unsupported_keyword_is_a_400_on_the_generator(windowed, api_url):
+def test_strict_schema_with_an_unsupported_keyword_is_a_400_on_the_generator(hybrid, api_url):
     body = {
-        "model": windowed,
+        "model": hybrid,
         "messages": user("hi"),
         "max_tokens": 6,
         "response_format": schema_format({"type": "object", "if": {}}),
@@ -306,8 +295,8 @@ def test_strict_schema_with_an_unsupported_keyword_is_a_400_on_the_generator(win
     assert '"if"' in error["message"]
 
 
-def test_logprobs_on_the_generator_are_a_clear_400(windowed, api_url):
-    body = {"model": windowed, "messages": user("hi"), "max_tokens": 6, "logprobs": True}
+def test_logprobs_on_the_generator_are_a_clear_400(hybrid, api_url):
+    body = {"model": hybrid, "messages": user("hi"), "max_tokens": 6, "logprobs": True}
     response = requests.post(f"{api_url}/v1/chat/completions", json=body, timeout=120)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -327,9 +316,9 @@ def openai_answer(api_url: str, model: str) -> dict:
     return response.json()
 
 
-def test_a_foundry_shaped_chat_is_answered_by_the_generator(windowed, api_url):
+def test_a_foundry_shaped_chat_is_answered_by_the_generator(hybrid, api_url):
     body = {
-        "model": windowed,
+        "model": hybrid,
         "messages": user(DIALECT_PROMPT),
         "max_tokens": 8,
         "temperature": 0,
@@ -343,34 +332,34 @@ def test_a_foundry_shaped_chat_is_answered_by_the_generator(windowed, api_url):
     payloads = sse_data(response)
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
-    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["model"] for c in chunks} == {windowed}
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and {c["model"] for c in chunks} == {hybrid}
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert text == openai_answer(api_url, windowed)["choices"][0]["message"]["content"]
+    assert text == openai_answer(api_url, hybrid)["choices"][0]["message"]["content"]
 
 
-def test_azure_ai_inference_chat_is_answered_by_the_generator(windowed, api_url):
+def test_azure_ai_inference_chat_is_answered_by_the_generator(hybrid, api_url):
     client = ChatCompletionsClient(api_url, AzureKeyCredential("unused"), retry_total=0)  # sends api-version
-    result = client.complete(messages=[UserMessage(DIALECT_PROMPT)], model=windowed, max_tokens=8, temperature=0)
-    assert result.model == windowed and result.choices[0].finish_reason in ("stop", "length")
-    assert result.choices[0].message.content == openai_answer(api_url, windowed)["choices"][0]["message"]["content"]
+    result = client.complete(messages=[UserMessage(DIALECT_PROMPT)], model=hybrid, max_tokens=8, temperature=0)
+    assert result.model == hybrid and result.choices[0].finish_reason in ("stop", "length")
+    assert result.choices[0].message.content == openai_answer(api_url, hybrid)["choices"][0]["message"]["content"]
     assert result.usage.completion_tokens > 0
 
 
-def test_azure_chat_route_with_an_api_version_is_answered_by_the_generator(windowed, api_url):
-    body = {"model": windowed, "messages": user(DIALECT_PROMPT), "max_tokens": 8, "temperature": 0}
+def test_azure_chat_route_with_an_api_version_is_answered_by_the_generator(hybrid, api_url):
+    body = {"model": hybrid, "messages": user(DIALECT_PROMPT), "max_tokens": 8, "temperature": 0}
     response = requests.post(
         f"{api_url}/chat/completions", params={"api-version": "2024-05-01-preview"}, json=body, timeout=120
     )
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert answer["object"] == "chat.completion" and answer["model"] == windowed
-    assert answer["choices"][0]["message"] == openai_answer(api_url, windowed)["choices"][0]["message"]
+    assert answer["object"] == "chat.completion" and answer["model"] == hybrid
+    assert answer["choices"][0]["message"] == openai_answer(api_url, hybrid)["choices"][0]["message"]
 
 
-def test_a_databricks_serving_endpoint_query_is_answered_by_the_generator(windowed, api_url):
+def test_a_databricks_serving_endpoint_query_is_answered_by_the_generator(hybrid, api_url):
     workspace = WorkspaceClient(host=api_url, token="unused")
     messages = [ChatMessage(role=ChatMessageRole.USER, content=DIALECT_PROMPT)]
-    response = workspace.serving_endpoints.query(name=windowed, messages=messages, max_tokens=8, temperature=0.0)
+    response = workspace.serving_endpoints.query(name=hybrid, messages=messages, max_tokens=8, temperature=0.0)
     assert response.object == QueryEndpointResponseObject.CHAT_COMPLETION
-    assert response.served_model_name == windowed
-    assert response.choices[0].message.content == openai_answer(api_url, windowed)["choices"][0]["message"]["content"]
+    assert response.served_model_name == hybrid
+    assert response.choices[0].message.content == openai_answer(api_url, hybrid)["choices"][0]["message"]["content"]

@@ -20,8 +20,17 @@ def test_a_plain_decoder_is_driven():
     assert unsupported_layout(PLAIN) is None
 
 
-def test_a_windowed_cache_is_not():
-    assert "windowed" in unsupported_layout(with_decoder(sliding_window={"window_size": 16, "layers": [0]}))
+def test_a_windowed_cache_is_driven():
+    """GroupQueryAttention drops a windowed layer's old entries itself (worker/onnx/kv_cache.py Ring)."""
+    windowed = {"window_size": 16, "slide_key_value_cache": False, "slide_inputs": False, "layers": [0]}
+    assert unsupported_layout(with_decoder(sliding_window=windowed)) is None
+    assert unsupported_layout(with_decoder(sliding_window={**windowed, "layers": []})) is None
+
+
+def test_a_cache_slid_by_onnxruntime_genai_is_not():
+    for slid in ("slide_key_value_cache", "slide_inputs"):
+        reason = unsupported_layout(with_decoder(sliding_window={"window_size": 16, slid: True}))
+        assert "slid by onnxruntime-genai" in reason and "sliding_window" in reason
 
 
 def test_a_pipeline_or_a_model_without_past_inputs_is_not():

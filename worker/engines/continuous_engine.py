@@ -372,7 +372,7 @@ class ContinuousBatchEngine:
             return
         # Slots up to the last generating row, and at least `min_width` of them, so a row alone takes
         # the same kernels as in a crowd (idle and prefilling slots in the width are written where
-        # they are overwritten later).
+        # they are overwritten later; the decoder puts back what a prefilling slot's rings held).
         width = max(generating[-1] + 1, self.min_width)
         tokens = np.full(width, self.pad_id, dtype=np.int64)
         lengths = np.zeros(width, dtype=np.int64)
@@ -381,7 +381,8 @@ class ContinuousBatchEngine:
             if state is not None:
                 lengths[index] = state.filled + state.row.generated - (0 if state.prefilling else 1)
                 tokens[index] = state.next_token
-        raw = logits = self.decoder.decode(tokens, lengths)
+        prefilling = [i for i in range(width) if self.slots[i] is not None and self.slots[i].prefilling]
+        raw = logits = self.decoder.decode(tokens, lengths, prefilling)
         constrained = [i for i in generating if self.slots[i].grammar is not None]
         if constrained:
             logits = logits.copy()

@@ -68,8 +68,10 @@ class StaticBatchEngine:
         grammar_tokenizer: Callable[[], GrammarTokenizer] | None = None,
         search_defaults: dict | None = None,
         min_rows: int = 1,
+        min_length: int = 0,
     ) -> None:
         self.model = model
+        self.min_length = min_length
         self.search_defaults = search_defaults or {}
         self.min_rows = min_rows
         self.tokenizer = tokenizer
@@ -246,7 +248,8 @@ class StaticBatchEngine:
 
     def _params(self, batch: list[GenerationRequest], rows: list[Row], width: int) -> og.GeneratorParams:
         longest_prompt = max(len(row.prompt) for row in rows)
-        max_length = longest_prompt + max(r.max_tokens for r in batch)
+        # Rows end at their own max_tokens; a windowed cache must hold its whole window however short they are.
+        max_length = max(longest_prompt + max(r.max_tokens for r in batch), self.min_length)
         params = og.GeneratorParams(self.model)
         params.set_search_options(batch_size=width, max_length=max_length, do_sample=False)
         return params
@@ -278,15 +281,21 @@ def _follow(running: GenerationRequest, joined: GenerationRequest) -> None:
     joined.finished.set()
 
 
+def generator_min_length(genai: dict) -> int:
+    """The shortest `max_length` onnxruntime-genai's Generator takes for the model (`genai`: its
+    genai_config): a windowed key/value cache must hold its whole window (it refuses a batch whose
+    prompt and max_tokens are shorter, "KV cache capacity ... must be at least local_window_size")."""
+    window = int(genai["model"]["decoder"].get("sliding_window", {}).get("window_size", 0))
+    return min(int(genai["model"]["context_length"]), window + 8) if window else 0
+
+
 def smallest_invariant_batch(model: og.Model, special_ids: frozenset[int], genai: dict) -> int:
     """The fewest rows a Generator must run for a row's logits to be those it gets in any wider
     batch: 2 where one row takes other kernels (onnxruntime's MatMulNBits on AVX2 CPUs), else 1.
     Found by running one decode step of a short probe prompt (no pad or end-of-text token, which
     the Generator masks) alone and beside a copy of itself; `genai` is the model's genai_config."""
     probe = [token for token in range(3, 200, 7) if token not in special_ids][:5]
-    window = genai["model"]["decoder"].get("sliding_window", {}).get("window_size", 0)
-    # A windowed cache must hold its whole window.
-    max_length = min(int(genai["model"]["context_length"]), max(16, int(window) + 8))
+    max_length = max(16, generator_min_length(genai))
 
     def decode_step_logits(batch_size: int) -> np.ndarray:
         params = og.GeneratorParams(model)

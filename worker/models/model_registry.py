@@ -378,7 +378,11 @@ class ModelRegistry:
             # drive), in static batches.
             import onnxruntime_genai as og
 
-            from worker.engines.generation_engine import StaticBatchEngine, smallest_invariant_batch
+            from worker.engines.generation_engine import (
+                StaticBatchEngine,
+                generator_min_length,
+                smallest_invariant_batch,
+            )
 
             model = og.Model(provider_config(str(folder), self.device, self.settings.intra_op_threads))
             tokenizer = og.Tokenizer(model)
@@ -403,6 +407,7 @@ class ModelRegistry:
                 else None,
                 search_defaults=config.get("search", {}),
                 min_rows=min_rows,
+                min_length=generator_min_length(config),
             )
         self._plans[name] = plan
         log.info(

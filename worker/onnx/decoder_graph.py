@@ -51,6 +51,22 @@ def cache_dtype(path: Path, past_name: str) -> str:
     return helper.tensor_dtype_to_np_dtype(found.type.tensor_type.elem_type).name
 
 
+def windowed_caches(path: Path) -> dict[str, int]:
+    """The past key and value inputs of attention layers whose cache is a window of positions
+    (GroupQueryAttention's `sliding_window_cache`), each with its window (`local_window_size`).
+
+    Reads the graph without its external weights."""
+    model = onnx.load(str(path), load_external_data=False)
+    windows = {}
+    for node in model.graph.node:
+        if node.op_type != "GroupQueryAttention":
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attributes.get("sliding_window_cache", 0) and attributes.get("local_window_size", -1) > 0:
+            windows.update({past: int(attributes["local_window_size"]) for past in node.input[3:5] if past})
+    return windows
+
+
 def edited_graph(path: Path, logits_name: str) -> tuple[bytes | None, bool, int | None]:
     """The graph at `path` as Ladle runs it (None when unchanged; external weights stay where they
     are), whether logits are for the last position only, and LongRoPE's original context (None

@@ -8,18 +8,23 @@ row's cache with a chunk of its prompt. Inputs and outputs are bound to prealloc
 The graph's inputs and types are read from the session, not assumed: a `position_ids` input
 (graphs whose rotary embedding is outside attention) is fed each row's positions, and fp16
 logits are cast to fp32 for sampling.
+
+Sliding-window layers whose graph keeps a windowed cache (onnxruntime-genai's builder's default:
+GroupQueryAttention's `sliding_window_cache`) get a ring of the capacity onnxruntime-genai gives
+them (worker/onnx/kv_cache.py Ring); the other layers of the model keep their full caches.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from worker.onnx.decoder_graph import FIRST_POSITION, LONG_ROPE_INPUT, edited_graph
-from worker.onnx.kv_cache import KvCache
+from worker.onnx.decoder_graph import FIRST_POSITION, LONG_ROPE_INPUT, edited_graph, windowed_caches
+from worker.onnx.kv_cache import KvCache, Ring
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,10 @@ _NUMPY_TYPES = {
 # delta nets' recurrences): a cache this loop does not keep.
 _STATE_INPUTS = {"past_conv_names": "convolution", "past_recurrent_names": "recurrent"}
 
+# Positions onnxruntime-genai keeps in a windowed cache beyond the window on CPU, unless
+# genai_config's cache_slack says otherwise (src/models/windowed_kv_cache.cpp).
+_RING_SLACK = 16
+
 
 class UnsupportedGraph(Exception):
     """A decoder graph this step loop cannot drive (the message says why); onnxruntime-genai's
@@ -42,15 +51,16 @@ class UnsupportedGraph(Exception):
 
 
 def unsupported_layout(genai: dict) -> str | None:
-    """Why the model's genai_config describes something other than a plain decoder with a full
-    key/value cache per layer (None when it does not)."""
+    """Why the model's genai_config describes something other than a plain decoder with a
+    key/value cache per layer, full or windowed (None when it does not)."""
     model = genai["model"]
     decoder = model.get("decoder", {})
     others = sorted(set(model) & {"embedding", "vision", "speech", "audio", "encoder"})
     if others:
         return f"components besides the decoder ({', '.join(others)})"
-    if "sliding_window" in decoder:
-        return "a windowed key/value cache (genai_config sliding_window)"
+    sliding = decoder.get("sliding_window", {})
+    if sliding.get("slide_key_value_cache") or sliding.get("slide_inputs"):
+        return "a key/value cache slid by onnxruntime-genai (genai_config sliding_window)"
     if "pipeline" in decoder:
         return "a pipeline of decoder graphs"
     states = sorted(set(decoder.get("inputs", {})) & set(_STATE_INPUTS))
@@ -60,6 +70,16 @@ def unsupported_layout(genai: dict) -> str | None:
     if not {"past_key_names", "past_value_names"} <= set(decoder.get("inputs", {})):
         return "no per-layer past key/value inputs"
     return None
+
+
+def ring_capacity(genai: dict, window: int) -> int:
+    """The positions onnxruntime-genai's CPU cache keeps per row for a layer of `window`: the
+    window, plus the larger of the slack (genai_config cache_slack, else _RING_SLACK) and a
+    prefill chunk less one. (onnxruntime-genai gives no more than a sequence's max_length, and
+    fails below the window; a ring never fuller than that gives the same answers.)"""
+    configured = int(genai["model"]["decoder"].get("sliding_window", {}).get("cache_slack", 0))
+    chunk = int(genai.get("search", {}).get("chunk_size") or 0)
+    return window + max(chunk - 1, configured if configured > 0 else _RING_SLACK)
 
 
 class OnnxDecoder:
@@ -112,6 +132,7 @@ class OnnxDecoder:
         cache_type = _NUMPY_TYPES[inputs[names["past_key_names"] % 0].type]
         self.vocab_size = int(model["vocab_size"])
         self.context_length = min(int(model["context_length"]), context_limit or int(model["context_length"]))
+        windows = windowed_caches(folder / decoder["filename"])
         self.cache = KvCache(
             list(self._present),
             slots,
@@ -120,6 +141,7 @@ class OnnxDecoder:
             cache_type,
             initial_capacity=256,
             limit=self.context_length,
+            rings={past: Ring(w, ring_capacity(genai, w)) for past, w in windows.items()},
         )
         self._logits = np.zeros((slots, 1, self.vocab_size), dtype=self._logits_type)
         self._bindings: dict[str, tuple[tuple, ort.IOBinding]] = {}
@@ -153,18 +175,22 @@ class OnnxDecoder:
         self._bindings.clear()
         self.cache.reset()
 
-    def decode(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def decode(self, tokens: np.ndarray, lengths: np.ndarray, placeholders: Sequence[int] = ()) -> np.ndarray:
         """Feed `tokens[r]` to rows 0..len-1, whose caches hold `lengths[r]` tokens; logits [rows, vocab].
 
-        Rows not in flight take any token and length 0: their entries are overwritten later.
+        Rows not in flight take any token and length 0: their entries are overwritten later. So do
+        `placeholders` (rows still reading their prompts) at their own length; what a ring of
+        theirs holds is put back as it was.
         """
         rows = len(tokens)
         total = int(lengths.max()) + 1
         self.cache.ensure(total)
+        held = self.cache.moved_by_a_step({row: int(lengths[row]) for row in placeholders})
         mask = (np.arange(total)[None, :] <= lengths[:, None]).astype(self._mask_type)
         logits = self._logits[:rows]
         ids = tokens.reshape(rows, 1).astype(self._ids_type)
         self._run("decode", (0, rows), ids, mask, logits, lengths.reshape(rows, 1), False)
+        self.cache.put_back(held)
         return logits[:, 0].astype(np.float32, copy=False)
 
     def exact_prefix(self, prompt_length: int) -> bool:
@@ -188,6 +214,7 @@ class OnnxDecoder:
         where = np.arange(start, total)[None, :]
         long_rope = not self.exact_prefix(prompt_length)
         self._run("prefill", (row, row + 1), ids, mask, logits, where, long_rope, first)
+        self.cache.took_in(row, start, total)
         logits = logits.astype(np.float32, copy=False)
         return logits[0] if every_position else logits[0, -1]
 
