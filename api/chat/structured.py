@@ -83,7 +83,7 @@ def by_type(*members: type[StrictModel]) -> Any:
 
     def tag(value: Any) -> str | None:
         kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return f"#{kind}" if kind in kinds else None
+        return f"#{kind}" if isinstance(kind, str) and kind in kinds else None
 
     message = f"type must be one of {', '.join(kinds)}"
     tagged = tuple(Annotated[m, Tag(f"#{k}")] for k, m in kinds.items())
