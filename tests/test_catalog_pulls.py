@@ -170,13 +170,23 @@ def pulled_and_built(stack: DownloadStack, name: str, entry: dict) -> dict:
     return genai
 
 
-def test_an_entry_without_an_onnx_folder_is_built_on_pull(stack):
+def test_an_entry_without_an_onnx_folder_is_built_on_pull_after_its_dropped_download_resumes(stack, hub):
+    """The alias's safetensors are fetched (a dropped transfer resumes where it stopped, not from
+    zero), built into an int4 ONNX folder, and not kept."""
     assert BUILT_ON_PULL["build"]["precision"] == "int4"
-    genai = pulled_and_built(stack, "qwen2.5-0.5b", BUILT_ON_PULL)
+    hub.faults.drop_after[WEIGHTS] = 5_000_000
+    try:
+        genai = pulled_and_built(stack, "qwen2.5-0.5b", BUILT_ON_PULL)
+    finally:
+        hub.faults.drop_after.clear()
     assert genai["model"]["type"] == "qwen2"
     folder = stack.settings.model_dir / BUILT_ON_PULL["displayName"]
     assert not list(folder.glob("*.safetensors"))  # the weights the build read are not kept
     assert json.loads((folder / "inference_model.json").read_text())["Name"] == BUILT_ON_PULL["displayName"]
+    gets = weights_gets(hub, parse_hub_uri(BUILT_ON_PULL["uri"]).repo_id)
+    assert len(gets) == 2 and gets[0].range is None
+    resumed_at = int(re.match(r"bytes=(\d+)-", gets[1].range).group(1))
+    assert 0 < resumed_at <= 5_000_000  # went on from what it had, not from zero
 
 
 def test_every_alias_built_on_pull_has_a_cpu_and_a_cuda_variant_built_for_it():
@@ -281,23 +291,6 @@ def weights_repo(hub: HubServer, repo_id: str) -> HubRepo:
 
 def weights_gets(hub: HubServer, repo_id: str) -> list:
     return [r for r in hub.file_requests(WEIGHTS) if r.path.startswith(f"/{repo_id}/")]
-
-
-def test_a_build_on_pulls_dropped_weights_download_resumes_where_it_stopped(stack, hub, user_catalog):
-    weights_repo(hub, "builds/qwen2-dropped")
-    entry = user_entry("dropped-build", "builds/qwen2-dropped", build=BUILT_ON_PULL["build"])
-    user_catalog.write_text(json.dumps([entry]))
-    hub.faults.drop_after[WEIGHTS] = 5_000_000
-    try:
-        job = pull(stack, "dropped-build", timeout_s=600)
-    finally:
-        hub.faults.drop_after.clear()
-    assert job["status"] == "succeeded", job
-    gets = weights_gets(hub, "builds/qwen2-dropped")
-    assert len(gets) == 2 and gets[0].range is None
-    resumed_at = int(re.match(r"bytes=(\d+)-", gets[1].range).group(1))
-    assert 0 < resumed_at <= 5_000_000  # went on from what it had, not from zero
-    assert (stack.settings.model_dir / "dropped-build" / "genai_config.json").exists()
 
 
 def test_a_build_on_pull_resumes_its_weights_download_on_another_worker_after_a_crash(stack, hub, user_catalog):

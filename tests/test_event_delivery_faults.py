@@ -8,6 +8,7 @@ import time
 import redis
 import requests
 
+from contracts import keys
 from tests.helpers import ASYNC, TINY, user, wait_for
 
 
@@ -34,9 +35,19 @@ def test_a_stream_survives_its_subscription_being_dropped(chat, redis_url):
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole
 
 
+def cancel_listeners(redis_url: str) -> int:
+    """Connections subscribed to the cancel channel (each worker's listener)."""
+    return dict(redis.Redis.from_url(redis_url).pubsub_numsub(keys.CANCEL_CHANNEL)).get(keys.CANCEL_CHANNEL.encode(), 0)
+
+
 def test_workers_still_hear_cancels_after_their_subscription_is_dropped(chat, api_url, redis_url):
+    listening = cancel_listeners(redis_url)
+    assert listening >= 1
     drop_pubsub_connections(redis_url)
-    time.sleep(2)  # listeners reconnect
+    deadline = time.monotonic() + 30
+    while cancel_listeners(redis_url) < listening:  # the listeners reconnect and subscribe again
+        assert time.monotonic() < deadline, "the workers' cancel listeners did not subscribe again"
+        time.sleep(0.05)
     job_id = chat({"model": TINY, "messages": user("hi"), "max_tokens": 8000}, headers=ASYNC).json()["id"]
     wait_for(api_url, job_id, {"running"})
     requests.delete(f"{api_url}/v1/jobs/{job_id}", timeout=10)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 import requests
 
 from tests.helpers import sse_events, wait_for, wait_for_first_token
@@ -84,7 +85,12 @@ def test_cancel_while_queued_never_runs(fleet):
         requests.delete(f"{fleet.api_url}/v1/jobs/{job_id}", timeout=10)
     for job_id in busy:
         wait_for(fleet.api_url, job_id, {"cancelled"})
-    time.sleep(1)  # the queued message has been taken by a worker by now; it must not run
+    # The queued job's message is taken by a worker, which must not run it, and acknowledged.
+    client = redis.Redis.from_url(fleet.settings.redis_url)
+    wait_until(
+        lambda: not any(client.scan_iter("ladle.*")) and not client.hlen("unacked"),  # Celery's queues: empty
+        "every queued message taken and acknowledged",
+    )
     job = requests.get(f"{fleet.api_url}/v1/jobs/{queued}", timeout=10).json()
     assert job["status"] == "cancelled" and job["started_at"] is None and job["result"] is None
 
