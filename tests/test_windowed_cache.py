@@ -170,3 +170,16 @@ def test_the_generator_answers_a_request_shorter_than_the_window():
     finally:
         engine.stop()
         registry.close()
+
+
+def test_the_memory_plan_counts_a_ring_per_row_for_each_windowed_layer():
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1, max_batch_rows=4), "cpu")
+    try:
+        registry.get(GPT_OSS)
+        [status] = [m for m in registry.describe() if m["name"] == GPT_OSS]
+    finally:
+        registry.close()
+    plan = status["memory_plan"]
+    # Layer 1 grows with the row; layer 0 holds its 64-position ring (2 x 4 kv heads x 16 x 4 bytes each).
+    assert plan["bytes_per_token"] == 256 == plan["ring_bytes_per_token"] and plan["slots"] == 4
+    assert plan["kv_cache_mb"] == round(4 * (plan["kv_tokens"] * 256 + 64 * 256) / 2**20, 1)

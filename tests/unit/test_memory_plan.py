@@ -70,3 +70,31 @@ def test_a_config_with_a_zero_size_is_not_sized():
     config = {"model": {"context_length": 0, "decoder": decoder}}
     with pytest.raises(ValueError):
         kv_shape(config, "float32")
+
+
+# SMALL's two layers, the first a windowed cache of 64 positions a row: 256 bytes a position grows a
+# row, 16 KiB of ring each row holds whatever its length; a prefix cache position keeps both layers.
+WINDOWED = KvShape(layers=2, kv_heads=2, head_size=16, element_size=4, context_length=8192, ring_positions=(64,))
+
+
+def test_a_windowed_layer_costs_its_ring_per_row_not_a_position_per_token():
+    assert (WINDOWED.full_bytes_per_token, WINDOWED.ring_bytes, WINDOWED.bytes_per_token) == (256, 64 * 256, 512)
+    assert WINDOWED.slot_bytes(8192) == 8192 * 256 + 64 * 256
+    plan = plan_memory(WINDOWED, weights_bytes=10 * MB, available_bytes=0, max_slots=8, max_prefix_tokens=512)
+    assert plan.total_bytes == 10 * MB + 8 * (8192 * 256 + 64 * 256) + 512 * 512
+    assert plan.describe()["kv_cache_mb"] == round(8 * (8192 * 256 + 64 * 256) / MB, 1)
+
+
+def test_a_budget_holds_more_rows_of_a_windowed_model():
+    # 10 MB of cache: rows of 8192 positions cost 2 MB + 16 KiB here (4 MB without the window).
+    windowed = plan_memory(WINDOWED, weights_bytes=10 * MB, available_bytes=20 * MB, max_slots=8, max_prefix_tokens=0)
+    full = plan_memory(SMALL, weights_bytes=10 * MB, available_bytes=20 * MB, max_slots=8, max_prefix_tokens=0)
+    assert (windowed.slots, windowed.kv_tokens, full.slots) == (4, 8192, 2)
+    assert windowed.total_bytes <= 20 * MB
+
+
+def test_a_model_whose_every_layer_is_windowed_holds_its_whole_context_in_its_rings():
+    rings = KvShape(layers=2, kv_heads=2, head_size=16, element_size=4, context_length=8192, ring_positions=(64, 64))
+    plan = plan_memory(rings, weights_bytes=10 * MB, available_bytes=11 * MB, max_slots=8, max_prefix_tokens=0)
+    assert (plan.slots, plan.kv_tokens) == (8, 8192) and plan.total_bytes <= 11 * MB
+    assert minimum_bytes(10 * MB, rings) == 10 * MB + 2 * 64 * 256

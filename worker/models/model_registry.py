@@ -32,8 +32,8 @@ from worker.errors import (
 from worker.models.chat_tokenizer import ChatTokenizer, chat_template
 from worker.models.memory_plan import MB, KvShape, MemoryPlan, kv_shape, minimum_bytes, plan_memory
 from worker.models.prompts import fit_prompts, prompt_texts
-from worker.onnx.decoder_graph import cache_dtype
-from worker.onnx.onnx_decoder import OnnxDecoder, UnsupportedGraph
+from worker.onnx.decoder_graph import cache_dtype, windowed_caches
+from worker.onnx.onnx_decoder import OnnxDecoder, UnsupportedGraph, ring_capacity
 from worker.onnx.prefix_cache import PrefixCache
 
 if TYPE_CHECKING:  # onnxruntime-genai is imported only by workers bound to a GPU
@@ -277,13 +277,16 @@ class ModelRegistry:
         return plan_memory(shape, weights, available, rows, prefix)
 
     def _kv_shape(self, name: str) -> KvShape | None:
-        """The decoder's key/value cache shape (genai_config and the graph's cache dtype), if it has one."""
+        """The decoder's key/value cache shape (genai_config, the graph's cache dtype and its windowed
+        layers, each holding a ring of onnxruntime-genai's size per row), if it has one."""
         config = self.directory.genai_config(name)
         try:
             decoder = config["model"]["decoder"]
-            past = decoder["inputs"]["past_key_names"] % 0
-            dtype = cache_dtype(self.directory.path(name) / decoder["filename"], past)
-            return kv_shape(config, dtype)
+            graph = self.directory.path(name) / decoder["filename"]
+            dtype = cache_dtype(graph, decoder["inputs"]["past_key_names"] % 0)
+            keys = {decoder["inputs"]["past_key_names"] % i for i in range(int(decoder["num_hidden_layers"]))}
+            rings = tuple(ring_capacity(config, w) for past, w in windowed_caches(graph).items() if past in keys)
+            return kv_shape(config, dtype, rings)
         except (KeyError, TypeError, ValueError, OSError) as why:
             log.info("key/value cache not sized from the config", extra={"model": name, "reason": repr(why)})
             return None
