@@ -1,6 +1,6 @@
 """Where a streamed answer's first token spends its time, hop by hop, on a fresh server and a warm one.
 
-    python bench/ttft_breakdown.py [--max-tokens 64] [--rounds 4] [--concurrency 1 8]
+    python bench/ttft_breakdown.py [--max-tokens 64] [--rounds 4] [--concurrency 1 8] [--ladle-root OTHER]
 
 One `ladle serve` (SmolLM2-135M, greedy chat streams over plain HTTP). Each request's hops come
 from the client's clock and the job's record (`GET /v1/jobs/{id}`: created_at, started_at,
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 from chat_latency import MODEL
-from ladle_process import PROMPTS, ladle_serve
+from ladle_process import PROMPTS, ROOT, ladle_serve
 
 from cli.model_build import build_model
 from contracts.settings import Settings
@@ -86,9 +86,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--fresh", type=int, default=8, help="requests measured first, one at a time")
     parser.add_argument("--model-dir", type=Path, default=Settings.from_env().model_dir)
+    parser.add_argument("--ladle-root", type=Path, default=ROOT, help="the Ladle checkout that serves")
     args = parser.parse_args()
     build_model(MODEL, args.model_dir)
-    with ladle_serve(args.model_dir, loaded) as (url, _):
+    with ladle_serve(args.model_dir, loaded, root=args.ladle_root) as (url, _):
         report("fresh worker, conc 1", phase(url, 1, args.fresh, args.max_tokens))
         results: dict[int, list[dict]] = {c: [] for c in args.concurrency}
         for _ in range(args.rounds):
@@ -96,7 +97,7 @@ def main() -> None:
                 results[concurrency] += phase(url, concurrency, max(concurrency, len(PROMPTS)), args.max_tokens)
         for concurrency, runs in results.items():
             report(f"warm, conc {concurrency}", runs)
-    print(f"SmolLM2-135M, max_tokens={args.max_tokens}, greedy, streamed chat over plain HTTP")
+    print(f"SmolLM2-135M, max_tokens={args.max_tokens}, greedy, streamed chat over plain HTTP, {args.ladle_root}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ current master on its next command.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -28,6 +29,26 @@ SENTINEL_SCHEME = "sentinel"
 _CONNECT_TIMEOUT_S = 2.0
 # Sentinels answer "who is the master?" at once or not at all.
 _SENTINEL_TIMEOUT_S = 1.0
+# A command written to a server that stopped acknowledging it (a network partition) fails after
+# this many ms, and an idle connection whose server stopped answering is found dead by keepalive
+# probes (after idle + interval x count seconds), instead of either lasting until the partition
+# heals: then the command would run on a server that may no longer be the master, and its write
+# be lost when a failover's resync discards it. The retry policy then asks for the master anew.
+_UNACKNOWLEDGED_MS = 10_000
+_KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 10, 5, 3
+
+
+def _keepalive_options() -> dict:
+    """redis-py's (and kombu's) options that bound how long a dead connection lasts (Linux's TCP
+    options; where the OS lacks one, that bound is left out)."""
+    wanted = {
+        "TCP_USER_TIMEOUT": _UNACKNOWLEDGED_MS,
+        "TCP_KEEPIDLE": _KEEPALIVE_IDLE_S,
+        "TCP_KEEPINTVL": _KEEPALIVE_INTERVAL_S,
+        "TCP_KEEPCNT": _KEEPALIVE_COUNT,
+    }
+    options = {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+    return {"socket_keepalive": True, "socket_keepalive_options": options}
 
 
 def _sentinel_kwargs() -> dict:
@@ -108,7 +129,12 @@ def redis_client(
     and a caller waits up to `connection_wait_s` for a free one (the API, whose greenlets would
     otherwise open one each). `options` are more redis-py connection options.
     """
-    options = {"socket_connect_timeout": _CONNECT_TIMEOUT_S, "retry": retry_within(retry_for_s), **options}
+    options = {
+        "socket_connect_timeout": _CONNECT_TIMEOUT_S,
+        "retry": retry_within(retry_for_s),
+        **_keepalive_options(),
+        **options,
+    }
     if not is_sentinel_url(settings.redis_url):
         if max_connections is None:
             return redis.Redis.from_url(settings.redis_url, **options)
@@ -132,10 +158,12 @@ def redis_client(
 
 
 def broker_transport_options(settings: Settings) -> dict:
-    """What kombu needs beyond the URL to use it (the Sentinel master's name), else nothing."""
+    """What kombu needs beyond the URL: connections that do not outlast a partition, and behind
+    Sentinels the master's name."""
     if not is_sentinel_url(settings.redis_url):
-        return {}
+        return _keepalive_options()
     return {
+        **_keepalive_options(),
         "master_name": settings.redis_sentinel_master,
         "sentinel_kwargs": _sentinel_kwargs(),
     }

@@ -4,7 +4,9 @@ One thread per model owns an OnnxDecoder whose cache has `max_rows` slots. Each 
 rows (one per prompt and choice), queued until a slot is free. Every turn of the loop:
 cancelled rows leave at once; rows still reading their prompts read up to `prefill_chunk`
 tokens of them, oldest first (so a long prompt is read in chunks and never stalls running rows
-for long); then one batched step advances every row that is generating. Each row keeps its own sampling options, seed,
+for long), and a row whose prompt is read sends its first token at once (its own Redis write, not
+held for the rest of the chunk); then one batched step advances every row that is generating, its
+tokens in one write. Each row keeps its own sampling options, seed,
 stop strings and max tokens; a finished row frees its slot for the next waiting row (interactive
 rows before batch lines' rows, unless one of those has waited BACKGROUND_AGING_S).
 
@@ -35,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -232,9 +235,11 @@ class ContinuousBatchEngine:
                     return  # stopping, nothing left
                 self._admit()
             try:
-                # Each part's events go out together (one Redis write for all rows of a step);
-                # the first tokens of prefilled rows do not wait for the decode step.
-                self._in_one_write(self._leave_cancelled, self._prefill_next)
+                # A decode step's events go out together (one Redis write for all its rows); a row's
+                # first token goes out as soon as its prompt is read, before the next prompt's reading
+                # and the decode step.
+                self._in_one_write(self._leave_cancelled)
+                self._prefill_next()
                 self._in_one_write(self._step)
             except Exception as error:  # the engine outlives a failed step; its requests fail
                 log.exception("decode step failed", extra={"jobs": list(self._tracked)})
@@ -335,9 +340,14 @@ class ContinuousBatchEngine:
                 return
             if exact:
                 self.prefixes.remember(prompt, self.decoder.cache, index)
-            if scored:
-                state.row.send_prompt_logprobs(state.prompt_logprobs)
-            self._accept(index, state, state.sampler.pick(self._allowed(index, state, logits)), logits)
+            token = state.sampler.pick(self._allowed(index, state, logits))
+            self._in_one_write(partial(self._first_token, index, state, token, logits))
+
+    def _first_token(self, index: int, state: _RowState, token: int, logits: np.ndarray) -> None:
+        """A row whose prompt is read: its prompt's logprobs (if asked for), then its first token."""
+        if state.row.request.prompt_logprobs:
+            state.row.send_prompt_logprobs(state.prompt_logprobs)
+        self._accept(index, state, token, logits)
 
     def _score_prompt(self, state: _RowState, logits: np.ndarray, end: int) -> None:
         """Logprobs of the prompt tokens after positions filled..end-1 (whose logits these are)."""
