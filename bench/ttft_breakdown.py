@@ -61,8 +61,10 @@ def stream_one(url: str, prompt: str, max_tokens: int) -> dict:
     return {**hops, "ttft": (first - sent) * 1000}
 
 
-def phase(url: str, concurrency: int, count: int, max_tokens: int) -> list[dict]:
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(count)]
+def phase(url: str, concurrency: int, count: int, max_tokens: int, tag: str) -> list[dict]:
+    """`count` requests, `concurrency` at a time, each prompt new to the server (`tag` and its index
+    lead it: the prefix cache holds only the chat template's opening, as for new users)."""
+    prompts = [f"({tag}.{i}) {PROMPTS[i % len(PROMPTS)]}" for i in range(count)]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(lambda prompt: stream_one(url, prompt, max_tokens), prompts))
 
@@ -90,11 +92,12 @@ def main() -> None:
     args = parser.parse_args()
     build_model(MODEL, args.model_dir)
     with ladle_serve(args.model_dir, loaded, root=args.ladle_root) as (url, _):
-        report("fresh worker, conc 1", phase(url, 1, args.fresh, args.max_tokens))
+        report("fresh worker, conc 1", phase(url, 1, args.fresh, args.max_tokens, "fresh"))
         results: dict[int, list[dict]] = {c: [] for c in args.concurrency}
-        for _ in range(args.rounds):
+        for round_index in range(args.rounds):
             for concurrency in args.concurrency:
-                results[concurrency] += phase(url, concurrency, max(concurrency, len(PROMPTS)), args.max_tokens)
+                count = max(concurrency, len(PROMPTS))
+                results[concurrency] += phase(url, concurrency, count, args.max_tokens, f"{round_index}.{concurrency}")
         for concurrency, runs in results.items():
             report(f"warm, conc {concurrency}", runs)
     print(f"SmolLM2-135M, max_tokens={args.max_tokens}, greedy, streamed chat over plain HTTP, {args.ladle_root}")
