@@ -34,8 +34,8 @@ _SENTINEL_TIMEOUT_S = 1.0
 # probes (after idle + interval x count seconds), instead of either lasting until the partition
 # heals: then the command would run on a server that may no longer be the master, and its write
 # be lost when a failover's resync discards it. The retry policy then asks for the master anew.
-_UNACKNOWLEDGED_MS = 10_000
-_KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 10, 5, 3
+_UNACKNOWLEDGED_MS = 5_000
+_KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 5, 1, 3
 
 
 def _keepalive_options() -> dict:

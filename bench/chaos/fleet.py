@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 MASTER_NAME = "ladle-chaos"
 REDIS_PORT = 6379
+# The Redis primary and its two replicas: with two, a master cut off from the rest can be made to
+# refuse writes (min-replicas-to-write 1) while the new master, left with a replica, still takes them.
+REDIS_HOSTS = ("redis-a", "redis-b", "redis-c")
+MIN_REPLICAS_MAX_LAG_S = 2
 SENTINEL_PORT = 26379
 API_PORT = 8000
 COMPUTE_WORKERS = ("w0", "w1", "w2")
@@ -99,7 +103,7 @@ class Fleet:
     def start(self, model_cache: Path, models: list[str]) -> None:
         """Hosts, then Redis and the Sentinels, the proxy and the hub, workers, APIs; `models` are
         copied from `model_cache` to the shared volume."""
-        names = ["redis-a", "redis-b", "sent-0", "sent-1", "sent-2", "api-0", "api-1", *COMPUTE_WORKERS, "dl"]
+        names = [*REDIS_HOSTS, "sent-0", "sent-1", "sent-2", "api-0", "api-1", *COMPUTE_WORKERS, "dl"]
         for folder in ("shared", "logs", *names):  # an earlier run's data, logs and downloads
             shutil.rmtree(self.directory / folder, ignore_errors=True)
         self.network.create_bridge()
@@ -157,13 +161,20 @@ class Fleet:
             "",
             "--appendonly",
             "no",
+            # A master that has heard from no replica for MIN_REPLICAS_MAX_LAG_S refuses writes: cut
+            # off from the others (which elect a new master), it takes none that a resync would lose.
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            str(MIN_REPLICAS_MAX_LAG_S),
             *extra,
         ]
 
     def _start_redis(self) -> None:
         primary = self.host("redis-a").address
         self._spawn("redis-a", self._redis_command("redis-a"))
-        self._spawn("redis-b", self._redis_command("redis-b", "--replicaof", primary, str(REDIS_PORT)))
+        for replica in REDIS_HOSTS[1:]:
+            self._spawn(replica, self._redis_command(replica, "--replicaof", primary, str(REDIS_PORT)))
         for index in range(3):
             name = f"sent-{index}"
             folder = self.directory / name
@@ -186,7 +197,7 @@ class Fleet:
             while True:
                 try:
                     master = sentinel.sentinel_master(MASTER_NAME)
-                    if master["num-slaves"] >= 1 and master["num-other-sentinels"] >= 2:
+                    if master["num-slaves"] >= len(REDIS_HOSTS) - 1 and master["num-other-sentinels"] >= 2:
                         break
                 except redis.RedisError:
                     pass
@@ -197,7 +208,7 @@ class Fleet:
     def _start_proxy(self) -> None:
         """The proxied worker's host sees every Redis address as its own: the proxy listens there."""
         host = self.host(PROXIED_WORKER)
-        targets = [(self.host(n).address, REDIS_PORT) for n in ("redis-a", "redis-b")]
+        targets = [(self.host(n).address, REDIS_PORT) for n in REDIS_HOSTS]
         targets += [(self.host(f"sent-{i}").address, SENTINEL_PORT) for i in range(3)]
         # Answer ARP only for the host's own address on eth0: else it would claim the Redis hosts'
         # addresses on the bridge too, and draw their traffic (the proxy's own) to itself.
@@ -295,7 +306,7 @@ class Fleet:
     # ---- stopping -------------------------------------------------------------------------
     def stop(self) -> None:
         """APIs, then workers, then Redis: SIGCONT first (a frozen one), SIGTERM, then SIGKILL."""
-        order = ["api-0", "api-1", *COMPUTE_WORKERS, "dl", "sent-0", "sent-1", "sent-2", "redis-b", "redis-a"]
+        order = ["api-0", "api-1", *COMPUTE_WORKERS, "dl", "sent-0", "sent-1", "sent-2", *reversed(REDIS_HOSTS)]
         for group in (order[:2], order[2:6], order[6:]):
             for name in group:
                 if name in self.parts:
