@@ -37,6 +37,7 @@ from worker.models.model_registry import ModelRegistry, execution_providers
 from worker.models.token_counter import TokenCounter
 from worker.runtime.channel_listener import ChannelListener
 from worker.runtime.event_publisher import EventPublisher
+from worker.runtime.fleet_clock import use_for_kombu
 from worker.runtime.heartbeat import Heartbeat
 from worker.runtime.job_metrics import JobMetrics
 from worker.runtime.job_runner import JobRunner, Outcome
@@ -64,6 +65,7 @@ class WorkerRuntime:
         self.generation = GenerationRunner(self.registry, self.publisher, name, self.store, self.metrics)
         self.token_counter = TokenCounter(self.registry.directory)
         self.downloads = DownloadRunner(self.store, self.publisher, TokenSeal.from_settings(settings))
+        use_for_kombu()  # deliveries stamped and swept by Redis's clock, as leases are renewed
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
         self.lost_jobs = LostJobSweeper(self.store)
         if lane == COMPUTE_LANE:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 import redis
@@ -14,6 +13,7 @@ from celery.worker import state as celery_state
 from contracts import workers
 from contracts.celery_config import UNACKED_INDEX_KEY
 from contracts.workers import WorkerInfo
+from worker.runtime.fleet_clock import CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class Heartbeat:
         workers.withdraw(self.client, self.name)
 
     def beat(self) -> None:
-        info = WorkerInfo(name=self.name, pid=os.getpid(), seen_at=time.time(), **self.describe())
+        CLOCK.sync(self.client)  # leases are renewed, and deliveries judged, by Redis's clock
+        info = WorkerInfo(name=self.name, pid=os.getpid(), seen_at=CLOCK.now(), **self.describe())
         pipe = self.client.pipeline(transaction=False)
         if self._withdrawn:
             workers.withdraw(pipe, self.name)  # in case a beat under way as it withdrew set it again
@@ -72,7 +73,7 @@ class Heartbeat:
             workers.publish(pipe, info, ttl_s=self.interval_s * 3)
         held = {r.message.delivery_tag for r in list(celery_state.reserved_requests) if r.message is not None}
         if held:
-            pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(held, time.time()), xx=True)
+            pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(held, CLOCK.now()), xx=True)
         pipe.execute()
 
     def _run(self) -> None:

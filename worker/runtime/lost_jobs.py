@@ -20,6 +20,7 @@ from contracts.errors import service_unavailable
 from contracts.events import ErrorEvent
 from contracts.job_store import JobStore
 from contracts.jobs import JobStatus
+from worker.runtime.fleet_clock import CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class LostJobSweeper:
             return  # another worker sweeps after this switch
         log.warning("redis server changed; looking for jobs whose message was lost", extra={"run_id": run_id})
         # Not on the heartbeat's thread: the sweep waits for a second look, the beat must not.
-        threading.Thread(target=self._sweep_logged, args=(time.time(),), name="lost-job-sweep", daemon=True).start()
+        threading.Thread(target=self._sweep_logged, args=(CLOCK.now(),), name="lost-job-sweep", daemon=True).start()
 
     def _sweep_logged(self, created_before: float) -> None:
         try:

@@ -11,12 +11,12 @@ A dead worker is forgotten once its queue is empty and it has been silent for `f
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 
 from contracts import workers
 from contracts.queues import queue_for_worker
+from worker.runtime.fleet_clock import CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def requeue_orphaned_jobs(client: redis.Redis, forget_after_s: float) -> int:
         own = queue_for_worker(name)
         while client.lmove(own, home, "RIGHT", "LEFT") is not None:
             moved += 1
-        if time.time() - workers.last_seen(client, name) > forget_after_s and not client.llen(own):
+        if CLOCK.now() - workers.last_seen(client, name) > forget_after_s and not client.llen(own):
             workers.forget_home(client, name)
     if moved:
         log.warning("requeued jobs of dead workers", extra={"jobs": moved})
