@@ -9,7 +9,7 @@ import kombu.exceptions
 import pydantic
 import redis
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from contracts import errors
 from contracts.errors import ErrorInfo
@@ -158,6 +158,14 @@ def register_error_handlers(app: Flask) -> None:
                 headers={"Retry-After": "5"},
             )
         )
+
+    # A master cut off from its replicas refuses writes (min-replicas-to-write: NOREPLICAS) until a
+    # failover's new master takes over; MASTERDOWN, a replica that lost its master. Both pass.
+    @app.errorhandler(redis.ResponseError)
+    def redis_refused(error: redis.ResponseError):
+        if isinstance(error, redis.exceptions.MasterDownError) or "NOREPLICAS" in str(error):
+            return redis_down(error)
+        return http_error(InternalServerError(original_exception=error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -34,6 +34,8 @@ _SENTINEL_TIMEOUT_S = 1.0
 # probes (after idle + interval x count seconds), instead of either lasting until the partition
 # heals: then the command would run on a server that may no longer be the master, and its write
 # be lost when a failover's resync discards it. The retry policy then asks for the master anew.
+# The cost: a consumer's BRPOP that Redis answered while the consumer was cut off for longer than
+# that loses its message with the connection (kombu records a delivery only once it has it).
 _UNACKNOWLEDGED_MS = 5_000
 _KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 5, 1, 3
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import redis
 import requests
 
-from cli.embedded_redis import free_port
+from cli.embedded_redis import EmbeddedRedis, free_port
 from tests.helpers import TINY, assert_error, user
 from tests.stack import ApiServer
 
@@ -120,4 +121,22 @@ def test_redis_down_is_503(settings):
         assert response.headers["Retry-After"]
         assert_error(requests.get(f"{server.url}/v1/jobs/abc", timeout=30), 503, code="queue_unavailable")
     finally:
+        server.stop()
+
+
+def test_a_master_refusing_writes_without_its_replicas_is_503(tmp_path, settings):
+    """A Redis master cut off from every replica (min-replicas-to-write) refuses writes with
+    NOREPLICAS until a failover's new master takes over: retryable, like Redis being away."""
+    server = EmbeddedRedis(tmp_path / "redis", persist=False)
+    url = server.start()
+    redis.Redis.from_url(url).config_set("min-replicas-to-write", 1)
+    api = ApiServer(settings.with_overrides(redis_url=url))
+    try:
+        response = requests.post(
+            f"{api.url}/v1/chat/completions", timeout=30, json={"model": TINY, "messages": user("hi")}
+        )
+        assert_error(response, 503, code="queue_unavailable")
+        assert response.headers["Retry-After"]
+    finally:
+        api.stop()
         server.stop()
