@@ -99,6 +99,8 @@ def validation_error(error: pydantic.ValidationError) -> ApiError:
     """The first pydantic error, naming the offending parameter (dotted path)."""
     first = error.errors(include_url=False)[0]
     param = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or None
+    if first["type"] == "invalid_type":  # a tagged union's `type` names none of its members
+        param = f"{param}.type" if param else "type"
     if first["type"] == "extra_forbidden":
         return bad_request(f"Unrecognized request argument supplied: {param}", param, "unsupported_parameter")
     message = first["msg"].removeprefix("Value error, ")

@@ -298,7 +298,7 @@ def test_bad_custom_tool_requests_are_400s(api_url: str, overrides: dict, param:
             {"name": "x", "format": {"type": "grammar", "grammar": {"syntax": "ebnf", "definition": "a"}}},
             "tools.0.custom.format.grammar.syntax",
         ),
-        ({"name": "x", "format": {"type": "bogus"}}, "tools.0.custom.format"),
+        ({"name": "x", "format": {"type": "bogus"}}, "tools.0.custom.format.type"),
         ({"format": {"type": "text"}}, "tools.0.custom.name"),
     ],
     ids=["regex-unclosed", "unknown-syntax", "unknown-format", "no-name"],
