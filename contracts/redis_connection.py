@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -23,6 +24,17 @@ from redis.sentinel import Sentinel
 from contracts.settings import Settings
 
 SENTINEL_SCHEME = "sentinel"
+
+
+class NoReplicasError(redis.ConnectionError):
+    """A master refusing writes for want of replicas (`min-replicas-to-write`: it is cut off from
+    them, and a failover may be electing a new master). Retried as a lost connection is: on a new
+    connection, to whichever server the Sentinels then name master."""
+
+
+# redis-py turns each error code into its exception class; NOREPLICAS would be a plain ResponseError,
+# never retried, and a worker's event or an API's job record lost with it.
+BaseParser.EXCEPTION_CLASSES["NOREPLICAS"] = NoReplicasError
 
 # A connection attempt to a host that is gone fails within this (then the retry policy below
 # asks again, by then perhaps for a new master), instead of waiting for the OS's TCP timeout.
@@ -36,8 +48,8 @@ _SENTINEL_TIMEOUT_S = 1.0
 # be lost when a failover's resync discards it. The retry policy then asks for the master anew.
 # The cost: a consumer's BRPOP that Redis answered while the consumer was cut off for longer than
 # that loses its message with the connection (kombu records a delivery only once it has it).
-_UNACKNOWLEDGED_MS = 5_000
-_KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 5, 1, 3
+_UNACKNOWLEDGED_MS = 10_000
+_KEEPALIVE_IDLE_S, _KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT = 10, 5, 3
 
 
 def _keepalive_options() -> dict:

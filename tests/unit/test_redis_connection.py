@@ -9,7 +9,7 @@ from contracts.celery_config import celery_config
 from contracts.redis_connection import redis_client
 from contracts.settings import Settings
 
-BOUNDS = {socket.TCP_USER_TIMEOUT: 5_000, socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 1, socket.TCP_KEEPCNT: 3}
+BOUNDS = {socket.TCP_USER_TIMEOUT: 10_000, socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 
 def test_ladles_clients_drop_a_connection_whose_server_stopped_answering():
