@@ -9,7 +9,7 @@ import kombu.exceptions
 import pydantic
 import redis
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from contracts import errors
 from contracts.errors import ErrorInfo
@@ -148,6 +148,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     @app.errorhandler(redis.exceptions.ReadOnlyError)  # a plain redis:// URL naming a demoted primary
+    # A master refusing writes for want of replicas comes as a ConnectionError once its retries run
+    # out (contracts/redis_connection.py NoReplicasError); a replica that lost its master, as this.
+    @app.errorhandler(redis.exceptions.MasterDownError)
     @app.errorhandler(kombu.exceptions.OperationalError)
     def redis_down(error: Exception):
         log.error("redis unavailable: %s", error)
@@ -160,14 +163,6 @@ def register_error_handlers(app: Flask) -> None:
                 headers={"Retry-After": "5"},
             )
         )
-
-    # A master cut off from its replicas refuses writes (min-replicas-to-write: NOREPLICAS) until a
-    # failover's new master takes over; MASTERDOWN, a replica that lost its master. Both pass.
-    @app.errorhandler(redis.ResponseError)
-    def redis_refused(error: redis.ResponseError):
-        if isinstance(error, redis.exceptions.MasterDownError) or "NOREPLICAS" in str(error):
-            return redis_down(error)
-        return http_error(InternalServerError(original_exception=error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -20,6 +20,14 @@ SHOUT = {
     "description": "Shouts up to three words.",
     "format": {"type": "grammar", "syntax": "regex", "definition": WORD_REGEX},
 }
+# SHOUT in chat's shape.
+CHAT_SHOUT = {
+    "type": "custom",
+    "custom": {
+        "name": "shout",
+        "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": WORD_REGEX}},
+    },
+}
 SUM_GRAMMAR = 'start: NUMBER " + " NUMBER\nNUMBER: /[0-9]{1,3}/\n'
 ADD = {
     "type": "custom",
@@ -205,15 +213,7 @@ def test_chat_completions_take_custom_tools_in_chat_shape(client: OpenAI):
     completion = client.chat.completions.create(
         model=TINY,
         messages=[{"role": "user", "content": "Use the tool."}],
-        tools=[
-            {
-                "type": "custom",
-                "custom": {
-                    "name": "shout",
-                    "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": WORD_REGEX}},
-                },
-            }
-        ],
+        tools=[CHAT_SHOUT],
         tool_choice={"type": "custom", "custom": {"name": "shout"}},
         max_tokens=60,
         temperature=0,
@@ -224,15 +224,7 @@ def test_chat_completions_take_custom_tools_in_chat_shape(client: OpenAI):
     chunks = client.chat.completions.create(
         model=TINY,
         messages=[{"role": "user", "content": "Use the tool."}],
-        tools=[
-            {
-                "type": "custom",
-                "custom": {
-                    "name": "shout",
-                    "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": WORD_REGEX}},
-                },
-            }
-        ],
+        tools=[CHAT_SHOUT],
         tool_choice={"type": "custom", "custom": {"name": "shout"}},
         max_tokens=60,
         temperature=0,

@@ -76,16 +76,17 @@ class FunctionDefinition(StrictModel):
         return self
 
 
-def by_type(*members: type[StrictModel]) -> Any:
+def by_type(*members: type[StrictModel], why: str = "") -> Any:
     """A union of `members` told apart by their `type` field, each tagged `#<type>` (so an error's
-    location names the parameter, not the member: api/errors.py leaves such tags out)."""
+    location names the parameter, not the member: api/errors.py and the Responses API's errors leave
+    such tags out); `why` ends the message naming the types a `type` must be."""
     kinds = {m.model_fields["type"].annotation.__args__[0]: m for m in members}
 
     def tag(value: Any) -> str | None:
         kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
         return f"#{kind}" if isinstance(kind, str) and kind in kinds else None
 
-    message = f"type must be one of {', '.join(kinds)}"
+    message = f"type must be one of {', '.join(kinds)}{why}"
     tagged = tuple(Annotated[m, Tag(f"#{k}")] for k, m in kinds.items())
     return Annotated[
         reduce(operator.or_, tagged), Discriminator(tag, custom_error_type="invalid_type", custom_error_message=message)

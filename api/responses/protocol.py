@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from api.chat.grammars import answer_grammar, custom_input_grammar
-from api.chat.structured import MAX_GRAMMAR, MAX_TOOLS, NAME_PATTERN
+from api.chat.structured import MAX_GRAMMAR, MAX_TOOLS, NAME_PATTERN, by_type
 from api.errors import ApiError, bad_request
 from api.sampling_protocol import StrictModel
 
@@ -49,23 +49,7 @@ class Refusal(StrictModel):
     refusal: str
 
 
-def _typed(*kinds: str, why: str = "") -> Any:
-    """A discriminator on `type` naming its tags `#<type>`, so locations of errors show which is which."""
-
-    def tag(value: Any) -> str | None:
-        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return f"#{kind}" if kind in kinds else None
-
-    message = f"type must be one of {', '.join(kinds)}{why}"
-    return Discriminator(tag, custom_error_type="invalid_type", custom_error_message=message)
-
-
-ContentPart = Annotated[
-    Annotated[InputText, Tag("#input_text")]
-    | Annotated[OutputText, Tag("#output_text")]
-    | Annotated[Refusal, Tag("#refusal")],
-    _typed("input_text", "output_text", "refusal", why=" (the models Ladle serves take text only)"),
-]
+ContentPart = by_type(InputText, OutputText, Refusal, why=" (the models Ladle serves take text only)")
 
 
 class MessageItem(StrictModel):
@@ -208,13 +192,7 @@ class CustomTool(StrictModel):
     type: Literal["custom"]
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    format: (
-        Annotated[
-            Annotated[TextInputFormat, Tag("#text")] | Annotated[GrammarInputFormat, Tag("#grammar")],
-            _typed("text", "grammar"),
-        ]
-        | None
-    ) = None
+    format: by_type(TextInputFormat, GrammarInputFormat) | None = None
     defer_loading: bool | None = None  # accepted: every tool is shown to the model
 
     @model_validator(mode="after")
@@ -325,12 +303,7 @@ class TextFormatJsonSchema(StrictModel):
         return self
 
 
-TextFormat = Annotated[
-    Annotated[TextFormatText, Tag("#text")]
-    | Annotated[TextFormatJsonObject, Tag("#json_object")]
-    | Annotated[TextFormatJsonSchema, Tag("#json_schema")],
-    _typed("text", "json_object", "json_schema"),
-]
+TextFormat = by_type(TextFormatText, TextFormatJsonObject, TextFormatJsonSchema)
 
 
 class TextConfig(StrictModel):

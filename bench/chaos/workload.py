@@ -182,6 +182,15 @@ class Workload:
         else:
             outcome.status = "lost"
 
+    def _follow_async(self, outcome: Outcome, response, began: float) -> dict | None:
+        """An accepted async job polled to its end: the outcome's status, error and time; its record."""
+        outcome.job_id, outcome.accepted = response.json()["id"], True
+        job = self._poll_job(outcome.api, outcome.job_id)
+        outcome.seconds = time.monotonic() - began
+        outcome.status = job.get("status", "timeout") if job else "timeout"
+        outcome.error = job.get("error") if job else None
+        return job
+
     # ---- async jobs -----------------------------------------------------------------------
     def _async_job(self, index: int) -> None:
         outcome = self._add(Outcome("async", f"async-{index}", self._api(index + 1)))
@@ -189,11 +198,7 @@ class Workload:
         response = self._post(outcome, "/v1/chat/completions", chat_body(outcome.key, ASYNC_TOKENS), asynchronous=True)
         if response is None:
             return
-        outcome.job_id, outcome.accepted = response.json()["id"], True
-        job = self._poll_job(outcome.api, outcome.job_id)
-        outcome.seconds = time.monotonic() - began
-        outcome.status = job.get("status", "timeout") if job else "timeout"
-        outcome.error = job.get("error") if job else None
+        job = self._follow_async(outcome, response, began)
         outcome.answer = _chat_text(job) if job and job.get("status") == "succeeded" else None
 
     # ---- embeddings -----------------------------------------------------------------------
@@ -228,11 +233,7 @@ class Workload:
         response = self._post(outcome, "/openai/download", body, asynchronous=True)
         if response is None:
             return
-        outcome.job_id, outcome.accepted = response.json()["id"], True
-        job = self._poll_job(outcome.api, outcome.job_id)
-        outcome.seconds = time.monotonic() - began
-        outcome.status = job.get("status", "timeout") if job else "timeout"
-        outcome.error = job.get("error") if job else None
+        job = self._follow_async(outcome, response, began)
         outcome.answer = sorted(f["name"] for f in (job or {}).get("result", {}).get("files", [])) if job else None
 
     # ---- batch ----------------------------------------------------------------------------
