@@ -4,7 +4,6 @@ them during a failover) is retried like a lost connection, on a real redis-serve
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis
@@ -26,10 +25,11 @@ def lonely_master(tmp_path):
 def test_a_refused_write_is_retried_then_raised_as_a_connection_error(lonely_master):
     client = redis_client(Settings(redis_url=lonely_master), retry_for_s=0.5)
     assert client.get("anything") is None  # reads are served
-    started = time.monotonic()
     with pytest.raises(redis.ConnectionError) as refused:
         client.set("k", "v")
-    assert isinstance(refused.value, NoReplicasError) and time.monotonic() - started >= 0.3  # retried
+    assert isinstance(refused.value, NoReplicasError)
+    refusals = redis.Redis.from_url(lonely_master).info("commandstats")["cmdstat_set"]["rejected_calls"]
+    assert refusals >= 2  # retried before giving up
 
 
 def test_a_write_refused_for_a_while_succeeds_once_the_master_takes_writes_again(lonely_master):
