@@ -19,7 +19,7 @@ import redis
 from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from contracts.settings import Settings
 
@@ -30,6 +30,27 @@ class NoReplicasError(redis.ConnectionError):
     """A master refusing writes for want of replicas (`min-replicas-to-write`: it is cut off from
     them, and a failover may be electing a new master). Retried as a lost connection is: on a new
     connection, to whichever server the Sentinels then name master."""
+
+
+class MasterFollowingConnection(SentinelManagedConnection):
+    """A connection to the Sentinels' master that asks them again on every reconnect.
+
+    redis-py's own asks only in `connect()`; sending a command on a closed connection reconnects
+    through `connect_check_health()` to the address it had, so after a failover each retry went
+    back to the demoted master (READONLY, or NOREPLICAS from one cut off) until the retries ran
+    out: a worker's events and leases, an API's reads, kombu's BRPOP, all stuck for a minute.
+    """
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        self.host, self.port = address
+        super().connect_check_health(check_health=self.connection_pool.check_connection, retry_socket_connect=False)
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self._sock:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 
 
 # redis-py turns each error code into its exception class; NOREPLICAS would be a plain ResponseError,
@@ -164,6 +185,7 @@ def redis_client(
     )
     return sentinel.master_for(
         service.master_name,
+        connection_class=MasterFollowingConnection,
         db=service.db,
         username=service.username,
         password=service.password,

@@ -115,6 +115,27 @@ class SentinelCluster:
             time.sleep(0.1)
         raise RuntimeError(f"no failover within {timeout_s}s; see {self.directory}")
 
+    def force_failover(self, timeout_s: float = 60) -> int:
+        """SENTINEL FAILOVER with the primary up: the replica's port once it is master and the old
+        primary a replica (until then both take writes)."""
+        sentinel = redis.Redis(host="127.0.0.1", port=self.sentinel_ports[0])
+        deadline = time.monotonic() + timeout_s
+        while True:  # a Sentinel refuses until it has seen the replica in sync (NOGOODSLAVE)
+            try:
+                sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+                break
+            except redis.ResponseError as refused:
+                if not str(refused).startswith("NOGOODSLAVE") or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        new_master = self.wait_for_failover(timeout_s)
+        old_master = redis.Redis(host="127.0.0.1", port=self.primary_port)
+        while old_master.info("replication")["role"] != "slave":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the old primary was not demoted within {timeout_s}s; see {self.directory}")
+            time.sleep(0.05)
+        return new_master
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -16,6 +17,9 @@ from contracts.workers import WorkerInfo
 from worker.runtime.fleet_clock import CLOCK
 
 log = logging.getLogger(__name__)
+
+# A beat that takes this many intervals is logged: leases may have run out meanwhile.
+LATE_FACTOR = 4
 
 
 class Heartbeat:
@@ -78,8 +82,19 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
+            started = time.monotonic()
             try:
-                self.on_beat()
                 self.beat()
+                beat_s = time.monotonic() - started
+                self.on_beat()
             except redis.RedisError:
                 log.warning("heartbeat failed", exc_info=True)
+                continue
+            took_s = time.monotonic() - started
+            if took_s > LATE_FACTOR * self.interval_s:
+                log.warning(
+                    "heartbeat late: %.1f s, %.1f s of it renewing leases",
+                    took_s,
+                    beat_s,
+                    extra={"beat_s": round(beat_s, 3), "took_s": round(took_s, 3)},
+                )

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 import redis
 from kombu.transport import redis as kombu_redis
 
+from contracts.redis_connection import MasterFollowingConnection
+
 
 class QoS(kombu_redis.QoS):
     """kombu's QoS whose own pipelines (recording and acking a delivery) are not transactions."""
@@ -36,10 +38,9 @@ class QoS(kombu_redis.QoS):
                 yield client.pipeline(transaction=False)
 
 
-class Channel(kombu_redis.Channel):
-    """A Redis channel whose synchronous client is built once per connection pool."""
+class SharedClient:
+    """A channel's synchronous client, built once per connection pool."""
 
-    QoS = QoS
     _shared_client: redis.Redis | None = None
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
@@ -51,12 +52,35 @@ class Channel(kombu_redis.Channel):
         return client
 
 
+class Channel(SharedClient, kombu_redis.Channel):
+    """A Redis channel with the QoS above and one synchronous client per connection pool."""
+
+    QoS = QoS
+
+
+class SentinelChannel(SharedClient, kombu_redis.SentinelChannel):
+    """The same, behind Sentinels, on connections that ask them for the master at each reconnect."""
+
+    QoS = QoS
+    connection_class = MasterFollowingConnection
+
+
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with `Channel` above."""
 
     Channel = Channel
 
 
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with `SentinelChannel` above."""
+
+    Channel = SentinelChannel
+
+
 def broker_transport(broker_url: str | None) -> str | None:
-    """The transport for `broker_url`: this one for plain redis:// URLs, else kombu's choice."""
-    return f"{__name__}:Transport" if broker_url and broker_url.startswith("redis://") else None
+    """The transport for `broker_url`: one of these for redis:// and sentinel:// URLs."""
+    if broker_url and broker_url.startswith("redis://"):
+        return f"{__name__}:Transport"
+    if broker_url and broker_url.startswith("sentinel://"):
+        return f"{__name__}:SentinelTransport"
+    return None
