@@ -48,6 +48,10 @@ def download_key(target: str) -> str:
     return f"{PREFIX}:download:{target}"
 
 
+# Claimed, for LADLE_LOST_JOB_SWEEP_S, by the one worker that makes the periodic look for lost jobs.
+LOST_JOB_SWEEP_PERIODIC_KEY = f"{PREFIX}:lost_job_sweep:periodic"
+
+
 def lost_job_sweep_key(server_run_id: str) -> str:
     """Claimed by the one worker that looks for lost jobs after the Redis server changed to this one."""
     return f"{PREFIX}:lost_job_sweep:{server_run_id}"

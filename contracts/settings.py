@@ -68,6 +68,10 @@ class Settings:
     # LADLE_VISIBILITY_TIMEOUT: seconds after which an unacknowledged job of a dead worker is
     # delivered again; live workers renew the lease of running jobs, so no job runs twice.
     visibility_timeout_s: int = 60
+    # LADLE_LOST_JOB_SWEEP_S: every this many seconds one worker fails, as `job_lost`, jobs queued
+    # longer than that whose message is in no queue and held by no worker (0: only after a Redis
+    # failover or restart).
+    lost_job_sweep_s: float = 300.0
     # LADLE_MAX_DELIVERIES: deliveries after which a job that keeps killing workers fails.
     max_deliveries: int = 3
     # LADLE_MAX_BODY_BYTES: largest request body accepted (413 beyond).
@@ -217,6 +221,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "sync_timeout_s": ("LADLE_SYNC_TIMEOUT", float),
     "worker_wait_s": ("LADLE_WORKER_WAIT", float),
     "visibility_timeout_s": ("LADLE_VISIBILITY_TIMEOUT", int),
+    "lost_job_sweep_s": ("LADLE_LOST_JOB_SWEEP_S", float),
     "max_deliveries": ("LADLE_MAX_DELIVERIES", int),
     "max_body_bytes": ("LADLE_MAX_BODY_BYTES", int),
     "max_batch_rows": ("LADLE_MAX_BATCH", int),

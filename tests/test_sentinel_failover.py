@@ -242,3 +242,33 @@ def test_after_the_server_changes_only_jobs_without_a_message_fail_as_lost(tmp_p
     finally:
         worker.stop()
         server.stop()
+
+
+def test_a_job_queued_without_its_message_fails_as_lost_on_the_periodic_sweep(tmp_path, model_dir):
+    """No server change: a consumer cut off after Redis answered its BRPOP loses the message with
+    the connection. The periodic sweep (LADLE_LOST_JOB_SWEEP_S) finds the job queued past a period
+    with its message nowhere and fails it, leaving a job whose message waits in a queue alone."""
+    server = EmbeddedRedis(tmp_path / "redis", persist=False)
+    settings = Settings(
+        redis_url=server.start(), model_dir=model_dir, heartbeat_s=0.3, intra_op_threads=1, lost_job_sweep_s=1.0
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        store = JobStore(redis_client(settings), settings.job_ttl_s)
+        producer = Celery("test-producer")
+        producer.conf.update(celery_config(settings))
+        lost, waiting = new_job_id(), new_job_id()
+        store.create([lost, waiting], JobKind.CHAT, TINY)  # `lost`: recorded, its message taken and gone
+        payload = {"job_id": waiting, "model": TINY, "messages": user("hi")}
+        producer.send_task(GENERATE_TASK, args=[payload], queue=queue_for_device("cuda:7"), task_id=waiting)
+
+        deadline = time.monotonic() + 60
+        while (record := store.get(lost)).status != JobStatus.FAILED:
+            assert time.monotonic() < deadline, f"the lost job was never failed: {record}"
+            time.sleep(0.1)
+        assert record.error["code"] == "job_lost" and record.error["status"] == 503
+        assert store.get(waiting).status == JobStatus.QUEUED  # its message is in a queue: not lost
+        assert "failed jobs whose queue message was lost" in worker.log_path.read_text()
+    finally:
+        worker.stop()
+        server.stop()

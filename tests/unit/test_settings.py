@@ -19,6 +19,7 @@ NON_DEFAULT = Settings(
     worker_wait_s=0.25,
     visibility_timeout_s=7,
     max_deliveries=5,
+    lost_job_sweep_s=30.0,
     max_body_bytes=1000,
     max_batch_rows=3,
     batch_window_ms=1.5,

@@ -67,7 +67,7 @@ class WorkerRuntime:
         self.downloads = DownloadRunner(self.store, self.publisher, TokenSeal.from_settings(settings))
         use_for_kombu()  # deliveries stamped and swept by Redis's clock, as leases are renewed
         self.heartbeat = Heartbeat(client, name, settings.heartbeat_s, self.describe, self.on_beat)
-        self.lost_jobs = LostJobSweeper(self.store)
+        self.lost_jobs = LostJobSweeper(self.store, settings.lost_job_sweep_s)
         if lane == COMPUTE_LANE:
             register_home(client, name, queue_for_device(device, lane))
         self.commands = ChannelListener(

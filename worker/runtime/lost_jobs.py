@@ -1,11 +1,13 @@
-"""Jobs whose queue message a Redis failover lost: found after the switch and failed visibly.
+"""Jobs whose queue message was lost: found and failed visibly, so none stays queued forever.
 
 kombu's Redis transport takes a message with BRPOP and records it as unacknowledged with a
 second command. A primary that dies between the two (or before replicating a message) leaves a
-job recorded as `queued` with no message anywhere: no worker will ever run it. Whenever the
-Redis server behind Ladle changes (its run ID differs: a Sentinel failover, or a restart), one
-worker looks for such jobs and fails them with a retryable error, so none stays queued forever.
-The search scans every key once, which is fine for an event that happens after a failover only.
+job recorded as `queued` with no message anywhere: no worker will ever run it. So does a consumer
+whose connection is dropped (cut off past the keepalive bound) after Redis answered its BRPOP: the
+message goes with the connection. Whenever the Redis server behind Ladle changes (its run ID
+differs: a Sentinel failover, or a restart), one worker looks for such jobs at once; and every
+LADLE_LOST_JOB_SWEEP_S one worker looks for jobs queued longer than that. Either fails them with a
+retryable error. The search scans every key once, which is why it is not made more often.
 """
 
 from __future__ import annotations
@@ -33,26 +35,37 @@ _SCAN_BATCH = 1000
 
 
 class LostJobSweeper:
-    """Remembers the Redis server's run ID; when it changes, fails queued jobs whose message is gone."""
+    """Remembers the Redis server's run ID; when it changes, and every `every_s` seconds (0: never),
+    fails queued jobs whose message is gone."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, every_s: float = 0.0) -> None:
         self.store = store
+        self.every_s = every_s
         self.run_id = self._server_run_id()
+        self._next_periodic = time.monotonic() + every_s
 
     def _server_run_id(self) -> str:
         return self.store.client.info("server")["run_id"]
 
     def check(self) -> None:
-        """On a new server, start the sweep in the background (one worker per server does it)."""
+        """On a new server, or when the period is up, start a sweep in the background (one worker
+        per server change, and one per period in the fleet, does it)."""
         run_id = self._server_run_id()
-        if run_id == self.run_id:
+        if run_id != self.run_id:
+            self.run_id = run_id
+            if self.store.client.set(keys.lost_job_sweep_key(run_id), 1, nx=True, ex=3600):
+                log.warning("redis server changed; looking for jobs whose message was lost", extra={"run_id": run_id})
+                self._start(CLOCK.now())
             return
-        self.run_id = run_id
-        if not self.store.client.set(keys.lost_job_sweep_key(run_id), 1, nx=True, ex=3600):
-            return  # another worker sweeps after this switch
-        log.warning("redis server changed; looking for jobs whose message was lost", extra={"run_id": run_id})
+        if self.every_s <= 0 or time.monotonic() < self._next_periodic:
+            return
+        self._next_periodic = time.monotonic() + self.every_s
+        if self.store.client.set(keys.LOST_JOB_SWEEP_PERIODIC_KEY, 1, nx=True, px=max(1, int(self.every_s * 1000))):
+            self._start(CLOCK.now() - self.every_s)  # jobs queued a whole period: no message in flight
+
+    def _start(self, created_before: float) -> None:
         # Not on the heartbeat's thread: the sweep waits for a second look, the beat must not.
-        threading.Thread(target=self._sweep_logged, args=(CLOCK.now(),), name="lost-job-sweep", daemon=True).start()
+        threading.Thread(target=self._sweep_logged, args=(created_before,), name="lost-job-sweep", daemon=True).start()
 
     def _sweep_logged(self, created_before: float) -> None:
         try:
@@ -68,14 +81,15 @@ class LostJobSweeper:
             suspects = self._unsent(suspects)
         info = service_unavailable(
             "job_lost",
-            "The job was lost when the job queue (Redis) failed over before a worker took it; submit it again.",
+            "The job's queue message was lost (a Redis failover, or a worker cut off from Redis as it took"
+            " the job) before a worker ran it; submit it again.",
         )
         failed = 0
         for job_id in suspects:
             if self.store.finish(job_id, ErrorEvent(error=info), JobStatus.FAILED, only_if=JobStatus.QUEUED):
                 failed += 1
         if failed:
-            log.error("failed jobs lost in a redis failover", extra={"jobs": failed})
+            log.error("failed jobs whose queue message was lost", extra={"jobs": failed})
         return failed
 
     def _queued_jobs(self, created_before: float) -> dict[str, str]:
