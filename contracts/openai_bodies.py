@@ -32,15 +32,17 @@ def assistant_message(choice: Choice) -> dict:
     # `tool_calls` holds complete calls only: one max_tokens cut (a forced call's, say) leaves none.
     began = choice.began_calls or bool(choice.tool_calls)
     content = None if began and not choice.text.strip() else choice.text
+    # A thinking model's reasoning, in vLLM's and DeepSeek's field (only when the output thought).
+    reasoning = {"reasoning_content": choice.reasoning} if choice.reasoning is not None else {}
     if not choice.tool_calls:
-        return {"role": "assistant", "content": content}
+        return {"role": "assistant", "content": content, **reasoning}
     calls = [
         {"id": c.id, "type": "custom", "custom": {"name": c.name, "input": c.arguments}}
         if c.type == "custom"
         else {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in choice.tool_calls
     ]
-    return {"role": "assistant", "content": content, "tool_calls": calls}
+    return {"role": "assistant", "content": content, **reasoning, "tool_calls": calls}
 
 
 def chat_completion_body(job_id: str, model: str, created: int, result: GenerationResult) -> dict:

@@ -12,8 +12,9 @@ How a conversation becomes chat messages:
   are joined by a blank line, and consecutive turns of one role are joined into one (as Anthropic does);
 - a `tool_use` block is an assistant tool call, a `tool_result` block a tool message (its text
   blocks joined; `is_error` prefixes "Error: ");
-- `thinking` and `redacted_thinking` blocks are accepted and left out (these models do not think,
-  so `thinking` in the request is accepted too and nothing is ever emitted for it);
+- `thinking` and `redacted_thinking` blocks are accepted and left out (a model that thinks reasons
+  afresh each turn, as its template drops earlier thinking); `thinking` in the request (enabled or
+  adaptive) shows a thinking model's reasoning as a `thinking` block, and changes nothing else;
 - `image` and `document` blocks are a 400: the models take text only;
 - a conversation ending with an assistant turn (prefill) is a 400, as Anthropic answers for models
   without prefill: the chat template always opens a new assistant turn.
@@ -200,7 +201,8 @@ ToolChoice = Annotated[AutoChoice | AnyChoice | NamedChoice | NoneChoice, Field(
 
 
 class ThinkingConfig(Lenient):
-    """Accepted in any of its forms (enabled with budget_tokens, disabled, adaptive...); no effect."""
+    """Accepted in any of its forms (enabled with budget_tokens, disabled, adaptive...): enabled or
+    adaptive shows a thinking model's reasoning; `budget_tokens` has no effect."""
 
     type: str
 
@@ -244,6 +246,11 @@ class MessagesInput(Lenient):
                 if name in data and matters(data[name]):
                     raise bad_request(f"'{name}' is not supported: {why}", name, "unsupported_parameter")
         return data
+
+    @property
+    def shows_thinking(self) -> bool:
+        """Whether a thinking model's reasoning is shown (as `thinking` blocks)."""
+        return self.thinking is not None and self.thinking.type in ("enabled", "adaptive")
 
     @property
     def output_schema(self) -> dict | None:

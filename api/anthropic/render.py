@@ -7,6 +7,10 @@ cache the client pays for, so `cache_creation_input_tokens` is 0.
 
 An answer cut by one of `stop_sequences` ends with `stop_reason: "stop_sequence"` and names it in
 `stop_sequence` (the job's choice says which stop string ended it).
+
+A model that thinks (worker/engines/reasoning.py) shows its reasoning as a `thinking` block before
+the answer when the request enabled `thinking` (streamed as `thinking_delta`s); its `signature` is
+empty (Ladle signs nothing). Without it the reasoning is left out.
 """
 
 from __future__ import annotations
@@ -58,10 +62,11 @@ def delta_usage(usage: Usage) -> dict:
     }
 
 
-def content_blocks(choice: Choice) -> list[dict]:
-    """Text (when there is any; with tools offered, when it is more than whitespace), then tool_use blocks."""
+def content_blocks(choice: Choice, thinking: bool = False) -> list[dict]:
+    """The reasoning (`thinking`: when the request enabled it), text (when there is any; with tools
+    offered, when it is more than whitespace), then tool_use blocks."""
     tools_offered = choice.tool_calls is not None
-    blocks = []
+    blocks = [thinking_block(choice.reasoning)] if thinking and choice.reasoning else []
     if choice.text.strip() if tools_offered else choice.text:
         blocks.append({"type": "text", "text": choice.text})
     for call in choice.tool_calls or ():
@@ -71,14 +76,19 @@ def content_blocks(choice: Choice) -> list[dict]:
     return blocks
 
 
-def message_body(job_id: str, model: str, choice: Choice, usage: Usage) -> dict:
-    """A `message` object."""
+def thinking_block(text: str) -> dict:
+    """A thinking model's reasoning as a content block (unsigned)."""
+    return {"type": "thinking", "thinking": text, "signature": ""}
+
+
+def message_body(job_id: str, model: str, choice: Choice, usage: Usage, thinking: bool = False) -> dict:
+    """A `message` object (`thinking`: the request enabled thinking)."""
     return {
         "id": message_id(job_id),
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": content_blocks(choice),
+        "content": content_blocks(choice, thinking),
         "stop_reason": stop_reason(choice),
         "stop_sequence": choice.stop_sequence,
         "usage": {**delta_usage(usage), "service_tier": "standard"},
@@ -112,11 +122,18 @@ class _Blocks:
         self.held = ""
         self.call_blocks: dict[int, int] = {}  # call index -> its block's index
 
+    def thinking(self, text: str) -> Iterator[str]:
+        """Reasoning, which comes before anything else."""
+        if self.open != "thinking":
+            yield from self._start(thinking_block(""), "thinking")
+        delta = {"type": "thinking_delta", "thinking": text}
+        yield event_frame({"type": "content_block_delta", "index": self.started - 1, "delta": delta})
+
     def text(self, text: str) -> Iterator[str]:
         if not text:
             return
         if self.open != "text":
-            if self.tools_offered and self.open is None and not (self.held + text).strip():
+            if self.tools_offered and self.open in (None, "thinking") and not (self.held + text).strip():
                 self.held += text
                 return
             text, self.held = self.held + text, ""
@@ -148,10 +165,10 @@ class _Blocks:
 
 
 def message_frames(
-    items: Iterator[StreamItem], job_id: str, model: str, tools_offered: bool, timeout_s: float
+    items: Iterator[StreamItem], job_id: str, model: str, tools_offered: bool, timeout_s: float, thinking: bool = False
 ) -> Generator[str, None, bool]:
-    """The frames of a streamed message; returns False when the job did not end (the stream timed
-    out: nobody will read the rest, so the caller cancels it)."""
+    """The frames of a streamed message (`thinking`: the request enabled thinking); returns False when
+    the job did not end (the stream timed out: nobody will read the rest, so the caller cancels it)."""
     start = {**message_body(job_id, model, Choice(index=0, text="", finish_reason="stop"), _NO_USAGE), "content": []}
     start |= {"stop_reason": None, "stop_sequence": None}
     yield event_frame({"type": "message_start", "message": start})
@@ -164,6 +181,8 @@ def message_frames(
                 continue
             event = item[1]
             if isinstance(event, DeltaEvent) and event.index == 0:
+                if thinking and event.reasoning:
+                    yield from blocks.thinking(event.reasoning)
                 yield from blocks.text(event.text)
                 for call in event.tool_calls or ():
                     yield from blocks.call(call)

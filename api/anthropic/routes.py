@@ -62,7 +62,8 @@ def request_id_header(response):
 @documented(body=MessagesRequest, headers=MessageHeaders, error=AnthropicErrorBody)
 def create_message():
     """A Message: answered whole, streamed as Anthropic's events, or as a job (`Prefer: respond-async`)."""
-    chat = MessagesRequest.model_validate(json_body()).to_chat()
+    request = MessagesRequest.model_validate(json_body())
+    chat, thinking = request.to_chat(), request.shows_thinking
     ctx = services()
     chat.model = ctx.require_model(chat.model, chat.max_tokens)
     job_id, feed = submit_request(GENERATE_TASK, JobKind.CHAT, chat.model, chat.to_job, DEFAULT_DEVICE)
@@ -72,10 +73,12 @@ def create_message():
     if chat.stream:
         tools_offered = chat.tool_mode is not None
         return stream_message(
-            feed, timeout_s, lambda items: message_frames(items, job_id, chat.model, tools_offered, timeout_s)
+            feed,
+            timeout_s,
+            lambda items: message_frames(items, job_id, chat.model, tools_offered, timeout_s, thinking),
         )
     result = wait_for_result(feed, timeout_s, cancel_on_disconnect=True)
-    return jsonify(message_body(job_id, chat.model, result.choices[0], result.usage))
+    return jsonify(message_body(job_id, chat.model, result.choices[0], result.usage, thinking))
 
 
 @bp.post("/v1/messages/count_tokens")

@@ -89,6 +89,8 @@ def chunk_frames(
     yield chunk([_choice(i, {"role": "assistant", "content": ""}) for i in range(n)])
     for _, event in events:
         if isinstance(event, DeltaEvent):
+            if event.reasoning:  # a thinking model's reasoning, in vLLM's and DeepSeek's field
+                yield chunk([_choice(event.index, {"reasoning_content": event.reasoning})])
             if event.text or event.logprobs:
                 yield chunk([_choice(event.index, {"content": event.text}, logprobs=logprobs_body(event.logprobs))])
             for call in event.tool_calls or ():

@@ -80,7 +80,7 @@ def _item(item: InputItem, default_id: str) -> dict:
         status = {"status": "completed"} if item.type == "function_call_output" else {}
         return {"id": item.id or default_id, "type": item.type, "call_id": item.call_id, "output": output, **status}
     fields = item.model_dump(exclude_none=True)
-    return {**fields, "id": item.id or default_id, "summary": fields.get("summary", [])}
+    return {**fields, "id": item.id or default_id}
 
 
 def _text_of(parts: list[dict] | str) -> str:
@@ -93,7 +93,8 @@ def _text_of(parts: list[dict] | str) -> str:
 def chat_messages(instructions: str | None, items: list[dict]) -> list[dict]:
     """The chat messages the items stand for: instructions first (a system message), an answer's text
     and its function calls as one assistant message, each call's output as a tool message.
-    Reasoning items are left out."""
+    Reasoning items are left out: a thinking model reasons afresh each turn (as OpenAI and vLLM do for
+    models whose templates, as DeepSeek-R1's and Qwen3's, drop earlier thinking)."""
     messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
     for item in items:
         if item["type"] == "message":
@@ -270,26 +271,48 @@ def call_item(job_id: str, index: int, call: ToolCall, status: str = "completed"
     }
 
 
+def reasoning_item(job_id: str, text: str, status: str = "completed") -> dict:
+    """A thinking model's reasoning as an output item: its text as `content`, no summary (Ladle writes
+    none), nothing encrypted (`include: ["reasoning.encrypted_content"]` leaves it null)."""
+    return {
+        "id": f"rs_{job_id}",
+        "type": "reasoning",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "encrypted_content": None,
+        "status": status,
+    }
+
+
 def usage_body(usage: Usage) -> dict:
     """The chat usage in the Responses API's terms."""
+    details = usage.completion_tokens_details
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {"cached_tokens": usage.prompt_tokens_details.cached_tokens},
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},  # these models do not reason
+        "output_tokens_details": {"reasoning_tokens": details.reasoning_tokens if details else 0},
         "total_tokens": usage.total_tokens,
     }
 
 
 def output_of(job_id: str, choice: Choice) -> list[dict]:
-    """The answer's output items: its text (left out when it is only whitespace before calls), then its
-    calls, and a call max_output_tokens cut, as far as it came (incomplete)."""
+    """The answer's output items: a thinking model's reasoning, its text (left out when it is only
+    whitespace before calls, or when max_output_tokens cut the reasoning), then its calls, and a call
+    max_output_tokens cut, as far as it came (incomplete)."""
     calls = choice.tool_calls or []
     cut = choice.finish_reason == "length" and not calls and choice.cut_call is None
     began = calls or choice.cut_call is not None
+    # Reasoning cut before any answer came: the reasoning is incomplete and there is no message.
+    cut_thinking = cut and bool(choice.reasoning) and not choice.text.strip()
     items = (
+        [reasoning_item(job_id, choice.reasoning, "incomplete" if cut_thinking else "completed")]
+        if choice.reasoning
+        else []
+    )
+    items += (
         [message_item(job_id, choice.text, "incomplete" if cut else "completed")]
-        if not began or choice.text.strip()
+        if (not began or choice.text.strip()) and not cut_thinking
         else []
     )
     items += [call_item(job_id, index, call) for index, call in enumerate(calls)]

@@ -2,7 +2,9 @@
 
 Unknown fields are 400s naming them. Input items are `message` (a `type` may be left out, as
 OpenAI's "easy" messages do), `function_call`, `function_call_output`, `custom_tool_call`,
-`custom_tool_call_output` and `reasoning` (accepted, never shown to the model). Tools are function
+`custom_tool_call_output` and `reasoning` (checked, kept, never shown to the model: a thinking model's
+chat template drops earlier turns' thinking too, as Qwen3's and DeepSeek-R1's do, and as OpenAI and
+vLLM do for such models). Tools are function
 tools, custom tools (their input is text: free, or in a lark or regex grammar the decoding follows),
 or tool types OpenAI hosts (web_search, file_search, mcp, ...) that Ladle does not run: those are
 accepted and left out of the prompt.
@@ -106,13 +108,30 @@ class CustomToolCallOutputItem(StrictModel):
     id: str | None = Field(None, pattern=ITEM_ID_PATTERN)
 
 
-class ReasoningItem(BaseModel):
-    """An earlier answer's reasoning: accepted as sent (these models do not reason), never shown to the model."""
+class SummaryText(StrictModel):
+    """A part of a reasoning item's summary."""
 
-    model_config = ConfigDict(extra="allow")
+    type: Literal["summary_text"]
+    text: str
+
+
+class ReasoningText(StrictModel):
+    """A part of a reasoning item's reasoning."""
+
+    type: Literal["reasoning_text"]
+    text: str
+
+
+class ReasoningItem(StrictModel):
+    """An earlier answer's reasoning, in OpenAI's shape: kept with the conversation, never shown to the
+    model (its next answer thinks afresh; the prompt holds the earlier answers only)."""
 
     type: Literal["reasoning"]
+    summary: list[SummaryText]
+    content: list[ReasoningText] | None = None
+    encrypted_content: str | None = None
     id: str | None = Field(None, pattern=ITEM_ID_PATTERN)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
 ITEM_TYPES = (
@@ -314,7 +333,8 @@ class TextConfig(StrictModel):
 
 
 class ReasoningConfig(StrictModel):
-    """Accepted and echoed; these models do not think, so `effort` changes nothing."""
+    """Accepted and echoed. `effort` changes nothing: a model that thinks (worker/engines/reasoning.py)
+    thinks as its weights do, and one that does not never will; `summary` is accepted, none is written."""
 
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None

@@ -1,8 +1,9 @@
 """Responses as clients see them: the Response object, a page of input items, and the streamed events.
 
 The streamed events follow OpenAI's order (response.created, response.in_progress, then per output
-item: output_item.added, its content, arguments or custom tool input deltas, their done events,
-output_item.done; last
+item: output_item.added, its content, reasoning text, arguments or custom tool input deltas, their
+done events, output_item.done; a thinking model's reasoning item comes first and closes when its
+answer or first call starts; last
 response.completed, response.incomplete or response.failed), each with the next `sequence_number`.
 The final event's response comes from `response_object`, as a non-streamed answer does, and its
 items from `convert.outcome_of`: what was streamed and what is stored are the same items.
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 from api.errors import bad_request
 from api.queue.responses import EventStream
-from api.responses.convert import call_item, failed_outcome, message_item, outcome_of
+from api.responses.convert import call_item, failed_outcome, message_item, outcome_of, reasoning_item
 from api.responses.store import StoredResponse
 from api.sse import sse_frame
 from api.streaming import restarted_error
@@ -105,6 +106,43 @@ class _Output:
         self.text = ""
         self.held = ""  # leading whitespace: an answer that turns out to be calls shows no message
         self.call: tuple[int, dict] | None = None  # the open call's output_index and item
+        self.reasoning: int | None = None  # the open reasoning item's output_index
+        self.reasoning_text = ""
+
+    def reasoning_delta(self, text: str) -> Iterator[str]:
+        """Frames for new reasoning text (its item opens with the first)."""
+        if self.reasoning is None:
+            self.reasoning, self.index = self.index, self.index + 1
+            item = {**reasoning_item(self.job_id, "", "in_progress"), "content": []}
+            yield self.events.frame("response.output_item.added", output_index=self.reasoning, item=item)
+            yield self.events.frame(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=self.reasoning,
+                content_index=0,
+                part={"type": "reasoning_text", "text": ""},
+            )
+        self.reasoning_text += text
+        yield self.events.frame(
+            "response.reasoning_text.delta",
+            item_id=f"rs_{self.job_id}",
+            output_index=self.reasoning,
+            content_index=0,
+            delta=text,
+        )
+
+    def close_reasoning(self, item: dict | None = None) -> Iterator[str]:
+        """Frames closing the open reasoning item (as `item`, else as far as it came), if one is open."""
+        if self.reasoning is None:
+            return
+        item = item or reasoning_item(self.job_id, self.reasoning_text)
+        part = item["content"][0]
+        common = {"item_id": item["id"], "output_index": self.reasoning, "content_index": 0}
+        yield self.events.frame("response.reasoning_text.done", **common, text=part["text"])
+        yield self.events.frame("response.content_part.done", **common, part=part)
+        yield self.events.frame("response.output_item.done", output_index=self.reasoning, item=item)
+        self.done.append(item)
+        self.reasoning = None
 
     def text_delta(self, text: str) -> Iterator[str]:
         """Frames for new answer text (none while only whitespace has come)."""
@@ -116,6 +154,7 @@ class _Output:
         yield from self._delta(text)
 
     def _open_message(self) -> Iterator[str]:
+        yield from self.close_reasoning()  # the answer starts: the thinking is over
         self.message, self.index = self.index, self.index + 1
         item = {**message_item(self.job_id, "", "in_progress"), "content": []}
         yield self.events.frame("response.output_item.added", output_index=self.message, item=item)
@@ -152,6 +191,7 @@ class _Output:
         """Frames for part of a call: its start (closing what came before) or a fragment of its
         arguments (a custom tool's: of its input)."""
         if delta.id is not None:  # a call starts: the text before it, and any call before it, are complete
+            yield from self.close_reasoning()
             if self.message is not None:
                 yield from self.close_message(message_item(self.job_id, self.text))
             if self.call is not None:
@@ -184,9 +224,17 @@ class _Output:
         whitespace answer) opens now, unless a call came (one cut short: the answer had no text);
         items never streamed at all (a replay after the job's events expired) are shown whole."""
         by_id = {item["id"]: item for item in final}
+        reasoning = by_id.get(f"rs_{self.job_id}")
+        if self.reasoning is not None:
+            yield from self.close_reasoning(reasoning)
+        elif reasoning is not None and not self.done:  # never streamed: shown whole
+            self.reasoning_text = ""
+            yield from self.reasoning_delta(reasoning["content"][0]["text"])
+            yield from self.close_reasoning(reasoning)
         message = by_id.get(f"msg_{self.job_id}")
         called = self.call is not None or any(item["type"] in _CALL_FIELDS for item in self.done)
-        if self.message is None and message is not None and not called and not self.done:
+        shown = {item["id"] for item in self.done}
+        if self.message is None and message is not None and not called and message["id"] not in shown:
             self.held = message["content"][0]["text"]  # the text held back, or all of it in a replay
             yield from self._open_message()
         if self.message is not None:
@@ -224,6 +272,8 @@ def _response_frames(
     yield stream.frame("response.in_progress", response={**pending, "status": "in_progress"})
     for _, event in events:
         if isinstance(event, DeltaEvent):
+            if event.reasoning:
+                yield from output.reasoning_delta(event.reasoning)
             if event.text:
                 yield from output.text_delta(event.text)
             for delta in event.tool_calls or ():

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from contracts.events import (
     Choice,
+    CompletionTokensDetails,
     DeltaEvent,
     GenerationResult,
     PromptTokensDetails,
@@ -18,6 +19,7 @@ from contracts.events import (
 )
 from contracts.jobs import SamplingParams, ToolCallMode
 from worker.engines.logprob_alignment import LogprobAligner
+from worker.engines.reasoning import ReasoningParser, ThinkingStart
 from worker.engines.stop_strings import StopStringFilter
 from worker.engines.tool_calls import ToolCallParser
 
@@ -45,6 +47,8 @@ class GenerationRequest:
     # hold tool calls (None: it holds none).
     grammar: str | None = None
     tool_calls: ToolCallMode | None = None
+    # A thinking model's chat: where its reasoning starts (None: no reasoning is read out).
+    thinking: ThinkingStart | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     truncated: list[bool] = field(default_factory=list)
@@ -76,6 +80,9 @@ class Row:
         free_text = request.grammar is None or request.tool_calls == "auto"
         self.stops = StopStringFilter(request.stop if free_text else [])
         self.tools = ToolCallParser(forced=request.tool_calls != "auto") if request.tool_calls else None
+        # Reasoning comes first: the answer after it is what tool calls, stop strings and logprobs see.
+        self.reasoning = ReasoningParser(request.thinking) if request.thinking else None
+        self.reasoning_text: list[str] = []
         self.text: list[str] = []
         self.generated = 0
         self.finish_reason: str | None = None
@@ -97,7 +104,11 @@ class Row:
             self.finish("stop")
             return
         text = self.stream.decode(token)
-        if self.aligner is not None and logprob is not None:
+        reasoning = ""
+        if self.reasoning is not None:
+            reasoning, text = self.reasoning.feed(text)
+        # Logprobs are the answer's: a token all of whose text is reasoning (or dropped) has none.
+        if self.aligner is not None and logprob is not None and (self.reasoning is None or text):
             self.aligner.add(logprob, len(text))
         calls: list[ToolCallDelta] = []
         if self.tools is not None:
@@ -105,7 +116,7 @@ class Row:
         released = self.stops.feed(text)
         if self.tools is not None and self.tools.in_call:
             released += self.stops.flush()  # what was held for a stop string was content after all
-        self._send(released, tool_calls=calls)
+        self._send(released, tool_calls=calls, reasoning=reasoning)
         if self.stops.stopped or closes:
             self.finish("stop")
         elif self.generated >= self.request.max_tokens:
@@ -120,31 +131,51 @@ class Row:
             # OpenAI ends a call of the function the request named with "stop".
             reason = "stop" if self.request.tool_calls == "named" else "tool_calls"
         self.finish_reason = reason
-        tail = ""
+        tail, reasoning = "", ""
         if reason != "cancelled" and not self.stops.stopped:
-            tail = self.stops.feed(self.tools.finish()) if self.tools is not None else ""
-            tail += self.stops.flush()
-        self._send(tail, reason)
+            answer = ""
+            if self.reasoning is not None:
+                reasoning, answer = self.reasoning.finish()
+            if self.tools is not None:
+                answer = self.tools.feed(answer)[0] + self.tools.finish()
+            tail = self.stops.feed(answer) + self.stops.flush()
+        self._send(tail, reason, reasoning=reasoning)
 
     def send_prompt_logprobs(self, entries: list[TokenLogprob]) -> None:
         """The prompt's logprobs (read in full), sent before the first token's text."""
         self.prompt_logprobs = entries
         self.request.emit(DeltaEvent(index=self.index, text="", prompt_logprobs=entries))
 
-    def _send(self, text: str, finish_reason: str | None = None, tool_calls: list[ToolCallDelta] = ()) -> None:
+    def _send(
+        self, text: str, finish_reason: str | None = None, tool_calls: list[ToolCallDelta] = (), reasoning: str = ""
+    ) -> None:
         if text:
             self.text.append(text)
+        if reasoning:
+            self.reasoning_text.append(reasoning)
         entries = None
         if self.aligner is not None and finish_reason != "cancelled":
             # Once the calls began, the content is over (the grammar allows only calls from there).
             content_over = finish_reason is not None or (self.tools is not None and self.tools.in_call)
             entries = self.aligner.finish(len(text)) if content_over else self.aligner.release(len(text))
             self.logprobs.extend(entries)
-        if text or finish_reason or entries or tool_calls:
+        if text or finish_reason or entries or tool_calls or reasoning:
             calls = list(tool_calls) or None
             self.request.emit(
-                DeltaEvent(index=self.index, text=text, finish_reason=finish_reason, logprobs=entries, tool_calls=calls)
+                DeltaEvent(
+                    index=self.index,
+                    text=text,
+                    finish_reason=finish_reason,
+                    logprobs=entries,
+                    tool_calls=calls,
+                    reasoning=reasoning or None,
+                )
             )
+
+    @property
+    def reasoned(self) -> str | None:
+        """The row's reasoning, when its output thought."""
+        return "".join(self.reasoning_text) if self.reasoning is not None and self.reasoning.thought else None
 
 
 def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cached_tokens: int = 0) -> None:
@@ -163,6 +194,7 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
                 began_calls=r.tools is not None and (r.tools.in_call or r.tools.forced),
                 cut_call=r.tools.unfinished if r.tools is not None and r.finish_reason == "length" else None,
                 stop_sequence=r.stops.matched if r.finish_reason == "stop" else None,
+                reasoning=r.reasoned,
             )
             for r in rows
         ],
@@ -171,6 +203,11 @@ def complete(request: GenerationRequest, rows: list[Row], batch_size: int, cache
             completion_tokens=generated,
             total_tokens=prompt + generated,
             prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+            completion_tokens_details=CompletionTokensDetails(
+                reasoning_tokens=sum(r.reasoning.reasoning_tokens for r in rows)
+            )
+            if request.thinking
+            else None,
         ),
         batch_size=batch_size,
         first_token_at=request.first_token_at,

@@ -20,6 +20,7 @@ from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousBatchEngin
 from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
+from worker.engines.reasoning import ThinkingStart, thinking_start
 from worker.engines.token_grammar import GrammarTokenizer
 from worker.errors import (
     JobRejected,
@@ -83,7 +84,16 @@ class LoadedModel:
             background=job.background,
             grammar=job.grammar,
             tool_calls=job.tool_calls,
+            thinking=self.thinking(job, texts[0]),
         )
+
+    def thinking(self, job: GenerationJob, prompt_text: str) -> ThinkingStart | None:
+        """Where a chat job's reasoning starts, when the model thinks. None for raw prompts (no chat
+        template shapes them), and for an answer a grammar shapes from its first token (JSON, a
+        forced call): the model cannot think there, so all it writes is the answer."""
+        if job.messages is None or (job.grammar is not None and job.tool_calls != "auto"):
+            return None
+        return thinking_start(self.chat_template, prompt_text)
 
 
 def execution_providers(device: str) -> list[str]:
