@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from contracts.sentinel_switches import switch_watch
 from contracts.settings import Settings
 
 SENTINEL_SCHEME = "sentinel"
@@ -33,13 +34,29 @@ class NoReplicasError(redis.ConnectionError):
 
 
 class MasterFollowingConnection(SentinelManagedConnection):
-    """A connection to the Sentinels' master that asks them again on every reconnect.
+    """A connection to the Sentinels' master that asks them again on every reconnect, and leaves
+    a master the Sentinels switched away from before its next command.
 
     redis-py's own asks only in `connect()`; sending a command on a closed connection reconnects
     through `connect_check_health()` to the address it had, so after a failover each retry went
     back to the demoted master (READONLY, or NOREPLICAS from one cut off) until the retries ran
     out: a worker's events and leases, an API's reads, kombu's BRPOP, all stuck for a minute.
+    A connection idle in its pool through a partition of the master could also be used again
+    after the failover, its command run on the old master once the partition healed
+    (contracts/sentinel_switches.py).
     """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        manager = self.connection_pool.sentinel_manager
+        sentinels = tuple(
+            sorted(
+                (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+                for s in manager.sentinels
+            )
+        )
+        self._switches = switch_watch(sentinels, self.connection_pool.service_name, _keepalive_options())
+        self._made_after = self._switches.switches
 
     def connect_to(self, address: tuple[str, int]) -> None:
         self.host, self.port = address
@@ -48,9 +65,24 @@ class MasterFollowingConnection(SentinelManagedConnection):
     def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
         if self._sock:
             return
+        self._made_after = self._switches.switches
         if self.connection_pool.is_master:
             self.host, self.port = self.connection_pool.get_master_address()
         super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
+
+    def _outdated(self) -> bool:
+        return self._sock is not None and self._made_after != self._switches.switches
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        if self._outdated():
+            self.disconnect()  # sent on a new connection, to the new master
+        super().send_packed_command(command, check_health)
+
+    def can_read(self, timeout: float | None = 0) -> bool:
+        if self._outdated():  # a pool checking it out, or a subscription waiting on it
+            self.disconnect()
+            raise redis.ConnectionError("the Sentinels switched to a new master")
+        return super().can_read(timeout)
 
 
 # redis-py turns each error code into its exception class; NOREPLICAS would be a plain ResponseError,

@@ -9,6 +9,7 @@ such a failover is in tests/test_sentinel_failover.py.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ import pytest
 import redis
 
 from contracts.redis_connection import redis_client
+from contracts.sentinel_switches import switch_watch
 from contracts.settings import Settings
 from tests.sentinel_cluster import MASTER_NAME, SentinelCluster
 
@@ -90,3 +92,33 @@ def test_a_subscription_follows_the_new_master(cluster):
     assert seen[-1]["data"] == b"after the failover"
     assert pubsub.connection.port == new_master
     pubsub.close()
+
+
+def test_a_connection_idle_through_the_masters_partition_is_left_after_the_switch(cluster):
+    """The master stops answering (SIGSTOP: its kernel still takes the bytes, as a partition's
+    retransmissions wait for the heal); a connection idle in the pool meanwhile is not used after
+    the Sentinels switch: a write sent there would run on the old master when it comes back, in
+    the moment before it is demoted, and be lost at its resync."""
+    client = redis_client(_settings(cluster), retry_for_s=RETRY_S)
+    client.set("before", 1)  # the pool now holds a connection to the master
+    old_master = redis.Redis(host="127.0.0.1", port=cluster.primary_port)
+    writes_before = old_master.info("commandstats")["cmdstat_set"]["calls"]
+    watch = switch_watch(tuple(sorted(("127.0.0.1", p) for p in cluster.sentinel_ports)), MASTER_NAME, {})
+    seen = watch.switches
+    primary = cluster.processes["primary"]
+    primary.send_signal(signal.SIGSTOP)
+    try:
+        new_master = cluster.wait_for_failover()
+        deadline = time.monotonic() + 30
+        while watch.switches == seen:  # the Sentinels' announcement reached this process
+            assert time.monotonic() < deadline, "no +switch-master seen"
+            time.sleep(0.05)
+        client.set("after", 2)
+        assert redis.Redis(host="127.0.0.1", port=new_master).get("after") == b"2"
+    finally:
+        primary.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while old_master.info("replication")["role"] != "slave":  # what it had queued, it has run
+        assert time.monotonic() < deadline, "the old master was not demoted"
+        time.sleep(0.05)
+    assert old_master.info("commandstats")["cmdstat_set"]["calls"] == writes_before
