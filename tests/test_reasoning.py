@@ -1,8 +1,10 @@
 """Models that think: the hand-wired tiny models of cli/thinking_model.py write `<think>` … `</think>`
-then an answer, always the same. Their reasoning comes back apart from the answer through the
-official openai SDK against the real stack: as a `reasoning` output item of the Responses API
-(created, streamed in OpenAI's event order, stored, continued) and as chat's `reasoning_content`,
-with the reasoning tokens counted in usage; a model that does not think answers as before."""
+then an answer, always the same, and cli/harmony_thinking_model.py's gpt-oss the same reasoning on
+harmony's analysis channel then the answer on its final channel. Their reasoning comes back apart
+from the answer through the official openai SDK against the real stack: as a `reasoning` output
+item of the Responses API (created, streamed in OpenAI's event order, stored, continued) and as
+chat's `reasoning_content`, with the reasoning tokens counted in usage; a model that does not think
+answers as before."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import onnxruntime_genai as og
 import pytest
 import requests
 from openai import OpenAI
+from tokenizers import Tokenizer
 
+from cli.harmony_thinking_model import HARMONY_THINKING_MODEL
+from cli.harmony_thinking_model import OUTPUT as HARMONY_OUTPUT
 from cli.model_build import build_model
 from cli.thinking_model import ANSWER, REASONING
 from contracts.jobs import GenerationJob, SamplingParams
@@ -25,16 +30,19 @@ from worker.models.model_registry import ModelRegistry
 
 QWEN3 = "tiny-thinking-qwen3"  # writes `<think>` itself
 R1 = "tiny-thinking-r1"  # its generation prompt opens the thinking
-# Output tokens of the thinking: `<think>`, the reasoning's 9, `</think>` (R1's prompt holds `<think>`).
-REASONING_TOKENS = {QWEN3: 11, R1: 10}
-# Then "\n\n", the answer's 4 tokens and the end-of-text token.
-ANSWER_TOKENS = 6
+GPT_OSS = HARMONY_THINKING_MODEL  # harmony: `<|channel|>analysis<|message|>` … then the final channel
+# Output tokens of the thinking: `<think>`, the reasoning's 9, `</think>` (R1's prompt holds `<think>`);
+# gpt-oss's analysis message: its 3 header tokens, the reasoning's 9 and `<|end|>`.
+REASONING_TOKENS = {QWEN3: 11, R1: 10, GPT_OSS: 13}
+# Then "\n\n", the answer's 4 tokens and the end-of-text token; gpt-oss's final message:
+# `<|start|>assistant<|channel|>final<|message|>` (6 tokens), the answer's 4 and `<|return|>`.
+ANSWER_TOKENS = {QWEN3: 6, R1: 6, GPT_OSS: 11}
 QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
 def thinking_models() -> None:
-    for name in (QWEN3, R1):
+    for name in (QWEN3, R1, GPT_OSS):
         build_model(name, MODEL_CACHE)
 
 
@@ -43,8 +51,9 @@ def client(api_url: str, thinking_models) -> OpenAI:
     return OpenAI(base_url=f"{api_url}/v1", api_key="x", max_retries=0)
 
 
-def generator_text(name: str) -> str:
-    """onnxruntime-genai's Generator, greedy, on the chat prompt of QUESTION."""
+def generator_text(name: str, skip_special_tokens: bool = True) -> str:
+    """onnxruntime-genai's Generator, greedy, on the chat prompt of QUESTION (its stop token left out;
+    `skip_special_tokens` false: the tokens spelled out, special ones included)."""
     folder = MODEL_CACHE / name
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
@@ -56,28 +65,59 @@ def generator_text(name: str) -> str:
     generator.append_tokens(np.asarray(tokens, dtype=np.int32))
     while not generator.is_done():
         generator.generate_next_token()
-    return tokenizer.decode(generator.get_sequence(0)[len(tokens) :])
+    output = generator.get_sequence(0)[len(tokens) :]
+    if skip_special_tokens:
+        return tokenizer.decode(output)
+    spelled = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return spelled.decode(output.tolist(), skip_special_tokens=False)
+
+
+def ladle_result(name: str, job: GenerationJob):
+    """The result of `job` in Ladle's engine (the continuous engine on CPU)."""
+    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
+    try:
+        loaded = registry.get(name)
+        request = loaded.prepare(job, emit=lambda event: None)
+        loaded.engine.submit(request)
+        assert request.finished.wait(timeout=120) and request.error is None
+    finally:
+        registry.close()
+    return request.result
 
 
 @pytest.mark.parametrize("name", [QWEN3, R1])
 def test_the_hand_wired_model_thinks_the_same_in_onnxruntime_genai_and_ladles_engine(name: str, thinking_models):
     opened = "" if name == R1 else "<think>"
     assert generator_text(name) == f"{opened}{REASONING}</think>\n\n{ANSWER}"
-    registry = ModelRegistry(Settings(model_dir=MODEL_CACHE, intra_op_threads=1), "cpu")
-    try:
-        loaded = registry.get(name)
-        job = GenerationJob(job_id="j", model=name, messages=user(QUESTION), sampling=SamplingParams(temperature=0))
-        request = loaded.prepare(job, emit=lambda event: None)
-        loaded.engine.submit(request)
-        assert request.finished.wait(timeout=120) and request.error is None
-    finally:
-        registry.close()
-    [choice] = request.result.choices
+    job = GenerationJob(job_id="j", model=name, messages=user(QUESTION), sampling=SamplingParams(temperature=0))
+    result = ladle_result(name, job)
+    [choice] = result.choices
     assert (choice.reasoning, choice.text, choice.finish_reason) == (REASONING, ANSWER, "stop")
-    assert request.result.usage.completion_tokens_details.reasoning_tokens == REASONING_TOKENS[name]
+    assert result.usage.completion_tokens_details.reasoning_tokens == REASONING_TOKENS[name]
 
 
-@pytest.mark.parametrize("name", [QWEN3, R1])
+def test_the_hand_wired_harmony_model_thinks_the_same_in_onnxruntime_genai_and_ladles_engine(thinking_models):
+    # Harmony's tokens are special: the Generator's tokens, spelled out, are the chain's.
+    assert generator_text(GPT_OSS, skip_special_tokens=False) == HARMONY_OUTPUT.removesuffix("<|return|>")
+    # Ladle's engine on the same prompt as raw text gives the same tokens (their text without the
+    # special ones), and the chat job reads the analysis channel out as reasoning.
+    folder = MODEL_CACHE / GPT_OSS
+    prompt = og.Tokenizer(og.Model(str(folder))).apply_chat_template(
+        json.dumps(user(QUESTION)), add_generation_prompt=True
+    )
+    raw = GenerationJob(job_id="r", model=GPT_OSS, prompts=[prompt], sampling=SamplingParams(temperature=0))
+    [plain] = ladle_result(GPT_OSS, raw).choices
+    assert plain.text == generator_text(GPT_OSS) == f"analysis{REASONING}assistantfinal{ANSWER}"
+    assert plain.reasoning is None
+    job = GenerationJob(job_id="j", model=GPT_OSS, messages=user(QUESTION), sampling=SamplingParams(temperature=0))
+    result = ladle_result(GPT_OSS, job)
+    [choice] = result.choices
+    assert (choice.reasoning, choice.text, choice.finish_reason) == (REASONING, ANSWER, "stop")
+    assert result.usage.completion_tokens == REASONING_TOKENS[GPT_OSS] + ANSWER_TOKENS[GPT_OSS]
+    assert result.usage.completion_tokens_details.reasoning_tokens == REASONING_TOKENS[GPT_OSS]
+
+
+@pytest.mark.parametrize("name", [QWEN3, R1, GPT_OSS])
 def test_a_response_holds_the_reasoning_item_before_the_answer(client: OpenAI, name: str):
     response = client.responses.create(model=name, input=QUESTION, reasoning={"effort": "high"})
     assert response.status == "completed" and response.output_text == ANSWER
@@ -88,12 +128,13 @@ def test_a_response_holds_the_reasoning_item_before_the_answer(client: OpenAI, n
     assert message.type == "message" and message.content[0].text == ANSWER
     usage = response.usage
     assert usage.output_tokens_details.reasoning_tokens == REASONING_TOKENS[name]
-    assert usage.output_tokens == REASONING_TOKENS[name] + ANSWER_TOKENS
+    assert usage.output_tokens == REASONING_TOKENS[name] + ANSWER_TOKENS[name]
     assert response.reasoning.effort == "high"
 
 
-def test_a_streamed_response_sends_reasoning_deltas_in_openais_order(client: OpenAI):
-    with client.responses.stream(model=QWEN3, input=QUESTION) as stream:
+@pytest.mark.parametrize("name", [QWEN3, GPT_OSS])
+def test_a_streamed_response_sends_reasoning_deltas_in_openais_order(client: OpenAI, name: str):
+    with client.responses.stream(model=name, input=QUESTION) as stream:
         events = list(stream)  # the SDK's helper raises on an event out of order
         final = stream.get_final_response()
     types = [e.type for e in events]
@@ -130,25 +171,26 @@ def test_a_streamed_response_sends_reasoning_deltas_in_openais_order(client: Ope
     done = next(e for e in events if e.type == "response.reasoning_text.done")
     assert done.text == REASONING and done.content_index == 0
     assert final.output[0].content[0].text == REASONING and final.output_text == ANSWER
-    assert final.usage.output_tokens_details.reasoning_tokens == REASONING_TOKENS[QWEN3]
+    assert final.usage.output_tokens_details.reasoning_tokens == REASONING_TOKENS[name]
 
 
-def test_a_stored_response_keeps_its_reasoning_and_the_next_turn_does_not_see_it(client: OpenAI):
-    first = client.responses.create(model=QWEN3, input=QUESTION)
+@pytest.mark.parametrize("name", [QWEN3, GPT_OSS])
+def test_a_stored_response_keeps_its_reasoning_and_the_next_turn_does_not_see_it(client: OpenAI, name: str):
+    first = client.responses.create(model=name, input=QUESTION)
     stored = client.responses.retrieve(first.id)
     assert [item.type for item in stored.output] == ["reasoning", "message"]
     assert stored.output[0].content[0].text == REASONING
-    # The earlier answer's reasoning is dropped from the prompt (as Qwen3's and DeepSeek-R1's templates
-    # drop it): continuing the response shows the model what the bare conversation does.
-    continued = client.responses.input_tokens.count(model=QWEN3, previous_response_id=first.id, input="Again?")
+    # The earlier answer's reasoning is dropped from the prompt (as Qwen3's, DeepSeek-R1's and gpt-oss's
+    # templates drop it): continuing the response shows the model what the bare conversation does.
+    continued = client.responses.input_tokens.count(model=name, previous_response_id=first.id, input="Again?")
     conversation = [
         {"role": "user", "content": QUESTION},
         {"role": "assistant", "content": ANSWER},
         {"role": "user", "content": "Again?"},
     ]
-    bare = client.responses.input_tokens.count(model=QWEN3, input=conversation)
+    bare = client.responses.input_tokens.count(model=name, input=conversation)
     assert continued.input_tokens == bare.input_tokens
-    second = client.responses.create(model=QWEN3, previous_response_id=first.id, input="Again?")
+    second = client.responses.create(model=name, previous_response_id=first.id, input="Again?")
     assert second.output_text == ANSWER and second.output[0].type == "reasoning"
 
 
@@ -194,7 +236,7 @@ def test_max_output_tokens_inside_the_thinking_leaves_an_incomplete_reasoning_it
     assert response.usage.output_tokens_details.reasoning_tokens == 5 and response.output_text == ""
 
 
-@pytest.mark.parametrize("name", [QWEN3, R1])
+@pytest.mark.parametrize("name", [QWEN3, R1, GPT_OSS])
 def test_a_chat_completion_has_reasoning_content_apart_from_its_content(client: OpenAI, name: str):
     completion = client.chat.completions.create(model=name, messages=user(QUESTION))
     message = completion.choices[0].message
@@ -203,9 +245,10 @@ def test_a_chat_completion_has_reasoning_content_apart_from_its_content(client: 
     assert completion.choices[0].finish_reason == "stop"
 
 
-def test_a_streamed_chat_completion_sends_reasoning_content_deltas_first(client: OpenAI):
+@pytest.mark.parametrize("name", [QWEN3, GPT_OSS])
+def test_a_streamed_chat_completion_sends_reasoning_content_deltas_first(client: OpenAI, name: str):
     stream = client.chat.completions.create(
-        model=QWEN3, messages=user(QUESTION), stream=True, stream_options={"include_usage": True}
+        model=name, messages=user(QUESTION), stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
     deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
@@ -215,7 +258,7 @@ def test_a_streamed_chat_completion_sends_reasoning_content_deltas_first(client:
     assert "".join(c for c in content if c) == ANSWER
     last_reasoning = max(i for i, r in enumerate(reasoning) if r)
     assert min(i for i, c in enumerate(content) if c) > last_reasoning
-    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == REASONING_TOKENS[QWEN3]
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == REASONING_TOKENS[name]
 
 
 def test_a_model_that_does_not_think_answers_as_before(client: OpenAI):
@@ -232,13 +275,14 @@ def claude(api_url: str, thinking_models) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=api_url, api_key="x", max_retries=0)
 
 
-def test_an_anthropic_message_shows_a_thinking_block_when_thinking_is_enabled(claude: anthropic.Anthropic):
+@pytest.mark.parametrize("name", [QWEN3, GPT_OSS])
+def test_an_anthropic_message_shows_a_thinking_block_when_thinking_is_enabled(claude: anthropic.Anthropic, name: str):
     enabled = {"type": "enabled", "budget_tokens": 256}
-    message = claude.messages.create(model=QWEN3, max_tokens=512, messages=user(QUESTION), thinking=enabled)
+    message = claude.messages.create(model=name, max_tokens=512, messages=user(QUESTION), thinking=enabled)
     thinking, text = message.content
     assert (thinking.type, thinking.thinking, thinking.signature) == ("thinking", REASONING, "")
     assert (text.type, text.text) == ("text", ANSWER)
-    plain = claude.messages.create(model=QWEN3, max_tokens=64, messages=user(QUESTION))
+    plain = claude.messages.create(model=name, max_tokens=64, messages=user(QUESTION))
     assert [(block.type, block.text) for block in plain.content] == [("text", ANSWER)]  # the reasoning left out
 
 

@@ -18,6 +18,7 @@ from contracts.events import (
     Usage,
 )
 from contracts.jobs import SamplingParams, ToolCallMode
+from worker.engines.harmony_reasoning import HarmonyReader, HarmonyTokens
 from worker.engines.logprob_alignment import LogprobAligner
 from worker.engines.reasoning import ReasoningParser, ThinkingStart
 from worker.engines.stop_strings import StopStringFilter
@@ -47,8 +48,9 @@ class GenerationRequest:
     # hold tool calls (None: it holds none).
     grammar: str | None = None
     tool_calls: ToolCallMode | None = None
-    # A thinking model's chat: where its reasoning starts (None: no reasoning is read out).
-    thinking: ThinkingStart | None = None
+    # A thinking model's chat: where its `<think>` reasoning starts, or a harmony model's structure
+    # tokens (None: no reasoning is read out).
+    thinking: ThinkingStart | HarmonyTokens | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     truncated: list[bool] = field(default_factory=list)
@@ -63,6 +65,13 @@ class GenerationRequest:
     def fail(self, error: BaseException) -> None:
         self.error = error
         self.finished.set()
+
+
+def reasoning_reader(thinking: ThinkingStart | HarmonyTokens | None) -> ReasoningParser | HarmonyReader | None:
+    """What reads a row's reasoning out: harmony's channels by token, `<think>` tags by text."""
+    if isinstance(thinking, HarmonyTokens):
+        return HarmonyReader(thinking)
+    return ReasoningParser(thinking) if thinking else None
 
 
 class Row:
@@ -81,7 +90,7 @@ class Row:
         self.stops = StopStringFilter(request.stop if free_text else [])
         self.tools = ToolCallParser(forced=request.tool_calls != "auto") if request.tool_calls else None
         # Reasoning comes first: the answer after it is what tool calls, stop strings and logprobs see.
-        self.reasoning = ReasoningParser(request.thinking) if request.thinking else None
+        self.reasoning = reasoning_reader(request.thinking)
         self.reasoning_text: list[str] = []
         self.text: list[str] = []
         self.generated = 0
@@ -106,7 +115,7 @@ class Row:
         text = self.stream.decode(token)
         reasoning = ""
         if self.reasoning is not None:
-            reasoning, text = self.reasoning.feed(text)
+            reasoning, text = self.reasoning.feed_token(token, text)
         # Logprobs are the answer's: a token all of whose text is reasoning (or dropped) has none.
         if self.aligner is not None and logprob is not None and (self.reasoning is None or text):
             self.aligner.add(logprob, len(text))

@@ -80,6 +80,10 @@ class ReasoningParser:
                 break  # waiting for more text
         return reasoning, answer
 
+    def feed_token(self, token: int, text: str) -> tuple[str, str]:
+        """A token and its text, as the Row feeds its reader (the tags are text: the id is not needed)."""
+        return self.feed(text)
+
     def finish(self) -> tuple[str, str]:
         """The output ended: held-back text is reasoning (inside the thinking) or answer."""
         held, self._buffer = self._buffer, ""

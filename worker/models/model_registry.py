@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from contracts.jobs import GenerationJob
@@ -20,6 +20,7 @@ from worker.engines.continuous_engine import PREFILL_BLOCK, ContinuousBatchEngin
 from worker.engines.decode_engine import DecodeEngine
 from worker.engines.embedding_engine import EmbeddingEngine
 from worker.engines.generation_request import GenerationRequest
+from worker.engines.harmony_reasoning import HarmonyTokens, harmony_tokens
 from worker.engines.reasoning import ThinkingStart, thinking_start
 from worker.engines.token_grammar import GrammarTokenizer
 from worker.errors import (
@@ -87,13 +88,19 @@ class LoadedModel:
             thinking=self.thinking(job, texts[0]),
         )
 
-    def thinking(self, job: GenerationJob, prompt_text: str) -> ThinkingStart | None:
-        """Where a chat job's reasoning starts, when the model thinks. None for raw prompts (no chat
-        template shapes them), and for an answer a grammar shapes from its first token (JSON, a
-        forced call): the model cannot think there, so all it writes is the answer."""
+    def thinking(self, job: GenerationJob, prompt_text: str) -> ThinkingStart | HarmonyTokens | None:
+        """Where a chat job's reasoning starts, when the model thinks (a harmony model: its structure
+        tokens, read by id). None for raw prompts (no chat template shapes them), and for an answer a
+        grammar shapes from its first token (JSON, a forced call): the model cannot think there, so
+        all it writes is the answer."""
         if job.messages is None or (job.grammar is not None and job.tool_calls != "auto"):
             return None
-        return thinking_start(self.chat_template, prompt_text)
+        return self.harmony or thinking_start(self.chat_template, prompt_text)
+
+    @cached_property
+    def harmony(self) -> HarmonyTokens | None:
+        """Harmony's structure tokens, when the model speaks harmony (gpt-oss)."""
+        return harmony_tokens(self.chat_template, self.tokenizer.encode)
 
 
 def execution_providers(device: str) -> list[str]:
