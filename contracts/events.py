@@ -76,8 +76,8 @@ class Choice(BaseModel):
     # The call max_tokens cut while it was being written: what of it came (the Responses API shows it
     # as an incomplete item; chat's `tool_calls` holds complete calls only).
     cut_call: ToolCall | None = Field(None, exclude_if=_absent)
-    # A thinking model's reasoning (worker/engines/reasoning.py), kept out of `text`; None when the
-    # model does not think or this output did not.
+    # A thinking model's reasoning (worker/engines/reasoning.py; harmony's: worker/engines/harmony_reasoning.py),
+    # kept out of `text`; None when the model does not think or this output did not.
     reasoning: str | None = Field(None, exclude_if=_absent)
 
 

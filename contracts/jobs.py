@@ -100,16 +100,21 @@ class GenerationJob(BaseModel):
     grammar: str | None = None
     tools: list[dict] | None = None
     tool_calls: ToolCallMode | None = None
+    # The request's reasoning effort, given to the chat template as `reasoning_effort` (gpt-oss's
+    # reads it; None: the variable is left out, so a template keeps its own default).
+    reasoning_effort: str | None = None
 
 
 class TokenCountJob(BaseModel):
     """Count the tokens of the prompt a chat model would see for `messages` (and `tools`, OpenAI
-    function definitions, described in its system message as a chat job shows them)."""
+    function definitions, described in its system message as a chat job shows them; and
+    `reasoning_effort`, given to the chat template as a chat job gives it)."""
 
     job_id: str
     model: str
     messages: list[dict]
     tools: list[dict] | None = None
+    reasoning_effort: str | None = None
 
 
 class EmbeddingJob(BaseModel):

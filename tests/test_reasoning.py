@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime_genai as og
 import pytest
 import requests
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 from tokenizers import Tokenizer
 
 from cli.harmony_thinking_model import HARMONY_THINKING_MODEL
@@ -23,10 +23,14 @@ from cli.harmony_thinking_model import OUTPUT as HARMONY_OUTPUT
 from cli.model_build import build_model
 from cli.thinking_model import ANSWER, REASONING
 from contracts.jobs import GenerationJob, SamplingParams
+from contracts.model_directory import ModelDirectory
 from contracts.settings import Settings
 from tests.conftest import MODEL_CACHE
 from tests.helpers import TINY, assert_error, user
+from worker.models.chat_tokenizer import ChatTokenizer, chat_template
 from worker.models.model_registry import ModelRegistry
+from worker.models.prompts import prompt_texts
+from worker.models.token_counter import TokenCounter
 
 QWEN3 = "tiny-thinking-qwen3"  # writes `<think>` itself
 R1 = "tiny-thinking-r1"  # its generation prompt opens the thinking
@@ -115,6 +119,61 @@ def test_the_hand_wired_harmony_model_thinks_the_same_in_onnxruntime_genai_and_l
     assert (choice.reasoning, choice.text, choice.finish_reason) == (REASONING, ANSWER, "stop")
     assert result.usage.completion_tokens == REASONING_TOKENS[GPT_OSS] + ANSWER_TOKENS[GPT_OSS]
     assert result.usage.completion_tokens_details.reasoning_tokens == REASONING_TOKENS[GPT_OSS]
+
+
+def rendered_prompts(name: str, effort: str | None) -> tuple[str, str]:
+    """The chat prompt of QUESTION with `effort` as Ladle's renderer (jinja2: the CPU engine and token
+    counts) and onnxruntime-genai's (the Generator path) write it."""
+    folder = MODEL_CACHE / name
+    template = chat_template(folder)
+    job = GenerationJob(job_id="j", model=name, messages=user(QUESTION), reasoning_effort=effort)
+    [ladle] = prompt_texts(ChatTokenizer(folder), template, job)
+    [generator] = prompt_texts(og.Tokenizer(og.Model(str(folder))), template, job)
+    return ladle, generator
+
+
+@pytest.mark.parametrize(("effort", "line"), [("high", "Reasoning: high\n"), (None, "Reasoning: medium\n")])
+def test_the_requested_effort_reaches_gpt_oss_chat_template(thinking_models, effort: str | None, line: str):
+    # Without an effort the variable is left out and the template's own default ("medium") stands.
+    ladle, generator = rendered_prompts(GPT_OSS, effort)
+    assert line in ladle and ladle.count("Reasoning:") == 1
+    assert generator == ladle
+    # A token count renders the prompt the chat job does.
+    counted = TokenCounter(ModelDirectory(MODEL_CACHE)).count(GPT_OSS, user(QUESTION), reasoning_effort=effort)
+    assert counted == len(ChatTokenizer(MODEL_CACHE / GPT_OSS).encode(ladle))
+
+
+def test_a_template_that_does_not_read_the_effort_renders_the_same_prompt_with_it(thinking_models):
+    assert rendered_prompts(QWEN3, "high") == rendered_prompts(QWEN3, None)
+
+
+def test_a_requested_effort_reaches_gpt_oss_through_responses_and_chat(client: OpenAI, api_url: str):
+    # "xhigh" is one token longer than the template's default "medium" (the other efforts are as
+    # long): the prompt the model saw, and the counts of it, show the effort reached the template.
+    default = client.responses.create(model=GPT_OSS, input=QUESTION)
+    response = client.responses.create(model=GPT_OSS, input=QUESTION, reasoning={"effort": "xhigh"})
+    assert response.status == "completed" and response.output_text == ANSWER
+    assert response.reasoning.effort == "xhigh" and response.output[0].content[0].text == REASONING
+    assert response.usage.input_tokens == default.usage.input_tokens + 1
+    counted = client.responses.input_tokens.count(model=GPT_OSS, input=QUESTION, reasoning={"effort": "xhigh"})
+    assert counted.input_tokens == response.usage.input_tokens
+    completion = client.chat.completions.create(model=GPT_OSS, messages=user(QUESTION), reasoning_effort="xhigh")
+    message = completion.choices[0].message
+    assert message.content == ANSWER and message.model_extra["reasoning_content"] == REASONING
+    assert completion.usage.prompt_tokens == response.usage.input_tokens
+    body = {"model": GPT_OSS, "messages": user(QUESTION), "reasoning_effort": "xhigh"}
+    count = requests.post(f"{api_url}/v1/chat/completions/tokenizer/encode/count", json=body, timeout=30)
+    assert count.json() == {"tokenCount": completion.usage.prompt_tokens}
+
+
+def test_an_unknown_reasoning_effort_is_a_400_naming_it(client: OpenAI):
+    with pytest.raises(BadRequestError) as chat:
+        client.chat.completions.create(model=GPT_OSS, messages=user(QUESTION), reasoning_effort="extreme")
+    assert (chat.value.body["param"], chat.value.body["code"]) == ("reasoning_effort", "invalid_value")
+    assert chat.value.body["type"] == "invalid_request_error" and "reasoning_effort" in chat.value.body["message"]
+    with pytest.raises(BadRequestError) as responses:
+        client.responses.create(model=GPT_OSS, input=QUESTION, reasoning={"effort": "extreme"})
+    assert responses.value.body["param"] == "reasoning.effort"
 
 
 @pytest.mark.parametrize("name", [QWEN3, R1, GPT_OSS])

@@ -8,9 +8,10 @@ cache the client pays for, so `cache_creation_input_tokens` is 0.
 An answer cut by one of `stop_sequences` ends with `stop_reason: "stop_sequence"` and names it in
 `stop_sequence` (the job's choice says which stop string ended it).
 
-A model that thinks (worker/engines/reasoning.py) shows its reasoning as a `thinking` block before
-the answer when the request enabled `thinking` (streamed as `thinking_delta`s); its `signature` is
-empty (Ladle signs nothing). Without it the reasoning is left out.
+A model that thinks (worker/engines/reasoning.py; gpt-oss's harmony: worker/engines/harmony_reasoning.py)
+shows its reasoning as a `thinking` block before the answer when the request enabled `thinking`
+(streamed as `thinking_delta`s); its `signature` is empty (Ladle signs nothing). Without it the
+reasoning is left out.
 """
 
 from __future__ import annotations

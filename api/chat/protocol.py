@@ -14,6 +14,9 @@ from contracts.jobs import GenerationJob
 MAX_TOP_LOGPROBS = 20
 # OpenAI's content part types of other modalities than text (images, audio, files).
 NON_TEXT_PARTS = ("image_url", "input_audio", "file")
+# OpenAI's reasoning efforts (chat's `reasoning_effort`, the Responses API's `reasoning.effort`):
+# given to the chat template as `reasoning_effort`, which gpt-oss's reads; other models' ignore it.
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 
 
 class TextPart(StrictModel):
@@ -86,6 +89,7 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
     random_seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)  # Foundry Local's name for seed
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    reasoning_effort: ReasoningEffort | None = None
     # No effect on output:
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -122,5 +126,6 @@ class ChatCompletionRequest(SamplingFields, StructuredOutputFields):
             stop=self.stop if self.free_text else [],
             sampling=self.sampling(self.random_seed if self.seed is None else self.seed),
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            reasoning_effort=self.reasoning_effort,
             **self.structured_job_fields(),
         )

@@ -179,6 +179,8 @@ def chat_body(request: ResponseRequest, model: str, messages: list[dict]) -> dic
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
+    if request.reasoning_effort is not None:
+        body["reasoning_effort"] = request.reasoning_effort
     if offered:
         body["tools"] = chat_tools(offered)
         if choice is not None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from api.chat.grammars import answer_grammar, custom_input_grammar
+from api.chat.protocol import ReasoningEffort
 from api.chat.structured import MAX_GRAMMAR, MAX_TOOLS, NAME_PATTERN, by_type
 from api.errors import ApiError, bad_request
 from api.sampling_protocol import StrictModel
@@ -333,10 +334,13 @@ class TextConfig(StrictModel):
 
 
 class ReasoningConfig(StrictModel):
-    """Accepted and echoed. `effort` changes nothing: a model that thinks (worker/engines/reasoning.py)
-    thinks as its weights do, and one that does not never will; `summary` is accepted, none is written."""
+    """Echoed back. `effort` is passed to the chat template as `reasoning_effort`: gpt-oss's reads it
+    (its system message says how hard to think), models whose templates do not, ignore it. A model
+    that thinks (worker/engines/reasoning.py, harmony's in worker/engines/harmony_reasoning.py)
+    otherwise thinks as its weights do, and one that does not never will; `summary` is accepted,
+    none is written."""
 
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    effort: ReasoningEffort | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
@@ -369,6 +373,11 @@ class ConversationInput(StrictModel):
         if len(set(names)) < len(names):
             raise bad_request("Tool names in tools must be unique.", "tools", "invalid_value")
         return self
+
+    @property
+    def reasoning_effort(self) -> str | None:
+        """The reasoning effort the chat template is given (None: the template's own default)."""
+        return self.reasoning.effort if self.reasoning else None
 
     @property
     def offered_tools(self) -> list[FunctionTool | CustomTool]:

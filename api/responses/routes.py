@@ -73,7 +73,7 @@ def count_input_tokens():
     messages = chat_messages(request.instructions, prior + input_items(request.input or [], "count"))
     if not messages:
         raise bad_request("The input holds nothing to count: send a message.", "input", "invalid_value")
-    tokens = runner.count_tokens(model, messages, request.offered_tools, new_request_job_id())
+    tokens = runner.count_tokens(model, messages, request.offered_tools, request.reasoning_effort, new_request_job_id())
     return jsonify({"object": "response.input_tokens", "input_tokens": tokens})
 
 

@@ -110,13 +110,21 @@ def previous_context(previous_id: str) -> list[dict]:
     return previous.context + outcome["output"]
 
 
-def count_tokens(model: str, messages: list[dict], functions: list[FunctionTool], job_id: str | None = None) -> int:
+def count_tokens(
+    model: str,
+    messages: list[dict],
+    functions: list[FunctionTool],
+    reasoning_effort: str | None = None,
+    job_id: str | None = None,
+) -> int:
     """The prompt length of `messages` and the function tools in `model`'s tokens (as a chat job
-    shows them), counted by a light-lane worker."""
+    shows them, with the reasoning effort it gives the template), counted by a light-lane worker."""
     ctx = services()
     job_id = job_id or new_job_id()
     tools = chat_tools(functions) or None
-    payload = TokenCountJob(job_id=job_id, model=model, messages=messages, tools=tools).model_dump()
+    payload = TokenCountJob(
+        job_id=job_id, model=model, messages=messages, tools=tools, reasoning_effort=reasoning_effort
+    ).model_dump()
     feed = ctx.jobs.submit(
         COUNT_TOKENS_TASK, JobKind.TOKEN_COUNT, model, payload, DEFAULT_DEVICE, True, LIGHT_LANE, owner=current_owner()
     )
@@ -132,7 +140,7 @@ def fit_items(request: ConversationInput, model: str, items: list[dict], room: i
 
     def fits(start: int) -> bool:
         messages = chat_messages(request.instructions, items[start:])
-        return bool(messages) and count_tokens(model, messages, request.offered_tools) <= room
+        return bool(messages) and count_tokens(model, messages, request.offered_tools, request.reasoning_effort) <= room
 
     if fits(0):
         return items

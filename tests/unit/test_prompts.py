@@ -4,7 +4,7 @@ import pytest
 
 from contracts.jobs import GenerationJob
 from worker.errors import JobRejected
-from worker.models.prompts import fit_prompts, message_text
+from worker.models.prompts import fit_prompts, message_text, template_setting, template_variables
 
 
 def completion(prompts: int = 1, **fields) -> GenerationJob:
@@ -48,3 +48,16 @@ def test_truncate_keeps_the_last_tokens_of_a_long_prompt():
     fitted, truncated, _ = fit_prompts([[1, 2, 3, 4, 5, 6, 7, 8]], completion(max_tokens=4, truncate=True), context=10)
     assert fitted == [[3, 4, 5, 6, 7, 8]]
     assert truncated == [True]
+
+
+def test_the_effort_is_a_template_variable_only_when_given():
+    assert template_variables("high") == {"reasoning_effort": "high"}
+    assert template_variables(None) == {}
+
+
+def test_onnxruntime_genais_template_sets_the_variables_at_its_top():
+    template = "{{ reasoning_effort }}"
+    setting = '{%- set reasoning_effort = "high" -%}'
+    assert template_setting(template, {"reasoning_effort": "high"}) == setting + template
+    assert template_setting(template, {}) == template
+    assert template_setting("", {"reasoning_effort": "high"}) == ""  # no template to set them in

@@ -135,6 +135,12 @@ def test_named_function_choice_and_text_formats():
     }
 
 
+def test_the_reasoning_effort_is_chats_and_left_out_when_not_given():
+    assert chat_body(request(reasoning={"effort": "low", "summary": "auto"}), "m", [])["reasoning_effort"] == "low"
+    assert "reasoning_effort" not in chat_body(request(reasoning={"summary": "auto"}), "m", [])
+    assert "reasoning_effort" not in chat_body(request(), "m", [])
+
+
 def test_output_items_of_an_answer():
     whitespace_then_call = Choice(index=0, text="\n", finish_reason="tool_calls", tool_calls=[CALL])
     assert [item["type"] for item in output_of("j", whitespace_then_call)] == ["function_call"]

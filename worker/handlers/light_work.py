@@ -16,7 +16,7 @@ from worker.runtime.job_runner import Outcome
 
 
 def count_tokens(counter: TokenCounter, job: TokenCountJob) -> Outcome:
-    result = TokenCountResult(token_count=counter.count(job.model, job.messages, job.tools))
+    result = TokenCountResult(token_count=counter.count(job.model, job.messages, job.tools, job.reasoning_effort))
     return DoneEvent(result=result), JobStatus.SUCCEEDED
 
 

@@ -74,9 +74,12 @@ class ChatTokenizer:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._template = _ENVIRONMENT.from_string(chat_template(folder))
 
-    def render(self, messages: list[dict]) -> str:
-        """The prompt text for plain {role, content} messages, ending with the assistant's turn."""
-        return self._template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
+    def render(self, messages: list[dict], variables: dict[str, str] | None = None) -> str:
+        """The prompt text for plain {role, content} messages, ending with the assistant's turn
+        (`variables`: more the template reads, such as gpt-oss's `reasoning_effort`)."""
+        return self._template.render(
+            messages=messages, add_generation_prompt=True, bos_token="", eos_token="", **(variables or {})
+        )
 
     def apply_chat_template(self, messages: str, add_generation_prompt: bool = True, template_str: str = "") -> str:
         """onnxruntime-genai's signature (messages as JSON); the model's own template is used."""

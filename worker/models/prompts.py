@@ -9,6 +9,7 @@ from jinja2 import TemplateError
 from contracts.jobs import GenerationJob
 from contracts.tool_markup import SEPARATOR, call_text, custom_call_text
 from worker.errors import JobRejected, context_exceeded
+from worker.models.chat_tokenizer import ChatTokenizer
 
 # The system text that shows a model without a tool format of its own the functions it may call
 # (Hermes style, as contracts.tool_markup writes the calls).
@@ -69,7 +70,30 @@ def plain_messages(messages: list[dict], tools: list[dict] | None = None) -> lis
     return plain
 
 
-def render_chat(tokenizer, chat_template: str, messages: list[dict], tools: list[dict] | None = None) -> str:
+def template_variables(reasoning_effort: str | None) -> dict[str, str]:
+    """The variables the chat template is given besides the messages: `reasoning_effort` when the
+    request names one (left out otherwise, so a template that defaults it, as gpt-oss's does, keeps
+    its default; one that never reads it is unchanged either way)."""
+    return {} if reasoning_effort is None else {"reasoning_effort": reasoning_effort}
+
+
+def template_setting(chat_template: str, variables: dict[str, str]) -> str:
+    """The template with `variables` set at its top, for onnxruntime-genai's renderer, which takes
+    no variables besides the messages (a default the template sets `if ... is not defined` then
+    gives way, as it does to a variable jinja2 is given)."""
+    if not chat_template or not variables:
+        return chat_template
+    settings = "".join(f"{{%- set {name} = {json.dumps(value)} -%}}" for name, value in variables.items())
+    return settings + chat_template
+
+
+def render_chat(
+    tokenizer,
+    chat_template: str,
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    reasoning_effort: str | None = None,
+) -> str:
     """Apply the model's chat template, ending with the assistant's turn.
 
     A template may refuse the conversation (`raise_exception`, e.g. "roles must alternate"): that is
@@ -77,9 +101,14 @@ def render_chat(tokenizer, chat_template: str, messages: list[dict], tools: list
     onnxruntime-genai's tokenizer (the Generator path) a RuntimeError with the template's message.
     """
     plain = plain_messages(messages, tools)
+    variables = template_variables(reasoning_effort)
     try:
+        if isinstance(tokenizer, ChatTokenizer):
+            return tokenizer.render(plain, variables)
         return tokenizer.apply_chat_template(
-            messages=json.dumps(plain), add_generation_prompt=True, template_str=chat_template
+            messages=json.dumps(plain),
+            add_generation_prompt=True,
+            template_str=template_setting(chat_template, variables),
         )
     except (TemplateError, RuntimeError) as refused:
         raise template_refused(refused) from None
@@ -93,7 +122,7 @@ def template_refused(refused: Exception) -> JobRejected:
 def prompt_texts(tokenizer, chat_template: str, job: GenerationJob) -> list[str]:
     """The text the model sees for each prompt of the job."""
     if job.messages is not None:
-        return [render_chat(tokenizer, chat_template, job.messages, job.tools)]
+        return [render_chat(tokenizer, chat_template, job.messages, job.tools, job.reasoning_effort)]
     if job.use_raw_prompt:
         return list(job.prompts)
     return [render_chat(tokenizer, chat_template, [{"role": "user", "content": p}]) for p in job.prompts]

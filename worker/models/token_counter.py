@@ -9,7 +9,7 @@ from jinja2 import TemplateError
 from contracts.model_directory import GENERATION, ModelDirectory
 from worker.errors import model_not_found
 from worker.models.chat_tokenizer import ChatTokenizer
-from worker.models.prompts import plain_messages, template_refused
+from worker.models.prompts import plain_messages, template_refused, template_variables
 
 
 class TokenCounter:
@@ -20,10 +20,13 @@ class TokenCounter:
         self._loaded: dict[str, ChatTokenizer] = {}
         self._lock = threading.Lock()
 
-    def count(self, model: str, messages: list[dict], tools: list[dict] | None = None) -> int:
+    def count(
+        self, model: str, messages: list[dict], tools: list[dict] | None = None, reasoning_effort: str | None = None
+    ) -> int:
+        """The tokens of the prompt a chat job with these messages, tools and effort renders."""
         chat = self._get(model)
         try:
-            text = chat.render(plain_messages(messages, tools))
+            text = chat.render(plain_messages(messages, tools), template_variables(reasoning_effort))
         except TemplateError as refused:
             raise template_refused(refused) from None
         return len(chat.encode(text))
