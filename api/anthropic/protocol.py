@@ -220,10 +220,16 @@ class JsonOutputFormat(Lenient):
     schema_: dict = Field(alias="schema")
 
 
+# Claude's effort levels that a chat template's `reasoning_effort` (gpt-oss's) has too.
+TEMPLATE_EFFORTS = ("low", "medium", "high")
+
+
 class OutputConfig(Lenient):
-    """Output options: `format` is honoured, `effort` ignored (these models do not think)."""
+    """Output options: `format` is honoured; `effort` reaches the chat template as
+    `reasoning_effort` when the template knows the level (low, medium, high), else it is ignored."""
 
     format: JsonOutputFormat | None = None
+    effort: str | None = None
 
 
 class MessagesInput(Lenient):
@@ -267,6 +273,9 @@ class MessagesInput(Lenient):
         if self.output_schema is not None:
             json_schema = {"name": "output", "schema": self.output_schema, "strict": True}
             fields["response_format"] = {"type": "json_schema", "json_schema": json_schema}
+        effort = self.output_config.effort if self.output_config else None
+        if effort in TEMPLATE_EFFORTS:
+            fields["reasoning_effort"] = effort
         return fields
 
     def count_job(self, job_id: str, model: str) -> TokenCountJob:
@@ -274,7 +283,13 @@ class MessagesInput(Lenient):
         system message as the worker shows them (none with tool_choice none)."""
         chat = ChatCompletionRequest.model_validate(self.chat_fields())
         tools = chat.structured_job_fields().get("tools")
-        return TokenCountJob(job_id=job_id, model=model, messages=job_messages(chat.messages), tools=tools)
+        return TokenCountJob(
+            job_id=job_id,
+            model=model,
+            messages=job_messages(chat.messages),
+            tools=tools,
+            reasoning_effort=chat.reasoning_effort,
+        )
 
 
 class MessagesRequest(MessagesInput):

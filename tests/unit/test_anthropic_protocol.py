@@ -315,3 +315,14 @@ def test_system_turns_within_the_conversation_join_the_system_prompt():
         ("system", "Be brief.\n\nReminder: be kind."),
         ("user", "hi\n\nagain"),
     ]
+
+
+def test_an_effort_the_chat_template_knows_reaches_it_and_others_are_ignored():
+    def chat(output_config: dict) -> object:
+        body = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        return MessagesRequest.model_validate({**body, "output_config": output_config})
+
+    assert chat({"effort": "high"}).to_chat().reasoning_effort == "high"
+    assert chat({"effort": "high"}).count_job("j", "m").reasoning_effort == "high"  # counted as run
+    assert chat({"effort": "max"}).to_chat().reasoning_effort is None  # no such level in templates
+    assert chat({}).to_chat().reasoning_effort is None
