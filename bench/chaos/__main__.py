@@ -167,9 +167,11 @@ def main() -> int:
         cleanup(fleet_holder)
     wall = time.monotonic() - started
     failed = [r["scenario"] for r in results if not r["passed"]]
+    lost = sum(len(r["jobs"].get("lost_messages", [])) for r in results)
     summary = (
         f"chaos seed={args.seed} scenarios={len(results)} passed={len(results) - len(failed)} "
-        f"failed={len(failed)}{' ' + ','.join(failed) if failed else ''} wall={wall:.0f}s reports={out}"
+        f"failed={len(failed)}{' ' + ','.join(failed) if failed else ''} lost_messages={lost} "
+        f"wall={wall:.0f}s reports={out}"
     )
     (out / "summary.txt").write_text(summary + "\n")
     print(summary)

@@ -62,6 +62,8 @@ def fleet_settings(redis_url: str, shared: Path) -> Settings:
         heartbeat_s=0.5,
         visibility_timeout_s=6,
         batch_lease_s=4,
+        # Jobs queued this long with their message nowhere fail as job_lost within the workload's bound.
+        lost_job_sweep_s=20,
         sync_timeout_s=60,
         worker_wait_s=5,
         worker_concurrency=8,

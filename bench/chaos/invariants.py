@@ -64,8 +64,11 @@ def job_summary(client: redis.Redis, records: dict[str, dict]) -> dict:
     for record in records.values():
         by_worker[record.get("worker") or "none"] = by_worker.get(record.get("worker") or "none", 0) + 1
     again = [(job_id, r) for job_id, r in records.items() if int(r.get("deliveries") or 0) > 1]
+    # Jobs whose queue message was lost, failed by the lost-job sweep (a clear error, but no answer).
+    lost = [job_id for job_id, r in records.items() if '"job_lost"' in (r.get("error") or "")]
     return {
         "total": len(records),
+        "lost_messages": lost,
         "by_worker": by_worker,
         "delivered_more_than_once": len(again),
         "most_deliveries": max(deliveries, default=0),

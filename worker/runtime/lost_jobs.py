@@ -31,6 +31,9 @@ UNACKED_KEY = "unacked"
 # A message in flight between a consumer's BRPOP and its unacked record, or between the API's
 # record and its send, shows up within this long; only jobs missing from two looks are lost.
 SECOND_LOOK_AFTER_S = 2.0
+# The periodic look waits longer (at most its period): a BRPOP answered just as its consumer was
+# cut off is in flight until the partition heals, or until keepalive drops the connection (25 s).
+PERIODIC_SECOND_LOOK_S = 30.0
 _SCAN_BATCH = 1000
 
 
@@ -55,30 +58,35 @@ class LostJobSweeper:
             self.run_id = run_id
             if self.store.client.set(keys.lost_job_sweep_key(run_id), 1, nx=True, ex=3600):
                 log.warning("redis server changed; looking for jobs whose message was lost", extra={"run_id": run_id})
-                self._start(CLOCK.now())
+                self._start(CLOCK.now(), SECOND_LOOK_AFTER_S)
             return
         if self.every_s <= 0 or time.monotonic() < self._next_periodic:
             return
         self._next_periodic = time.monotonic() + self.every_s
         if self.store.client.set(keys.LOST_JOB_SWEEP_PERIODIC_KEY, 1, nx=True, px=max(1, int(self.every_s * 1000))):
-            self._start(CLOCK.now() - self.every_s)  # jobs queued a whole period: no message in flight
+            # Jobs queued a whole period, looked at twice.
+            self._start(CLOCK.now() - self.every_s, min(self.every_s, PERIODIC_SECOND_LOOK_S))
 
-    def _start(self, created_before: float) -> None:
+    def _start(self, created_before: float, second_look_s: float) -> None:
         # Not on the heartbeat's thread: the sweep waits for a second look, the beat must not.
-        threading.Thread(target=self._sweep_logged, args=(created_before,), name="lost-job-sweep", daemon=True).start()
+        sweep = threading.Thread(
+            target=self._sweep_logged, args=(created_before, second_look_s), name="lost-job-sweep", daemon=True
+        )
+        sweep.start()
 
-    def _sweep_logged(self, created_before: float) -> None:
+    def _sweep_logged(self, created_before: float, second_look_s: float) -> None:
         try:
-            self.sweep(created_before)
+            self.sweep(created_before, second_look_s)
         except Exception:
             log.exception("lost-job sweep failed")
 
-    def sweep(self, created_before: float) -> int:
-        """Fail jobs queued before `created_before` whose task is in no queue and held by no worker."""
+    def sweep(self, created_before: float, second_look_s: float = SECOND_LOOK_AFTER_S) -> int:
+        """Fail jobs queued before `created_before` whose task is in no queue and held by no worker,
+        at a first look and at a second one `second_look_s` later (still queued at both)."""
         suspects = self._unsent(self._queued_jobs(created_before))
         if suspects:
-            time.sleep(SECOND_LOOK_AFTER_S)
-            suspects = self._unsent(suspects)
+            time.sleep(second_look_s)
+            suspects = self._unsent(self._still_queued(suspects))
         info = service_unavailable(
             "job_lost",
             "The job's queue message was lost (a Redis failover, or a worker cut off from Redis as it took"
@@ -110,6 +118,15 @@ class LostJobSweeper:
                 if status == JobStatus.QUEUED.value.encode() and float(created_at or 0) < created_before:
                     queued[name.removeprefix(prefix)] = (task or name.removeprefix(prefix).encode()).decode()
         return queued
+
+    def _still_queued(self, jobs: dict[str, str]) -> dict[str, str]:
+        """The jobs among `jobs` still queued (not started by a worker that got its message late)."""
+        pipe = self.store.client.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.hget(keys.job_key(job_id), "status")
+        statuses = pipe.execute()
+        queued = JobStatus.QUEUED.value.encode()
+        return {job_id: task for (job_id, task), status in zip(jobs.items(), statuses, strict=True) if status == queued}
 
     def _unsent(self, jobs: dict[str, str]) -> dict[str, str]:
         """The jobs among `jobs` whose task message is in no queue list and not unacknowledged."""
