@@ -59,6 +59,7 @@ class MasterFollowingConnection(SentinelManagedConnection):
         self._made_after = self._switches.switches
 
     def connect_to(self, address: tuple[str, int]) -> None:
+        self._made_after = self._switches.switches
         self.host, self.port = address
         super().connect_check_health(check_health=self.connection_pool.check_connection, retry_socket_connect=False)
 
@@ -74,15 +75,20 @@ class MasterFollowingConnection(SentinelManagedConnection):
         return self._sock is not None and self._made_after != self._switches.switches
 
     def send_packed_command(self, command: object, check_health: bool = True) -> None:
-        if self._outdated():
-            self.disconnect()  # sent on a new connection, to the new master
+        if self._outdated():  # an error, not a quiet reconnect: kombu must see its connection go
+            self._leave_old_master()
         super().send_packed_command(command, check_health)
 
     def can_read(self, timeout: float | None = 0) -> bool:
         if self._outdated():  # a pool checking it out, or a subscription waiting on it
-            self.disconnect()
-            raise redis.ConnectionError("the Sentinels switched to a new master")
+            self._leave_old_master()
         return super().can_read(timeout)
+
+    def _leave_old_master(self) -> None:
+        """Close the connection and fail the command with a connection error: retried, it goes to
+        the new master on a new connection (redis-py's retry, kombu's reconnect)."""
+        self.disconnect()
+        raise redis.ConnectionError("the Sentinels switched to a new master")
 
 
 # redis-py turns each error code into its exception class; NOREPLICAS would be a plain ResponseError,

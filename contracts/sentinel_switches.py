@@ -5,8 +5,9 @@ silent, and an idle one in a pool is reused after the switch, its commands held 
 old master is reachable again and then run there, in the moment before it notices it lost its
 replicas (and lost with its resync). Each process keeps one subscription to the Sentinels'
 `+switch-master` channel per watched master and counts the switches; a connection made before the
-latest switch is closed before its next command (contracts/redis_connection.py). A subscription
-made again after losing the Sentinels counts as a switch too: one may have happened meanwhile.
+latest switch is closed before its next command (contracts/redis_connection.py). A switch
+announced while this process was away from the Sentinels is missed: connections to the old master
+then find out as before, by its READONLY or NOREPLICAS answers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ class SwitchWatch:
         self.connection_options = connection_options
         self.switches = 0
         self._pid: int | None = None
-        self._subscribed_once = False
         self._lock = threading.Lock()
 
     def ensure_watching(self) -> None:
@@ -64,11 +64,7 @@ class SwitchWatch:
         try:
             pubsub.subscribe(SWITCH_CHANNEL)
             for message in pubsub.listen():
-                if message["type"] == "subscribe":
-                    if self._subscribed_once:  # away from the Sentinels for a while: assume a switch
-                        self.switches += 1
-                    self._subscribed_once = True
-                elif message["type"] == "message" and message["data"].split(b" ", 1)[0] == self.master_name.encode():
+                if message["type"] == "message" and message["data"].split(b" ", 1)[0] == self.master_name.encode():
                     self.switches += 1
                     log.warning(
                         "the sentinels switched to a new master", extra={"announcement": message["data"].decode()}
