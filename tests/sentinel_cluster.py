@@ -116,8 +116,10 @@ class SentinelCluster:
         raise RuntimeError(f"no failover within {timeout_s}s; see {self.directory}")
 
     def force_failover(self, timeout_s: float = 60) -> int:
-        """SENTINEL FAILOVER with the primary up: the replica's port once it is master and the old
-        primary a replica (until then both take writes)."""
+        """SENTINEL FAILOVER with the master up, whichever server it is: the other's port once it
+        is master and the old master a replica (until then both take writes)."""
+        old_port = self.master_port()
+        new_port = self.replica_port if old_port == self.primary_port else self.primary_port
         sentinel = redis.Redis(host="127.0.0.1", port=self.sentinel_ports[0])
         deadline = time.monotonic() + timeout_s
         while True:  # a Sentinel refuses until it has seen the replica in sync (NOGOODSLAVE)
@@ -128,13 +130,33 @@ class SentinelCluster:
                 if not str(refused).startswith("NOGOODSLAVE") or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        new_master = self.wait_for_failover(timeout_s)
-        old_master = redis.Redis(host="127.0.0.1", port=self.primary_port)
-        while old_master.info("replication")["role"] != "slave":
+        self.wait_for_master(new_port, deadline)
+        self.wait_for_role(old_port, "slave", deadline)
+        return new_port
+
+    def server_on(self, port: int) -> subprocess.Popen:
+        """The redis-server process listening on `port` (primary or replica, whatever its role now)."""
+        return self.processes["primary" if port == self.primary_port else "replica"]
+
+    def wait_for_master(self, port: int, deadline: float) -> None:
+        """Until the Sentinels name the server on `port` master and it says so itself."""
+        while self.master_port() != port or self._role(port) != "master":
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the old primary was not demoted within {timeout_s}s; see {self.directory}")
+                raise RuntimeError(f"{port} did not become master; see {self.directory}")
             time.sleep(0.05)
-        return new_master
+
+    def wait_for_role(self, port: int, role: str, deadline: float) -> None:
+        while self._role(port) != role:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{port} did not become {role}; see {self.directory}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _role(port: int) -> str | None:
+        try:
+            return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).info("replication")["role"]
+        except redis.RedisError:
+            return None
 
     def stop(self) -> None:
         for process in self.processes.values():

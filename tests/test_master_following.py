@@ -3,8 +3,7 @@
 A connection open to the old master when the Sentinels switch (here a forced failover: the old
 master stays up, demoted to a replica) breaks on its next write (READONLY); its reconnect must ask
 the Sentinels again. redis-py's own reconnect went back to the demoted server, every retry, until
-the retries ran out. Real redis-server processes and Sentinels throughout; the whole stack through
-such a failover is in tests/test_sentinel_failover.py.
+the retries ran out. Real redis-server processes and Sentinels throughout.
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ from tests.sentinel_cluster import MASTER_NAME, SentinelCluster
 RETRY_S = 3.0
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    cluster = SentinelCluster(tmp_path / "sentinel", sentinels=1, quorum=1)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the module: each test switches the master from whichever server has it."""
+    cluster = SentinelCluster(tmp_path_factory.mktemp("sentinel"), sentinels=1, quorum=1)
     cluster.start()
     yield cluster
     cluster.stop()
@@ -101,20 +101,22 @@ def test_a_connection_idle_through_the_masters_partition_is_left_after_the_switc
     the moment before it is demoted, and be lost at its resync."""
     client = redis_client(_settings(cluster), retry_for_s=RETRY_S)
     client.set("before", 1)  # the pool now holds a connection to the master
-    old_master = redis.Redis(host="127.0.0.1", port=cluster.primary_port)
+    old_port = cluster.master_port()
+    new_port = cluster.replica_port if old_port == cluster.primary_port else cluster.primary_port
+    old_master = redis.Redis(host="127.0.0.1", port=old_port)
     writes_before = old_master.info("commandstats")["cmdstat_set"]["calls"]
     watch = switch_watch(tuple(sorted(("127.0.0.1", p) for p in cluster.sentinel_ports)), MASTER_NAME, {})
     seen = watch.switches
-    primary = cluster.processes["primary"]
+    primary = cluster.server_on(old_port)
     primary.send_signal(signal.SIGSTOP)
     try:
-        new_master = cluster.wait_for_failover()
+        cluster.wait_for_master(new_port, time.monotonic() + 60)
         deadline = time.monotonic() + 30
         while watch.switches == seen:  # the Sentinels' announcement reached this process
             assert time.monotonic() < deadline, "no +switch-master seen"
             time.sleep(0.05)
         client.set("after", 2)
-        assert redis.Redis(host="127.0.0.1", port=new_master).get("after") == b"2"
+        assert redis.Redis(host="127.0.0.1", port=new_port).get("after") == b"2"
     finally:
         primary.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + 60
