@@ -10,7 +10,7 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 from cli.embedded_redis import EmbeddedRedis
-from worker.runtime.fleet_clock import CLOCK, FleetClock, use_for_kombu
+from worker.runtime.fleet_clock import CLOCK, MAX_SYNC_ROUND_TRIP_S, FleetClock, use_for_kombu
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +33,22 @@ def test_the_clock_is_redis_time_and_no_wall_clock_step_moves_it(client, monkeyp
 def test_kombu_stamps_and_sweeps_deliveries_by_it():
     use_for_kombu()
     assert kombu_redis.time == CLOCK.now
+
+
+class _HeldAnswer:
+    """A real client whose TIME answer is held on the way back, as a partition that heals holds it."""
+
+    def __init__(self, client: redis.Redis, held_s: float) -> None:
+        self.client, self.held_s = client, held_s
+
+    def time(self) -> tuple[int, int]:
+        time.sleep(self.held_s)  # the fault: the round trip takes this long (nothing is awaited)
+        return self.client.time()  # Redis's time as the answer arrives
+
+
+def test_a_read_held_by_the_network_does_not_move_the_clock_ahead(client):
+    clock = FleetClock()
+    clock.sync(client)
+    clock.sync(_HeldAnswer(client, MAX_SYNC_ROUND_TRIP_S + 0.2))  # its midpoint would be 0.6 s off
+    seconds, microseconds = client.time()
+    assert abs(clock.now() - (seconds + microseconds / 1e6)) < 0.2
