@@ -186,28 +186,37 @@ def test_unreachable_sentinels_are_a_retryable_503(tmp_path, model_dir):
         api.stop()
 
 
+def _a_lost_job_and_a_waiting_one(settings: Settings) -> tuple[JobStore, str, str]:
+    """Two queued jobs: `lost` recorded with its message nowhere (never sent, or taken and gone),
+    `waiting` with its message in a queue no worker consumes."""
+    store = JobStore(redis_client(settings), settings.job_ttl_s)
+    producer = Celery("test-producer")
+    producer.conf.update(celery_config(settings))
+    lost, waiting = new_job_id(), new_job_id()
+    store.create([lost, waiting], JobKind.CHAT, TINY)
+    payload = {"job_id": waiting, "model": TINY, "messages": user("hi")}
+    producer.send_task(GENERATE_TASK, args=[payload], queue=queue_for_device("cuda:7"), task_id=waiting)
+    return store, lost, waiting
+
+
+def _assert_only_the_lost_one_fails(store: JobStore, lost: str, waiting: str) -> None:
+    deadline = time.monotonic() + 60
+    while (record := store.get(lost)).status != JobStatus.FAILED:
+        assert time.monotonic() < deadline, f"the lost job was never failed: {record}"
+        time.sleep(0.1)
+    assert record.error["code"] == "job_lost" and record.error["status"] == 503
+    assert store.get(waiting).status == JobStatus.QUEUED  # its message is in a queue: not lost
+
+
 def test_after_the_server_changes_only_jobs_without_a_message_fail_as_lost(tmp_path, model_dir):
     server = EmbeddedRedis(tmp_path / "redis", persist=True)
     settings = Settings(redis_url=server.start(), model_dir=model_dir, heartbeat_s=0.3, intra_op_threads=1)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
-        store = JobStore(redis_client(settings), settings.job_ttl_s)
-        producer = Celery("test-producer")
-        producer.conf.update(celery_config(settings))
-        lost, waiting = new_job_id(), new_job_id()
-        store.create([lost, waiting], JobKind.CHAT, TINY)  # `lost`: recorded, its message never sent
-        payload = {"job_id": waiting, "model": TINY, "messages": user("hi")}
-        # A queue no worker consumes: the message waits there across the restart.
-        producer.send_task(GENERATE_TASK, args=[payload], queue=queue_for_device("cuda:7"), task_id=waiting)
+        store, lost, waiting = _a_lost_job_and_a_waiting_one(settings)
         server.stop()
         server.start()  # the same data (AOF), a new server: its run ID differs
-
-        deadline = time.monotonic() + 60
-        while (record := store.get(lost)).status != JobStatus.FAILED:
-            assert time.monotonic() < deadline, f"the lost job was never failed: {record}"
-            time.sleep(0.1)
-        assert record.error["code"] == "job_lost" and record.error["status"] == 503
-        assert store.get(waiting).status == JobStatus.QUEUED  # its message is in a queue: not lost
+        _assert_only_the_lost_one_fails(store, lost, waiting)
     finally:
         worker.stop()
         server.stop()
@@ -223,20 +232,8 @@ def test_a_job_queued_without_its_message_fails_as_lost_on_the_periodic_sweep(tm
     )
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
-        store = JobStore(redis_client(settings), settings.job_ttl_s)
-        producer = Celery("test-producer")
-        producer.conf.update(celery_config(settings))
-        lost, waiting = new_job_id(), new_job_id()
-        store.create([lost, waiting], JobKind.CHAT, TINY)  # `lost`: recorded, its message taken and gone
-        payload = {"job_id": waiting, "model": TINY, "messages": user("hi")}
-        producer.send_task(GENERATE_TASK, args=[payload], queue=queue_for_device("cuda:7"), task_id=waiting)
-
-        deadline = time.monotonic() + 60
-        while (record := store.get(lost)).status != JobStatus.FAILED:
-            assert time.monotonic() < deadline, f"the lost job was never failed: {record}"
-            time.sleep(0.1)
-        assert record.error["code"] == "job_lost" and record.error["status"] == 503
-        assert store.get(waiting).status == JobStatus.QUEUED  # its message is in a queue: not lost
+        store, lost, waiting = _a_lost_job_and_a_waiting_one(settings)
+        _assert_only_the_lost_one_fails(store, lost, waiting)
         assert "failed jobs whose queue message was lost" in worker.log_path.read_text()
     finally:
         worker.stop()

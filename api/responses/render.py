@@ -113,15 +113,8 @@ class _Output:
         """Frames for new reasoning text (its item opens with the first)."""
         if self.reasoning is None:
             self.reasoning, self.index = self.index, self.index + 1
-            item = {**reasoning_item(self.job_id, "", "in_progress"), "content": []}
-            yield self.events.frame("response.output_item.added", output_index=self.reasoning, item=item)
-            yield self.events.frame(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=self.reasoning,
-                content_index=0,
-                part={"type": "reasoning_text", "text": ""},
-            )
+            item = reasoning_item(self.job_id, "", "in_progress")
+            yield from self._open_item(self.reasoning, item, {"type": "reasoning_text", "text": ""})
         self.reasoning_text += text
         yield self.events.frame(
             "response.reasoning_text.delta",
@@ -156,15 +149,18 @@ class _Output:
     def _open_message(self) -> Iterator[str]:
         yield from self.close_reasoning()  # the answer starts: the thinking is over
         self.message, self.index = self.index, self.index + 1
-        item = {**message_item(self.job_id, "", "in_progress"), "content": []}
-        yield self.events.frame("response.output_item.added", output_index=self.message, item=item)
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        yield self.events.frame(
-            "response.content_part.added", item_id=item["id"], output_index=self.message, content_index=0, part=part
-        )
+        yield from self._open_item(self.message, message_item(self.job_id, "", "in_progress"), part)
         held, self.held = self.held, ""
         if held:
             yield from self._delta(held)
+
+    def _open_item(self, output_index: int, item: dict, part: dict) -> Iterator[str]:
+        """An item added with no content yet, then its first content part."""
+        yield self.events.frame("response.output_item.added", output_index=output_index, item={**item, "content": []})
+        yield self.events.frame(
+            "response.content_part.added", item_id=item["id"], output_index=output_index, content_index=0, part=part
+        )
 
     def _delta(self, text: str) -> Iterator[str]:
         self.text += text

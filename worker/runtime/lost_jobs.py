@@ -82,11 +82,12 @@ class LostJobSweeper:
 
     def sweep(self, created_before: float, second_look_s: float = SECOND_LOOK_AFTER_S) -> int:
         """Fail jobs queued before `created_before` whose task is in no queue and held by no worker,
-        at a first look and at a second one `second_look_s` later (still queued at both)."""
+        at a first look and at a second one `second_look_s` later (a job no longer queued by then
+        is left as it is: only a queued one is failed)."""
         suspects = self._unsent(self._queued_jobs(created_before))
         if suspects:
             time.sleep(second_look_s)
-            suspects = self._unsent(self._still_queued(suspects))
+            suspects = self._unsent(suspects)  # a job started meanwhile has its message held: not a suspect
         info = service_unavailable(
             "job_lost",
             "The job's queue message was lost (a Redis failover, or a worker cut off from Redis as it took"
@@ -118,15 +119,6 @@ class LostJobSweeper:
                 if status == JobStatus.QUEUED.value.encode() and float(created_at or 0) < created_before:
                     queued[name.removeprefix(prefix)] = (task or name.removeprefix(prefix).encode()).decode()
         return queued
-
-    def _still_queued(self, jobs: dict[str, str]) -> dict[str, str]:
-        """The jobs among `jobs` still queued (not started by a worker that got its message late)."""
-        pipe = self.store.client.pipeline(transaction=False)
-        for job_id in jobs:
-            pipe.hget(keys.job_key(job_id), "status")
-        statuses = pipe.execute()
-        queued = JobStatus.QUEUED.value.encode()
-        return {job_id: task for (job_id, task), status in zip(jobs.items(), statuses, strict=True) if status == queued}
 
     def _unsent(self, jobs: dict[str, str]) -> dict[str, str]:
         """The jobs among `jobs` whose task message is in no queue list and not unacknowledged."""
